@@ -1,0 +1,204 @@
+//! The serde form of a [`Policy`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{duration, rate};
+use crate::{ConfigError, Policy};
+
+/// The flat, human-written form of a [`Policy`], as it appears in a TOML,
+/// YAML or JSON file. [`Policy`] deserializes through it and validates.
+///
+/// | `algorithm`        | fields                                                |
+/// |--------------------|-------------------------------------------------------|
+/// | `"fixed_window"`   | `limit` and `window`, or `rate = "5/30s"`             |
+/// | `"sliding_window"` | `limit` and `window`, or `rate = "5/30s"`             |
+/// | `"token_bucket"`   | `capacity`, and `refill` and `period` or `rate = "1/2s"` |
+///
+/// Durations are strings such as `"30s"`, `"30 s"`, `"10 m"`, `"1h30m"`,
+/// `"500ms"` (see [`parse_duration`](crate::parse_duration)). Unknown
+/// fields, fields of another algorithm and out-of-range values are rejected
+/// with an error naming the field and the accepted range.
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_core::Policy;
+///
+/// let bucket: Policy = serde_json::from_str(
+///     r#"{ "algorithm": "token_bucket", "capacity": 10, "refill": 1, "period": "2s" }"#,
+/// ).unwrap();
+/// assert_eq!(bucket.limit(), 10);
+///
+/// let err = toml::from_str::<Policy>(r#"
+///     algorithm = "fixed_window"
+///     limit = 0
+///     window = "30s"
+/// "#).unwrap_err();
+/// assert!(err.to_string().contains("invalid `limit`: 0 is out of range"), "{err}");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PolicyConfig {
+    /// `"fixed_window"`, `"sliding_window"` or `"token_bucket"`.
+    pub algorithm: Option<AlgorithmName>,
+    /// Window policies: the most cost per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Window policies: the window length, e.g. `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// `"<count>/<duration>"`: `limit`/`window` for the window policies,
+    /// `refill`/`period` for the token bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Token bucket: the most tokens the bucket holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// Token bucket: tokens added per `period`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<u64>,
+    /// Token bucket: the refill period, e.g. `"1s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+}
+
+/// The `algorithm` of a [`PolicyConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AlgorithmName {
+    /// [`FixedWindow`](crate::FixedWindow).
+    FixedWindow,
+    /// [`SlidingWindow`](crate::SlidingWindow).
+    SlidingWindow,
+    /// [`TokenBucket`](crate::TokenBucket).
+    TokenBucket,
+}
+
+impl PolicyConfig {
+    fn reject(
+        &self,
+        algorithm: &str,
+        fields: &[(&'static str, bool)],
+        hint: &str,
+    ) -> Result<(), ConfigError> {
+        match fields.iter().find(|(_, present)| *present) {
+            Some((field, _)) => Err(ConfigError::new(
+                field,
+                format!("does not apply to {algorithm}; {hint}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `(count, duration)` from `rate`, or from the two separate fields.
+    fn pair(
+        &self,
+        count: (&'static str, Option<u64>),
+        span: (&'static str, Option<&str>),
+    ) -> Result<(u64, Duration), ConfigError> {
+        match (&self.rate, count.1, span.1) {
+            (Some(_), Some(_), _) => Err(ConfigError::new(
+                count.0,
+                format!(
+                    "give either `rate` or `{}` and `{}`, not both",
+                    count.0, span.0
+                ),
+            )),
+            (Some(_), None, Some(_)) => Err(ConfigError::new(
+                span.0,
+                format!(
+                    "give either `rate` or `{}` and `{}`, not both",
+                    count.0, span.0
+                ),
+            )),
+            (Some(text), None, None) => rate("rate", text),
+            (None, Some(n), Some(text)) => Ok((n, duration(span.0, text)?)),
+            (None, None, _) => Err(missing(count.0)),
+            (None, Some(_), None) => Err(missing(span.0)),
+        }
+    }
+}
+
+fn missing(field: &'static str) -> ConfigError {
+    ConfigError::new(field, "is missing")
+}
+
+impl TryFrom<PolicyConfig> for Policy {
+    type Error = ConfigError;
+
+    fn try_from(c: PolicyConfig) -> Result<Self, ConfigError> {
+        let algorithm = c.algorithm.ok_or_else(|| {
+            ConfigError::new(
+                "algorithm",
+                "is missing; expected \"fixed_window\", \"sliding_window\" or \"token_bucket\"",
+            )
+        })?;
+        match algorithm {
+            AlgorithmName::FixedWindow | AlgorithmName::SlidingWindow => {
+                let name = if algorithm == AlgorithmName::FixedWindow {
+                    "fixed_window"
+                } else {
+                    "sliding_window"
+                };
+                c.reject(
+                    name,
+                    &[
+                        ("capacity", c.capacity.is_some()),
+                        ("refill", c.refill.is_some()),
+                        ("period", c.period.is_some()),
+                    ],
+                    "use `limit` and `window` (or `rate`)",
+                )?;
+                let (limit, window) =
+                    c.pair(("limit", c.limit), ("window", c.window.as_deref()))?;
+                if algorithm == AlgorithmName::FixedWindow {
+                    Policy::fixed_window(limit, window)
+                } else {
+                    Policy::sliding_window(limit, window)
+                }
+            }
+            AlgorithmName::TokenBucket => {
+                c.reject(
+                    "token_bucket",
+                    &[("limit", c.limit.is_some()), ("window", c.window.is_some())],
+                    "use `capacity`, and `refill` and `period` (or `rate`)",
+                )?;
+                let capacity = c.capacity.ok_or_else(|| missing("capacity"))?;
+                let (refill, period) =
+                    c.pair(("refill", c.refill), ("period", c.period.as_deref()))?;
+                Policy::token_bucket(capacity, refill, period)
+            }
+        }
+    }
+}
+
+impl From<Policy> for PolicyConfig {
+    fn from(policy: Policy) -> Self {
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        match policy {
+            Policy::FixedWindow(p) => Self {
+                algorithm: Some(AlgorithmName::FixedWindow),
+                limit: Some(p.limit()),
+                window: Some(text(p.window())),
+                ..Self::default()
+            },
+            Policy::SlidingWindow(p) => Self {
+                algorithm: Some(AlgorithmName::SlidingWindow),
+                limit: Some(p.limit()),
+                window: Some(text(p.window())),
+                ..Self::default()
+            },
+            Policy::TokenBucket(p) => Self {
+                algorithm: Some(AlgorithmName::TokenBucket),
+                capacity: Some(p.capacity()),
+                refill: Some(p.refill()),
+                period: Some(text(p.period())),
+                ..Self::default()
+            },
+        }
+    }
+}

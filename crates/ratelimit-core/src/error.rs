@@ -1,0 +1,199 @@
+//! Errors: "could not decide" and "can never succeed", and bad configuration.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why a limiter returned no [`Decision`](crate::Decision).
+///
+/// A denial is never an error. An `Error` means the cost can never be taken
+/// ([`ErrorKind::CostExceedsLimit`], [`ErrorKind::ZeroCost`]) or that the
+/// backend could not decide ([`ErrorKind::Backend`], [`ErrorKind::Timeout`]).
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_core::{Error, ErrorKind};
+///
+/// let err = Error::cost_exceeds_limit(7, 5);
+/// assert!(err.is_cost_rejected());
+/// assert_eq!(err.kind(), &ErrorKind::CostExceedsLimit { cost: 7, limit: 5 });
+/// assert_eq!(err.to_string(), "cost 7 exceeds the policy's limit of 5 and can never be allowed");
+/// ```
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    source: Option<BoxError>,
+}
+
+/// The kind of an [`Error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The cost is larger than the policy's limit: no wait would ever allow
+    /// it. Nothing was changed.
+    CostExceedsLimit {
+        /// The cost asked for.
+        cost: u64,
+        /// The policy's limit (bucket capacity).
+        limit: u64,
+    },
+    /// A cost of zero was asked for; use `peek` to read a key's state.
+    ZeroCost,
+    /// The backend failed to answer (connection, protocol or script error).
+    Backend,
+    /// The backend did not answer within its timeout.
+    Timeout,
+}
+
+impl Error {
+    /// A cost above the policy's limit.
+    #[must_use]
+    pub fn cost_exceeds_limit(cost: u64, limit: u64) -> Self {
+        Self::new(ErrorKind::CostExceedsLimit { cost, limit })
+    }
+
+    /// A zero cost.
+    #[must_use]
+    pub fn zero_cost() -> Self {
+        Self::new(ErrorKind::ZeroCost)
+    }
+
+    /// A backend failure, keeping its cause as [`source`](StdError::source).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    /// let err = ratelimit_core::Error::backend(io);
+    /// assert!(err.is_backend());
+    /// assert_eq!(err.source().unwrap().to_string(), "refused");
+    /// ```
+    #[must_use]
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Backend,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A timeout, optionally with its cause.
+    #[must_use]
+    pub fn timeout(source: Option<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Timeout,
+            source,
+        }
+    }
+
+    /// An error of the given kind with no cause.
+    #[must_use]
+    pub fn new(kind: ErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// What went wrong.
+    #[must_use]
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// True when the cost can never be taken (zero, or above the limit).
+    #[must_use]
+    pub fn is_cost_rejected(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::CostExceedsLimit { .. } | ErrorKind::ZeroCost
+        )
+    }
+
+    /// True when the backend failed to answer.
+    #[must_use]
+    pub fn is_backend(&self) -> bool {
+        matches!(self.kind, ErrorKind::Backend | ErrorKind::Timeout)
+    }
+
+    /// True when the backend did not answer in time.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, ErrorKind::Timeout)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::CostExceedsLimit { cost, limit } => write!(
+                f,
+                "cost {cost} exceeds the policy's limit of {limit} and can never be allowed"
+            ),
+            ErrorKind::ZeroCost => f.write_str("cost must be at least 1; use peek to read a key"),
+            ErrorKind::Backend => match &self.source {
+                Some(source) => write!(f, "rate-limit backend failed: {source}"),
+                None => f.write_str("rate-limit backend failed"),
+            },
+            ErrorKind::Timeout => f.write_str("rate-limit backend timed out"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// A policy that cannot be built: names the field, what was given and what
+/// is accepted.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelimit_core::FixedWindow;
+///
+/// let err = FixedWindow::new(0, Duration::from_secs(30)).unwrap_err();
+/// assert_eq!(err.field(), "limit");
+/// assert_eq!(err.to_string(), "invalid `limit`: 0 is out of range; expected an integer from 1 to 4294967295");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    message: String,
+}
+
+impl ConfigError {
+    /// An error about `field`, with a message that says what was wrong and
+    /// what is accepted.
+    #[must_use]
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The configuration field at fault.
+    #[must_use]
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// What was wrong, without the field name.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.field, self.message)
+    }
+}
+
+impl StdError for ConfigError {}

@@ -1,0 +1,277 @@
+//! Fixed window: at most `limit` per aligned window.
+
+use std::time::Duration;
+
+use crate::domain::{MAX_LIMIT, MAX_PERIOD_MS, MAX_PRODUCT};
+use crate::{Algorithm, ConfigError, Decision, Error};
+
+/// At most `limit` cost per aligned window of length `window`
+/// (windows start at multiples of `window` since the UNIX epoch).
+///
+/// The cheapest policy to store (a window index and a count) and the one
+/// `@upstash/ratelimit` users know; its weakness is a burst of up to
+/// `2 * limit` across a window boundary. See SPEC section 3.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelimit_core::{Algorithm, FixedWindow};
+///
+/// let policy = FixedWindow::new(5, Duration::from_secs(30)).unwrap();
+/// let mut state = Default::default();
+/// for _ in 0..5 {
+///     let (d, next) = policy.check(&state, 10_000_000, 1).unwrap();
+///     assert!(d.allowed);
+///     state = next;
+/// }
+/// let (sixth, _) = policy.check(&state, 10_000_000, 1).unwrap();
+/// assert!(!sixth.allowed);
+/// // The window [0 s, 30 s) ends 20 s later.
+/// assert_eq!(sixth.retry_after, Some(Duration::from_secs(20)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FixedWindow {
+    limit: u64,
+    window_us: u64,
+}
+
+/// The stored state of a [`FixedWindow`] key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct FixedWindowState {
+    /// Index of the window the count belongs to (`floor(t / window)`).
+    pub window: u64,
+    /// Cost taken in that window.
+    pub count: u64,
+}
+
+impl FixedWindowState {
+    /// A state with the given window index and count.
+    #[must_use]
+    pub const fn new(window: u64, count: u64) -> Self {
+        Self { window, count }
+    }
+}
+
+impl FixedWindow {
+    /// A fixed window of `limit` per `window`.
+    ///
+    /// # Errors
+    ///
+    /// When `limit` is not in `1..=2^32-1`, `window` is not a whole number of
+    /// milliseconds in `1 ms..=2^36 ms`, or `limit * window_ms >= 2^53`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelimit_core::FixedWindow;
+    /// let p = FixedWindow::new(100, Duration::from_secs(60)).unwrap();
+    /// assert_eq!(p.window(), Duration::from_secs(60));
+    /// assert!(FixedWindow::new(100, Duration::from_micros(1500)).is_err());
+    /// ```
+    pub fn new(limit: u64, window: Duration) -> Result<Self, ConfigError> {
+        let (limit, window_ms) = validate_window_policy(limit, window, "window")?;
+        Ok(Self {
+            limit,
+            window_us: window_ms * 1000,
+        })
+    }
+
+    /// `limit` per second.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_core::FixedWindow;
+    /// assert_eq!(FixedWindow::per_second(10).unwrap().window().as_secs(), 1);
+    /// ```
+    pub fn per_second(limit: u64) -> Result<Self, ConfigError> {
+        Self::new(limit, Duration::from_secs(1))
+    }
+
+    /// `limit` per minute.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_core::FixedWindow;
+    /// assert_eq!(FixedWindow::per_minute(10).unwrap().window().as_secs(), 60);
+    /// ```
+    pub fn per_minute(limit: u64) -> Result<Self, ConfigError> {
+        Self::new(limit, Duration::from_secs(60))
+    }
+
+    /// `limit` per hour.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_core::FixedWindow;
+    /// assert_eq!(FixedWindow::per_hour(10).unwrap().window().as_secs(), 3600);
+    /// ```
+    pub fn per_hour(limit: u64) -> Result<Self, ConfigError> {
+        Self::new(limit, Duration::from_secs(3600))
+    }
+
+    /// The most cost per window.
+    #[must_use]
+    pub const fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window length.
+    #[must_use]
+    pub const fn window(&self) -> Duration {
+        Duration::from_micros(self.window_us)
+    }
+
+    /// The window length in microseconds.
+    #[must_use]
+    pub const fn window_micros(&self) -> u64 {
+        self.window_us
+    }
+
+    /// The state as of `now` and the effective window index: a later window
+    /// starts empty; an earlier one (the clock went back) keeps the stored
+    /// window, which is never reopened.
+    #[inline]
+    fn current(&self, state: &FixedWindowState, now: u64) -> FixedWindowState {
+        let k = now / self.window_us;
+        if k > state.window {
+            FixedWindowState::new(k, 0)
+        } else {
+            *state
+        }
+    }
+
+    #[inline]
+    fn decide(&self, s: &FixedWindowState, now: u64, allowed: bool) -> Decision {
+        let end = s.window.saturating_add(1).saturating_mul(self.window_us);
+        let wait = end.saturating_sub(now);
+        let reset_after = if s.count > 0 { wait } else { 0 };
+        Decision::from_micros(
+            allowed,
+            self.limit,
+            self.limit.saturating_sub(s.count),
+            reset_after,
+            wait,
+        )
+    }
+}
+
+impl Algorithm for FixedWindow {
+    type State = FixedWindowState;
+
+    #[inline]
+    fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    #[inline]
+    fn check(
+        &self,
+        state: &FixedWindowState,
+        now: u64,
+        cost: u64,
+    ) -> Result<(Decision, FixedWindowState), Error> {
+        self.validate_cost(cost)?;
+        let s = self.current(state, now);
+        if s.count.saturating_add(cost) <= self.limit {
+            let next = FixedWindowState::new(s.window, s.count + cost);
+            Ok((self.decide(&next, now, true), next))
+        } else {
+            Ok((self.decide(&s, now, false), *state))
+        }
+    }
+
+    #[inline]
+    fn peek(&self, state: &FixedWindowState, now: u64) -> Decision {
+        let s = self.current(state, now);
+        self.decide(&s, now, s.count < self.limit)
+    }
+
+    #[inline]
+    fn expires_at(&self, state: &FixedWindowState) -> u64 {
+        if state.count == 0 {
+            0
+        } else {
+            state
+                .window
+                .saturating_add(1)
+                .saturating_mul(self.window_us)
+        }
+    }
+}
+
+/// Checks a window policy's `limit` and window against the exact domain and
+/// returns `(limit, window_ms)`.
+pub(crate) fn validate_window_policy(
+    limit: u64,
+    window: Duration,
+    window_field: &'static str,
+) -> Result<(u64, u64), ConfigError> {
+    let limit = validate_limit(limit, "limit")?;
+    let window_ms = validate_period(window, window_field)?;
+    if u128::from(limit) * u128::from(window_ms) >= u128::from(MAX_PRODUCT) {
+        return Err(ConfigError::new(
+            "limit",
+            format!(
+                "{limit} per {window_ms} ms is too large to compute exactly: \
+                 `limit` times the window in milliseconds must be below 2^53 \
+                 (9007199254740992); lower the limit or shorten the window"
+            ),
+        ));
+    }
+    Ok((limit, window_ms))
+}
+
+/// Checks a limit or capacity: `1..=2^32-1`.
+pub(crate) fn validate_limit(value: u64, field: &'static str) -> Result<u64, ConfigError> {
+    if value == 0 || value > MAX_LIMIT {
+        return Err(ConfigError::new(
+            field,
+            format!("{value} is out of range; expected an integer from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks a window or period: a whole number of milliseconds in
+/// `1..=2^36`; returns the milliseconds.
+pub(crate) fn validate_period(value: Duration, field: &'static str) -> Result<u64, ConfigError> {
+    let range = || {
+        format!("expected a whole number of milliseconds from 1 ms to {MAX_PERIOD_MS} ms (about 795 days)")
+    };
+    if value.subsec_nanos() % 1_000_000 != 0 {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{value:?} is not a whole number of milliseconds; {}",
+                range()
+            ),
+        ));
+    }
+    let ms = value.as_millis();
+    if ms == 0 || ms > u128::from(MAX_PERIOD_MS) {
+        return Err(ConfigError::new(
+            field,
+            format!("{value:?} is out of range; {}", range()),
+        ));
+    }
+    // Cannot truncate: ms <= 2^36 was just checked.
+    Ok(ms as u64)
+}

@@ -1,0 +1,75 @@
+//! The trait every backend implements.
+
+use async_trait::async_trait;
+
+use crate::{Decision, Error, Policy};
+
+/// A keyed rate limiter.
+///
+/// Object-safe, so an application holds an `Arc<dyn Limiter>` and picks the
+/// backend and the algorithm from configuration. Keys are byte strings and
+/// binary-safe: any bytes, of any length, name distinct keys.
+///
+/// A denial is `Ok(Decision { allowed: false, .. })`; `Err` means the
+/// backend could not decide or the cost can never be taken.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let policy = Policy::token_bucket(3, 1, Duration::from_secs(1)).unwrap();
+/// let limiter: Arc<dyn Limiter> = Arc::new(ReferenceLimiter::new(policy));
+///
+/// let d = limiter.check(b"user:42", 3).await.unwrap();
+/// assert!(d.allowed);
+/// assert_eq!(d.remaining, 0);
+/// assert!(!limiter.check_one(b"user:42").await.unwrap().allowed);
+/// assert!(limiter.check(b"user:42", 4).await.unwrap_err().is_cost_rejected());
+///
+/// limiter.reset(b"user:42").await.unwrap();
+/// assert_eq!(limiter.peek(b"user:42").await.unwrap().remaining, 3);
+/// # });
+/// ```
+#[async_trait]
+pub trait Limiter: Send + Sync {
+    /// Takes `cost` from `key` if it fits.
+    ///
+    /// # Errors
+    ///
+    /// When `cost` is zero or above the limit (nothing is changed), or when
+    /// the backend cannot decide.
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error>;
+
+    /// Takes one unit from `key` if it fits: `check(key, 1)`.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot decide.
+    async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {
+        self.check(key, 1).await
+    }
+
+    /// Reads `key` without taking anything: the decision a check of cost 1
+    /// would see, with `remaining` and `reset_after` as they are.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot decide.
+    async fn peek(&self, key: &[u8]) -> Result<Decision, Error>;
+
+    /// Forgets `key`: its next check sees a full quota.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot reach its store.
+    async fn reset(&self, key: &[u8]) -> Result<(), Error>;
+
+    /// The policies this limiter applies, for headers such as
+    /// `RateLimit-Policy`. One for the limiters of this workspace today; a
+    /// limiter that enforces several policies at once lists them all.
+    fn policies(&self) -> &[Policy];
+}
