@@ -196,13 +196,12 @@ impl SlidingWindow {
     fn allowed_at(&self, s: &SlidingWindowState, cost: u64) -> u64 {
         let start = s.window.saturating_mul(self.window_us);
         // ceil(p * (W - e) / W) <= a  <=>  W - e <= floor(a * W / p).
+        // A zero count leaves nothing to decay: the cost fits from the start.
         let first_ms = |count: u64, budget: u64| -> u64 {
-            if count == 0 {
-                0
-            } else {
-                let keep = budget.saturating_mul(self.window_ms) / count;
-                self.window_ms.saturating_sub(keep)
-            }
+            budget
+                .saturating_mul(self.window_ms)
+                .checked_div(count)
+                .map_or(0, |keep| self.window_ms.saturating_sub(keep))
         };
         if let Some(budget) = self.limit.checked_sub(s.current.saturating_add(cost)) {
             let e = first_ms(s.previous, budget);
