@@ -1,0 +1,390 @@
+//! The layer in front of a trivial service, driven with `oneshot`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use ratelimit_core::{Decision, Error, Limiter, ManualClock, Policy, ReferenceLimiter};
+use ratelimit_tower::{
+    ClientIp, FailureMode, PeerAddr, ProxyHeader, RateLimitBody, RateLimitLayer,
+};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+fn ok_service(
+) -> impl Service<Request<()>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static {
+    service_fn(|_req: Request<()>| async { Ok(Response::new(Body::from("hello"))) })
+}
+
+fn five_per_30s(clock: &ManualClock) -> Arc<dyn Limiter> {
+    let policy = Policy::fixed_window(5, Duration::from_secs(30)).unwrap();
+    Arc::new(ReferenceLimiter::with_clock(policy, clock.clone()))
+}
+
+fn request(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
+    let mut req = Request::new(());
+    let peer: SocketAddr = peer.parse().unwrap();
+    req.extensions_mut().insert(PeerAddr::new(peer));
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    req
+}
+
+async fn body_text(res: Response<RateLimitBody<Body>>) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("missing {name}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sixth_request_in_the_window_is_429_with_headers() {
+    // Window-aligned time, so the window has exactly 30 s to run.
+    let clock = ManualClock::new(1_800_000_000_000_000);
+    let svc = RateLimitLayer::new(five_per_30s(&clock)).layer(ok_service());
+
+    for i in 1..=5u64 {
+        let res = svc
+            .clone()
+            .oneshot(request("203.0.113.7:1000", &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers();
+        assert_eq!(header(h, "ratelimit-policy"), r#""default";q=5;w=30"#);
+        assert_eq!(
+            header(h, "ratelimit"),
+            format!(r#""default";r={};t=30"#, 5 - i)
+        );
+        assert_eq!(header(h, "x-ratelimit-limit"), "5");
+        assert_eq!(header(h, "x-ratelimit-remaining"), (5 - i).to_string());
+        assert_eq!(header(h, "x-ratelimit-reset"), "30");
+        assert!(h.get("retry-after").is_none());
+        assert_eq!(body_text(res).await, "hello");
+    }
+
+    clock.advance(Duration::from_millis(12_300));
+    let res = svc
+        .clone()
+        .oneshot(request("203.0.113.7:1001", &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let h = res.headers();
+    assert_eq!(header(h, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(header(h, "retry-after"), "18", "17.7 s rounds up");
+    assert_eq!(header(h, "ratelimit"), r#""default";r=0;t=18"#);
+    assert_eq!(header(h, "x-ratelimit-remaining"), "0");
+    assert_eq!(header(h, "x-ratelimit-reset"), "18");
+    assert_eq!(body_text(res).await, "Ratelimited!");
+
+    // Another client is untouched.
+    let res = svc
+        .clone()
+        .oneshot(request("203.0.113.8:1000", &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn retry_after_of_a_fraction_of_a_second_is_one() {
+    let clock = ManualClock::new(1_800_000_000_000_000);
+    let svc = RateLimitLayer::new(five_per_30s(&clock)).layer(ok_service());
+    for _ in 0..5 {
+        svc.clone()
+            .oneshot(request("192.0.2.1:1", &[]))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_millis(29_700));
+    let res = svc
+        .clone()
+        .oneshot(request("192.0.2.1:1", &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(res.headers(), "retry-after"),
+        "1",
+        "300 ms is 1, never 0"
+    );
+
+    clock.advance(Duration::from_millis(300));
+    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "after Retry-After the request fits"
+    );
+}
+
+#[tokio::test]
+async fn forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let clock = ManualClock::new(1_800_000_000_000_000);
+    let layer = RateLimitLayer::new(five_per_30s(&clock))
+        .with_key_extractor(ClientIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]));
+    let svc = layer.layer(ok_service());
+    for i in 0..5 {
+        let forged = format!("198.51.100.{i}");
+        let res = svc
+            .clone()
+            .oneshot(request("203.0.113.7:1", &[("x-forwarded-for", &forged)]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = svc
+        .oneshot(request(
+            "203.0.113.7:1",
+            &[("x-forwarded-for", "198.51.100.99")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_is_read_right_to_left() {
+    let clock = ManualClock::new(1_800_000_000_000_000);
+    let client_ip = ClientIp::new().trust_proxies([
+        "10.0.0.0/8".parse().unwrap(),
+        "2001:db8:ffff::/48".parse().unwrap(),
+    ]);
+    let svc = RateLimitLayer::new(five_per_30s(&clock))
+        .with_key_extractor(client_ip.clone())
+        .layer(ok_service());
+
+    // The client forged the leftmost hop; the proxies appended the rest.
+    let chain = [(
+        "x-forwarded-for",
+        "1.1.1.1, 203.0.113.50, 10.0.0.9, 2001:db8:ffff::2",
+    )];
+    for _ in 0..5 {
+        let res = svc
+            .clone()
+            .oneshot(request("10.0.0.1:1", &chain))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // Same client through another trusted hop and a different forgery.
+    let other_path = [("x-forwarded-for", "8.8.8.8, 203.0.113.50, 10.200.0.1")];
+    let res = svc
+        .clone()
+        .oneshot(request("10.0.0.2:1", &other_path))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let (parts, ()) = request("10.0.0.1:1", &chain).into_parts();
+    use ratelimit_tower::KeyExtractor as _;
+    assert_eq!(client_ip.extract(&parts).unwrap(), b"203.0.113.50/32");
+}
+
+#[tokio::test]
+async fn forwarded_header_when_configured() {
+    let client_ip = ClientIp::new()
+        .trust_proxies(["127.0.0.0/8".parse().unwrap()])
+        .with_header(ProxyHeader::Forwarded);
+    let (parts, ()) = request(
+        "127.0.0.1:9",
+        &[
+            (
+                "forwarded",
+                r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711""#,
+            ),
+            ("x-forwarded-for", "198.51.100.1"),
+        ],
+    )
+    .into_parts();
+    use ratelimit_tower::KeyExtractor as _;
+    assert_eq!(client_ip.extract(&parts).unwrap(), b"2001:db8:cafe::/64");
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_grouped_by_64() {
+    let clock = ManualClock::new(1_800_000_000_000_000);
+    let svc = RateLimitLayer::new(five_per_30s(&clock)).layer(ok_service());
+    for i in 1..=5 {
+        let peer = format!("[2001:db8:1:2:{i:x}::{i:x}]:443");
+        let res = svc.clone().oneshot(request(&peer, &[])).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = svc
+        .clone()
+        .oneshot(request("[2001:db8:1:2:ffff:ffff:ffff:ffff]:443", &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "same /64");
+    let res = svc
+        .oneshot(request("[2001:db8:1:3::1]:443", &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "next /64 is another client");
+}
+
+#[tokio::test]
+async fn missing_peer_address_is_the_configured_response_not_500() {
+    let clock = ManualClock::new(0);
+    let svc = RateLimitLayer::new(five_per_30s(&clock)).layer(ok_service());
+    let res = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_text(res).await, "Could not identify the client.");
+}
+
+#[tokio::test]
+async fn axum_connect_info_is_a_peer_address() {
+    let clock = ManualClock::new(0);
+    let svc = RateLimitLayer::new(five_per_30s(&clock)).layer(ok_service());
+    let mut req = Request::new(());
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(SocketAddr::from((
+            [192, 0, 2, 3],
+            7,
+        ))));
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn zero_cost_bypasses_and_oversized_cost_is_429_without_retry_after() {
+    let clock = ManualClock::new(0);
+    let svc = RateLimitLayer::new(five_per_30s(&clock))
+        .with_cost(|parts: &http::request::Parts| match parts.uri.path() {
+            "/health" => 0,
+            "/huge" => 6,
+            _ => 1,
+        })
+        .layer(ok_service());
+    let mut health = request("192.0.2.1:1", &[]);
+    *health.uri_mut() = "/health".parse().unwrap();
+    let res = svc.clone().oneshot(health).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("ratelimit").is_none());
+
+    let mut huge = request("192.0.2.1:1", &[]);
+    *huge.uri_mut() = "/huge".parse().unwrap();
+    let res = svc.oneshot(huge).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("retry-after").is_none());
+    assert_eq!(header(res.headers(), "x-ratelimit-limit"), "5");
+}
+
+/// A backend that is always down.
+#[derive(Debug)]
+struct Down(Vec<Policy>);
+
+#[async_trait]
+impl Limiter for Down {
+    async fn check(&self, _key: &[u8], _cost: u64) -> Result<Decision, Error> {
+        Err(Error::backend(std::io::Error::other(
+            "connection refused: secret-host:6379",
+        )))
+    }
+    async fn peek(&self, _key: &[u8]) -> Result<Decision, Error> {
+        Err(Error::backend(std::io::Error::other("down")))
+    }
+    async fn reset(&self, _key: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn policies(&self) -> &[Policy] {
+        &self.0
+    }
+}
+
+/// A backend that never answers.
+#[derive(Debug)]
+struct Hung(Vec<Policy>);
+
+#[async_trait]
+impl Limiter for Hung {
+    async fn check(&self, _key: &[u8], _cost: u64) -> Result<Decision, Error> {
+        std::future::pending().await
+    }
+    async fn peek(&self, _key: &[u8]) -> Result<Decision, Error> {
+        std::future::pending().await
+    }
+    async fn reset(&self, _key: &[u8]) -> Result<(), Error> {
+        std::future::pending().await
+    }
+    fn policies(&self) -> &[Policy] {
+        &self.0
+    }
+}
+
+fn policies() -> Vec<Policy> {
+    vec![Policy::fixed_window(5, Duration::from_secs(30)).unwrap()]
+}
+
+#[tokio::test]
+async fn backend_error_fails_closed_by_default_without_leaking() {
+    let svc = RateLimitLayer::new(Arc::new(Down(policies()))).layer(ok_service());
+    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = body_text(res).await;
+    assert!(!text.contains("secret-host"), "{text}");
+}
+
+#[tokio::test]
+async fn backend_error_fails_open_when_configured() {
+    let svc = RateLimitLayer::new(Arc::new(Down(policies())))
+        .with_failure_mode(FailureMode::Open)
+        .layer(ok_service());
+    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("ratelimit").is_none());
+    assert_eq!(body_text(res).await, "hello");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_backend_times_out_instead_of_hanging() {
+    let svc = RateLimitLayer::new(Arc::new(Hung(policies())))
+        .with_check_timeout(Some(Duration::from_millis(200)))
+        .layer(ok_service());
+    // Paused time jumps to the timeout as soon as everything is idle.
+    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn works_as_an_axum_layer() {
+    let clock = ManualClock::new(0);
+    let limiter = five_per_30s(&clock);
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "hi" }))
+        .layer(RateLimitLayer::new(limiter))
+        .layer(axum::extract::connect_info::MockConnectInfo(
+            SocketAddr::from(([192, 0, 2, 1], 1)),
+        ));
+    for _ in 0..5 {
+        let res = app
+            .clone()
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = app
+        .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
