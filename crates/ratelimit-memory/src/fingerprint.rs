@@ -1,0 +1,107 @@
+//! Keys stored as keyed 128-bit fingerprints.
+//!
+//! The table never stores key bytes: each key is replaced by a 128-bit
+//! SipHash-1-3 of its bytes under a secret 128-bit seed drawn when the
+//! limiter is built. So a key of 64 KiB costs what a key of 8 bytes costs,
+//! an entry needs no heap allocation of its own, and a client cannot pick
+//! keys that collide, because it does not know the seed.
+//!
+//! Two distinct keys share a fingerprint with probability about `2^-128`
+//! per pair; with `n` keys stored at once the chance that any two collide
+//! is below `n^2 / 2^129` (under `10^-20` for a billion keys). A collision
+//! would make two keys share one counter — stricter limiting for both,
+//! never a crash or an over-admission for either alone.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// The 128-bit fingerprint of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// Low half: the hash the shard's table probes with.
+    lo: u64,
+    /// High half: picks the shard, so shard and slot use independent bits.
+    hi: u64,
+}
+
+impl Fingerprint {
+    /// The hash a shard's table uses for this key.
+    #[inline]
+    pub(crate) const fn table_hash(self) -> u64 {
+        self.lo
+    }
+
+    /// The shard index under `mask` (a power of two minus one).
+    #[inline]
+    pub(crate) const fn shard(self, mask: usize) -> usize {
+        // Truncating is intended: only the low bits under the mask matter.
+        (self.hi as usize) & mask
+    }
+}
+
+/// Computes fingerprints under one secret seed.
+#[derive(Clone, Copy)]
+pub(crate) struct Keyer {
+    k0: u64,
+    k1: u64,
+}
+
+impl Keyer {
+    /// A keyer with a fresh secret seed.
+    ///
+    /// The seed is two outputs of the standard library's `RandomState`
+    /// hasher, whose own keys come from the operating system's random source
+    /// once per thread: unpredictable to clients, and no extra dependency.
+    pub(crate) fn new() -> Self {
+        let random = RandomState::new();
+        Self {
+            k0: random.hash_one(0x6b65_7930_u64),
+            k1: random.hash_one(0x6b65_7931_u64),
+        }
+    }
+
+    /// The fingerprint of `key`.
+    #[inline]
+    pub(crate) fn fingerprint(&self, key: &[u8]) -> Fingerprint {
+        let mut hasher = SipHasher13::new_with_keys(self.k0, self.k1);
+        // SipHash folds the message length into its last block, so `b"a"`
+        // and `b"a\0"` differ without a length prefix.
+        hasher.write(key);
+        let h = hasher.finish128();
+        Fingerprint { lo: h.h1, hi: h.h2 }
+    }
+}
+
+impl std::fmt::Debug for Keyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The seed is a secret: never print it.
+        f.write_str("Keyer { .. }")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_keys_have_distinct_fingerprints() {
+        let keyer = Keyer::new();
+        let keys: [&[u8]; 5] = [b"", b"\0", b"\0\0", b"a", b"a\0"];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(keyer.fingerprint(a), keyer.fingerprint(b));
+            }
+            assert_eq!(keyer.fingerprint(a), keyer.fingerprint(a));
+        }
+    }
+
+    #[test]
+    fn seeds_differ_between_keyers() {
+        assert_ne!(
+            Keyer::new().fingerprint(b"k"),
+            Keyer::new().fingerprint(b"k")
+        );
+    }
+}

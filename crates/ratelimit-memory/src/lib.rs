@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod compact;
+mod fingerprint;
+mod limiter;
+mod options;
+mod shard;
+mod store;
+mod table;
+
+pub use limiter::MemoryLimiter;
+pub use options::{MemoryLimiterOptions, WhenFull};

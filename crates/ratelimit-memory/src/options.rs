@@ -1,0 +1,206 @@
+//! How a [`MemoryLimiter`](crate::MemoryLimiter) is sized and bounded.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// What a check of a **new** key does when the key cap is reached and no
+/// stored key can be forgotten. Keys already stored are never affected.
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_memory::WhenFull;
+/// assert_eq!(WhenFull::default(), WhenFull::DenyNewKeys);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Deny the request: `allowed == false`, `remaining == 0`, and
+    /// `retry_after` (also `reset_after`) the time until the first stored
+    /// key can be forgotten. Fails closed: a flood of new keys cannot buy
+    /// unlimited requests.
+    #[default]
+    DenyNewKeys,
+    /// Allow the request without storing the key: the decision a fresh key
+    /// would get, but nothing is counted. Fails open: availability first.
+    AllowUnlimited,
+}
+
+/// Sizing and bounds of a [`MemoryLimiter`](crate::MemoryLimiter).
+///
+/// # Examples
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use std::time::Duration;
+/// use ratelimit_memory::{MemoryLimiterOptions, WhenFull};
+///
+/// let options = MemoryLimiterOptions::default()
+///     .max_keys(NonZeroUsize::new(100_000).unwrap())
+///     .when_full(WhenFull::AllowUnlimited)
+///     .shards(NonZeroUsize::new(16).unwrap());
+/// assert_eq!(options.max_keys_value(), Some(100_000));
+/// assert_eq!(options.shard_count(), 16);
+/// assert_eq!(options.idle_grace_value(), Duration::ZERO);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimiterOptions {
+    shards: Option<NonZeroUsize>,
+    max_keys: Option<NonZeroUsize>,
+    when_full: WhenFull,
+    idle_grace: Duration,
+}
+
+impl Default for MemoryLimiterOptions {
+    fn default() -> Self {
+        Self {
+            shards: None,
+            max_keys: None,
+            when_full: WhenFull::DenyNewKeys,
+            idle_grace: Duration::ZERO,
+        }
+    }
+}
+
+impl MemoryLimiterOptions {
+    /// The number of independently locked shards, rounded up to a power of
+    /// two. Default: four per available CPU, at least 16. With a key cap
+    /// below the shard count, fewer shards are used so each holds a key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::num::NonZeroUsize;
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// let o = MemoryLimiterOptions::default().shards(NonZeroUsize::new(5).unwrap());
+    /// assert_eq!(o.shard_count(), 8);
+    /// ```
+    #[must_use]
+    pub const fn shards(mut self, shards: NonZeroUsize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// At most `max_keys` keys are stored. The cap is split evenly across
+    /// the shards (each holds at most `max_keys / shards`), so a new key
+    /// may meet a full shard while others have room. When a new key meets a
+    /// full shard, the shard first forgets every idle key; if none is idle,
+    /// [`when_full`](Self::when_full) decides. Default: no cap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::num::NonZeroUsize;
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// let o = MemoryLimiterOptions::default().max_keys(NonZeroUsize::new(10).unwrap());
+    /// assert_eq!(o.max_keys_value(), Some(10));
+    /// ```
+    #[must_use]
+    pub const fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
+        self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// What a new key gets when the cap is reached and nothing can be
+    /// forgotten. Default: [`WhenFull::DenyNewKeys`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_memory::{MemoryLimiterOptions, WhenFull};
+    /// let o = MemoryLimiterOptions::default().when_full(WhenFull::AllowUnlimited);
+    /// assert_eq!(o.when_full_value(), WhenFull::AllowUnlimited);
+    /// ```
+    #[must_use]
+    pub const fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// How long after a key's state became equivalent to "never seen" it
+    /// may be forgotten. Default: zero.
+    ///
+    /// Forgetting an idle key never changes a decision while time moves
+    /// forward. A clock that goes back can reach a time when the forgotten
+    /// state still counted; the limiter then treats the key as new, which
+    /// admits no more than the latest time seen would, but differs from a
+    /// store that kept the key. Decisions stay identical to
+    /// `ReferenceLimiter` as long as the clock never goes back by more than
+    /// this grace. The default [`SystemClock`](ratelimit_core::SystemClock)
+    /// never goes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// let o = MemoryLimiterOptions::default().idle_grace(Duration::from_secs(3600));
+    /// assert_eq!(o.idle_grace_value(), Duration::from_secs(3600));
+    /// ```
+    #[must_use]
+    pub const fn idle_grace(mut self, grace: Duration) -> Self {
+        self.idle_grace = grace;
+        self
+    }
+
+    /// The shard count that will be used: a power of two.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// let n = MemoryLimiterOptions::default().shard_count();
+    /// assert!(n.is_power_of_two() && n >= 16);
+    /// ```
+    #[must_use]
+    pub fn shard_count(&self) -> usize {
+        let wanted = self.shards.map_or_else(
+            || {
+                let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+                cpus.saturating_mul(4).max(16)
+            },
+            NonZeroUsize::get,
+        );
+        let wanted = wanted.checked_next_power_of_two().unwrap_or(1 << 16);
+        match self.max_keys {
+            // The largest power of two not above the cap, so every shard
+            // may hold at least one key.
+            Some(cap) if cap.get() < wanted => 1 << cap.get().ilog2(),
+            _ => wanted,
+        }
+    }
+
+    /// The key cap, if any.
+    #[must_use]
+    pub const fn max_keys_value(&self) -> Option<usize> {
+        match self.max_keys {
+            Some(n) => Some(n.get()),
+            None => None,
+        }
+    }
+
+    /// The policy for new keys when full.
+    #[must_use]
+    pub const fn when_full_value(&self) -> WhenFull {
+        self.when_full
+    }
+
+    /// The grace before an idle key may be forgotten.
+    #[must_use]
+    pub const fn idle_grace_value(&self) -> Duration {
+        self.idle_grace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_cap_reduces_the_shards() {
+        let cap = |n| MemoryLimiterOptions::default().max_keys(NonZeroUsize::new(n).unwrap());
+        assert_eq!(cap(1).shard_count(), 1);
+        assert_eq!(cap(5).shard_count(), 4);
+        assert!(cap(1_000_000).shard_count() >= 16);
+    }
+}

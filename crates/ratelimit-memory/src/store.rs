@@ -1,0 +1,83 @@
+//! The table of the policy's algorithm, chosen once at construction.
+
+use ratelimit_core::{Decision, Error, FixedWindow, Policy, SlidingWindow, TokenBucket};
+
+use crate::compact::Compact;
+use crate::fingerprint::Fingerprint;
+use crate::shard::Rules;
+use crate::table::Table;
+use crate::MemoryLimiterOptions;
+
+/// One monomorphic table per algorithm: the per-call `match` is a
+/// predictable branch, and each table stores its own compact state.
+#[derive(Debug)]
+pub(crate) enum Store {
+    FixedWindow(Table<FixedWindow>),
+    SlidingWindow(Table<SlidingWindow>),
+    TokenBucket(Table<TokenBucket>),
+}
+
+/// Runs `$body` with `$t` bound to the table, whatever its algorithm.
+macro_rules! each {
+    ($store:expr, |$t:ident| $body:expr) => {
+        match $store {
+            Store::FixedWindow($t) => $body,
+            Store::SlidingWindow($t) => $body,
+            Store::TokenBucket($t) => $body,
+        }
+    };
+}
+
+fn table<A: Compact>(algorithm: A, options: &MemoryLimiterOptions) -> Table<A> {
+    let shards = options.shard_count();
+    let cap = options
+        .max_keys_value()
+        .map_or(usize::MAX, |keys| (keys / shards).max(1));
+    let rules = Rules {
+        algorithm,
+        cap,
+        when_full: options.when_full_value(),
+        grace_us: u64::try_from(options.idle_grace_value().as_micros()).unwrap_or(u64::MAX),
+    };
+    Table::new(rules, shards)
+}
+
+impl Store {
+    /// The table for `policy`.
+    pub(crate) fn new(policy: Policy, options: &MemoryLimiterOptions) -> Self {
+        match policy {
+            Policy::FixedWindow(p) => Self::FixedWindow(table(p, options)),
+            Policy::SlidingWindow(p) => Self::SlidingWindow(table(p, options)),
+            Policy::TokenBucket(p) => Self::TokenBucket(table(p, options)),
+            // `Policy` is non-exhaustive; an algorithm added to the core
+            // without a table here is a bug of this crate, caught by its tests.
+            _ => unreachable!("ratelimit-memory has no table for {policy:?}"),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn check(&self, fp: Fingerprint, now: u64, cost: u64) -> Result<Decision, Error> {
+        each!(self, |t| t.check(fp, now, cost))
+    }
+
+    #[inline]
+    pub(crate) fn peek(&self, fp: Fingerprint, now: u64) -> Decision {
+        each!(self, |t| t.peek(fp, now))
+    }
+
+    pub(crate) fn reset(&self, fp: Fingerprint) {
+        each!(self, |t| t.reset(fp));
+    }
+
+    pub(crate) fn purge(&self, now: u64) -> usize {
+        each!(self, |t| t.purge(now))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        each!(self, |t| t.len())
+    }
+
+    pub(crate) fn allocation_size(&self) -> usize {
+        each!(self, |t| t.allocation_size())
+    }
+}

@@ -1,0 +1,151 @@
+//! Memory stays bounded: idle keys are forgotten during normal calls, and
+//! a key cap holds while keys rotate. Assertions are on entry counts and
+//! allocated bytes, never on timings.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use ratelimit_core::{ManualClock, Policy};
+use ratelimit_memory::{MemoryLimiter, MemoryLimiterOptions, WhenFull};
+
+const START: u64 = 1_700_000_000_000_000;
+const MILLION: u64 = 1_000_000;
+
+fn key(i: u64) -> [u8; 8] {
+    i.to_le_bytes()
+}
+
+#[test]
+fn a_million_keys_are_forgotten_once_their_windows_end() {
+    let clock = ManualClock::new(START);
+    let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
+    let limiter = MemoryLimiter::with_clock(policy, clock.clone());
+
+    for i in 0..MILLION {
+        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
+    }
+    let full = limiter.len();
+    let full_bytes = limiter.allocated_bytes();
+    assert_eq!(full, MILLION as usize, "live counters are never forgotten");
+
+    // Every window is over. A client rotating through a million new keys
+    // now reuses the room of the old ones instead of doubling the table.
+    clock.advance(Duration::from_secs(2));
+    for i in MILLION..2 * MILLION {
+        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
+    }
+    let rotated = limiter.len();
+    let rotated_bytes = limiter.allocated_bytes();
+    assert!(
+        rotated <= MILLION as usize * 11 / 10,
+        "{rotated} keys stored after rotation"
+    );
+    assert!(
+        rotated_bytes <= full_bytes,
+        "the table grew from {full_bytes} to {rotated_bytes} bytes"
+    );
+
+    // Those windows end too; a million checks on a thousand keys alone
+    // sweep the rest away and the tables give their memory back.
+    clock.advance(Duration::from_secs(2));
+    for _ in 0..1_000 {
+        for i in 0..1_000 {
+            limiter.check_sync(&key(i), 1).unwrap();
+        }
+    }
+    let after = limiter.len();
+    let after_bytes = limiter.allocated_bytes();
+    eprintln!(
+        "1M keys: {full} stored, {full_bytes} bytes; after rotating 1M new keys: \
+         {rotated} stored, {rotated_bytes} bytes; after 1M checks on 1k keys: \
+         {after} stored, {after_bytes} bytes"
+    );
+    assert!(after <= 1_000 + 1_000, "{after} keys still stored");
+    assert!(
+        after_bytes < full_bytes / 20,
+        "{after_bytes} bytes still allocated (from {full_bytes})"
+    );
+}
+
+#[test]
+fn a_capped_limiter_stays_bounded_while_keys_rotate() {
+    let cap = 10_000usize;
+    let clock = ManualClock::new(START);
+    let policy = Policy::token_bucket(5, 5, Duration::from_secs(1)).unwrap();
+    let options = MemoryLimiterOptions::default().max_keys(NonZeroUsize::new(cap).unwrap());
+    let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
+
+    let mut peak_bytes = 0;
+    let mut next = 0u64;
+    // 200 rounds of 5,000 new keys, each round 1 s apart: every bucket is
+    // full again by the next round, so its key may be forgotten.
+    for _ in 0..200 {
+        for _ in 0..5_000 {
+            assert!(limiter.check_sync(&key(next), 1).unwrap().allowed);
+            next += 1;
+        }
+        assert!(
+            limiter.len() <= cap,
+            "{} keys over a cap of {cap}",
+            limiter.len()
+        );
+        peak_bytes = peak_bytes.max(limiter.allocated_bytes());
+        clock.advance(Duration::from_secs(1));
+    }
+    eprintln!(
+        "cap {cap}: 1M rotating keys, at most {peak_bytes} bytes, {} stored at the end",
+        limiter.len()
+    );
+    // Per-shard tables round up to powers of two; 32 entries of 24 bytes
+    // each per key is a generous ceiling that a leak would break at once.
+    assert!(
+        peak_bytes <= cap * 32 * 4,
+        "{peak_bytes} bytes for {cap} keys"
+    );
+}
+
+#[test]
+fn when_full_of_live_keys_new_keys_follow_the_policy() {
+    let cap = 1_000usize;
+    let policy = Policy::fixed_window(3, Duration::from_secs(10)).unwrap();
+    for when_full in [WhenFull::DenyNewKeys, WhenFull::AllowUnlimited] {
+        let clock = ManualClock::new(START);
+        let options = MemoryLimiterOptions::default()
+            .max_keys(NonZeroUsize::new(cap).unwrap())
+            .when_full(when_full);
+        let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
+
+        let mut refused = 0;
+        let mut stored = Vec::new();
+        for i in 0..3 * cap as u64 {
+            let d = limiter.check_sync(&key(i), 1).unwrap();
+            if d.allowed && d.remaining == 2 && limiter.peek_sync(&key(i)).remaining == 2 {
+                stored.push(i);
+            }
+            if !d.allowed {
+                refused += 1;
+                assert_eq!(d.remaining, 0);
+                assert!(d.retry_after.unwrap() > Duration::ZERO);
+            }
+        }
+        assert!(limiter.len() <= cap);
+        assert!(!stored.is_empty());
+        match when_full {
+            WhenFull::DenyNewKeys => assert!(refused > 0, "a full table refused nothing"),
+            _ => assert_eq!(refused, 0, "allow-unlimited refused a new key"),
+        }
+        // Stored keys keep their counters: two more fit, the third does not.
+        for &i in &stored {
+            assert!(limiter.check_sync(&key(i), 2).unwrap().allowed);
+            assert!(!limiter.check_sync(&key(i), 1).unwrap().allowed);
+        }
+        // Once the window is over the idle keys make room again.
+        clock.advance(Duration::from_secs(10));
+        assert!(limiter.check_sync(b"late", 1).unwrap().allowed);
+        assert_eq!(
+            limiter.peek_sync(b"late").remaining,
+            2,
+            "{when_full:?}: stored"
+        );
+    }
+}
