@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::{duration, rate};
+use crate::fixed_window::{validate_limit, validate_period};
 use crate::{ConfigError, Policy};
 
 /// The flat, human-written form of a [`Policy`], as it appears in a TOML,
@@ -45,23 +46,43 @@ pub struct PolicyConfig {
     /// `"fixed_window"`, `"sliding_window"` or `"token_bucket"`.
     pub algorithm: Option<AlgorithmName>,
     /// Window policies: the most cost per window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_limit"
+    )]
     pub limit: Option<u64>,
     /// Window policies: the window length, e.g. `"30s"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_window"
+    )]
     pub window: Option<String>,
     /// `"<count>/<duration>"`: `limit`/`window` for the window policies,
     /// `refill`/`period` for the token bucket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_rate"
+    )]
     pub rate: Option<String>,
     /// Token bucket: the most tokens the bucket holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_capacity"
+    )]
     pub capacity: Option<u64>,
     /// Token bucket: tokens added per `period`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill: Option<u64>,
     /// Token bucket: the refill period, e.g. `"1s"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_period"
+    )]
     pub period: Option<String>,
 }
 
@@ -121,6 +142,51 @@ impl PolicyConfig {
             (None, Some(_), None) => Err(missing(span.0)),
         }
     }
+}
+
+// Each field is checked as it is read, so that a format that tracks
+// positions (TOML, YAML) reports the line of the value at fault; checks that
+// involve several fields run in `TryFrom` and point at the whole table.
+
+fn checked<'de, D, T, U>(
+    d: D,
+    check: impl FnOnce(&T) -> Result<U, ConfigError>,
+) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let value = T::deserialize(d)?;
+    check(&value).map_err(serde::de::Error::custom)?;
+    Ok(Some(value))
+}
+
+fn de_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    checked(d, |v: &u64| validate_limit(*v, "limit"))
+}
+
+fn de_capacity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    checked(d, |v: &u64| validate_limit(*v, "capacity"))
+}
+
+fn de_window<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |v: &String| {
+        validate_period(duration("window", v)?, "window")
+    })
+}
+
+fn de_period<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |v: &String| {
+        validate_period(duration("period", v)?, "period")
+    })
+}
+
+fn de_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |v: &String| {
+        let (count, per) = rate("rate", v)?;
+        validate_limit(count, "rate")?;
+        validate_period(per, "rate")
+    })
 }
 
 fn missing(field: &'static str) -> ConfigError {

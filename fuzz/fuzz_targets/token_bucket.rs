@@ -1,0 +1,9 @@
+//! Random operation sequences on the token bucket policy, checked against every
+//! invariant of SPEC section 4.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ratelimit_core::AlgorithmName;
+use ratelimit_fuzz::{run, Input};
+
+fuzz_target!(|input: Input| run(AlgorithmName::TokenBucket, &input));
