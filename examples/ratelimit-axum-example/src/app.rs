@@ -1,0 +1,133 @@
+//! The router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use ratelimit_core::Limiter;
+use ratelimit_tower::{ClientIp, FailureMode, PlainResponse, RateLimitLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::{generate, Config, Model};
+
+/// The settings [`app`] needs, prepared (and validated) from a [`Config`].
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// How clients are told apart.
+    pub client_ip: ClientIp,
+    /// What happens when the limiter fails.
+    pub failure: FailureMode,
+    /// The longest wait for one check.
+    pub check_timeout: Duration,
+    /// The largest body accepted.
+    pub max_body_bytes: usize,
+    /// The longest time until the response starts.
+    pub request_timeout: Duration,
+    /// The longest wait for the model's next delta.
+    pub stream_idle_timeout: Duration,
+    /// The body of a `429`.
+    pub denied_body: String,
+}
+
+impl AppOptions {
+    /// The options of `config`.
+    ///
+    /// # Errors
+    ///
+    /// When the configuration is inconsistent (see [`Config::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ratelimit_axum_example::{AppOptions, Config};
+    /// let options = AppOptions::from_config(&Config::default()).unwrap();
+    /// assert_eq!(options.denied_body, "Ratelimited!");
+    /// ```
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            client_ip: config.client_ip_extractor()?,
+            failure: config.backend.failure.into(),
+            check_timeout: config.backend.timeout,
+            max_body_bytes: config.http.max_body_bytes,
+            request_timeout: config.http.request_timeout,
+            stream_idle_timeout: config.http.stream_idle_timeout,
+            denied_body: config.http.denied_body.clone(),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) model: Arc<dyn Model>,
+    pub(crate) stream_idle_timeout: Duration,
+}
+
+/// The service: `POST /api/generate` behind the rate limit, and an
+/// unlimited `GET /healthz`.
+///
+/// The limit wraps the route, so it is checked before the body is read:
+/// a denied request costs no body transfer and no model call. The peer
+/// address comes from `ConnectInfo<SocketAddr>`, so serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (or add
+/// `MockConnectInfo` in tests).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use axum::body::Body;
+/// use axum::extract::connect_info::MockConnectInfo;
+/// use ratelimit_axum_example::{app, AppOptions, Config, OfflineModel};
+/// use ratelimit_core::ReferenceLimiter;
+/// use tower::ServiceExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let config = Config::default();
+/// let router = app(
+///     &AppOptions::from_config(&config).unwrap(),
+///     Arc::new(ReferenceLimiter::new(config.limit)),
+///     Arc::new(OfflineModel::new(Duration::ZERO)),
+/// )
+/// .layer(MockConnectInfo(std::net::SocketAddr::from(([192, 0, 2, 1], 1))));
+/// let req = axum::http::Request::post("/api/generate")
+///     .body(Body::from(r#"{"messages":[{"role":"user","content":"Hi"}]}"#))
+///     .unwrap();
+/// let res = router.oneshot(req).await.unwrap();
+/// assert_eq!(res.status(), 200);
+/// let remaining = res.headers()["ratelimit"].to_str().unwrap();
+/// assert!(remaining.starts_with(r#""default";r=4;t="#), "{remaining}");
+/// # });
+/// ```
+pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model>) -> Router {
+    let rate_limit = RateLimitLayer::new(limiter)
+        .with_key_extractor(options.client_ip.clone())
+        .with_failure_mode(options.failure)
+        .with_check_timeout(Some(options.check_timeout))
+        .with_denied_response(PlainResponse::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            options.denied_body.clone(),
+        ));
+    let state = AppState {
+        model,
+        stream_idle_timeout: options.stream_idle_timeout,
+    };
+    Router::new()
+        .route(
+            "/api/generate",
+            post(generate::generate).route_layer(rate_limit),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            options.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}

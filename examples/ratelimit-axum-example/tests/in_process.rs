@@ -1,0 +1,432 @@
+//! The service driven in process with `oneshot`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use ratelimit_axum_example::{parse_chat_request, OfflineModel};
+use tower::ServiceExt;
+
+async fn text(res: axum::response::Response) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn h<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sixth_request_inside_30s_is_429_with_headers() {
+    let t = test_app(|_| {});
+    for i in 1..=5u32 {
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request("203.0.113.7:5000", PLAIN_BODY, &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            h(res.headers(), "ratelimit-policy"),
+            r#""default";q=5;w=30"#
+        );
+        assert_eq!(
+            h(res.headers(), "ratelimit"),
+            format!(r#""default";r={};t={}"#, 5 - i, 31 - i)
+        );
+        assert_eq!(h(res.headers(), "x-ratelimit-limit"), "5");
+        assert_eq!(
+            h(res.headers(), "x-ratelimit-remaining"),
+            (5 - i).to_string()
+        );
+        assert_eq!(h(res.headers(), "x-ratelimit-reset"), (31 - i).to_string());
+        assert!(res.headers().get("retry-after").is_none());
+        text(res).await;
+        t.clock.advance(Duration::from_secs(1));
+    }
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("203.0.113.7:5001", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        h(res.headers(), "content-type"),
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(h(res.headers(), "retry-after"), "25");
+    assert_eq!(h(res.headers(), "ratelimit"), r#""default";r=0;t=25"#);
+    assert_eq!(
+        h(res.headers(), "ratelimit-policy"),
+        r#""default";q=5;w=30"#
+    );
+    assert_eq!(h(res.headers(), "x-ratelimit-remaining"), "0");
+    assert_eq!(h(res.headers(), "x-ratelimit-reset"), "25");
+    assert_eq!(text(res).await, "Ratelimited!");
+}
+
+#[tokio::test]
+async fn allowed_response_is_a_ui_message_stream() {
+    let t = test_app(|_| {});
+    for body in [PLAIN_BODY, SDK_BODY] {
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request("192.0.2.10:1", body, &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(h(res.headers(), "content-type"), "text/event-stream");
+        assert_eq!(h(res.headers(), "cache-control"), "no-cache");
+        assert_eq!(h(res.headers(), "x-vercel-ai-ui-message-stream"), "v1");
+        assert_eq!(h(res.headers(), "x-accel-buffering"), "no");
+        let chunks = chunks(&text(res).await);
+        assert_eq!(
+            shape(&chunks),
+            [
+                "start",
+                "start-step",
+                "text-start",
+                "text-delta",
+                "text-end",
+                "finish-step",
+                "finish"
+            ]
+        );
+        assert!(
+            chunks.iter().filter(|c| c["type"] == "text-delta").count() > 5,
+            "several deltas"
+        );
+        assert_eq!(chunks.last().unwrap()["finishReason"], "stop");
+        let expected = OfflineModel::answer(&parse_chat_request(body.as_bytes()).unwrap());
+        assert_eq!(streamed_text(&chunks), expected);
+        assert!(expected.contains("Why is the sky blue?"));
+    }
+}
+
+#[tokio::test]
+async fn retry_after_rounds_up_to_whole_seconds() {
+    let t = test_app(|_| {});
+    for _ in 0..5 {
+        t.router
+            .clone()
+            .oneshot(generate_request("192.0.2.1:1", PLAIN_BODY, &[]))
+            .await
+            .unwrap();
+    }
+    t.clock.advance(Duration::from_millis(29_700));
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("192.0.2.1:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        h(res.headers(), "retry-after"),
+        "1",
+        "300 ms rounds up to 1"
+    );
+
+    t.clock.advance(Duration::from_millis(299));
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("192.0.2.1:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "retry-after"), "1", "1 ms rounds up to 1");
+
+    t.clock.advance(Duration::from_millis(1));
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("192.0.2.1:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn forged_x_forwarded_for_from_untrusted_peer_is_ignored() {
+    let t = test_app(|c| c.client_ip.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()]);
+    for i in 0..5 {
+        let xff = format!("198.51.100.{i}");
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request(
+                "203.0.113.7:1",
+                PLAIN_BODY,
+                &[("x-forwarded-for", &xff)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request(
+            "203.0.113.7:1",
+            PLAIN_BODY,
+            &[("x-forwarded-for", "198.51.100.200")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_read_right_to_left() {
+    let t = test_app(|c| {
+        c.client_ip.trusted_proxies = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "172.16.0.0/12".parse().unwrap(),
+        ]
+    });
+    // Five requests of one client through two proxies, each with a fresh
+    // forged leftmost hop: all count against 203.0.113.50.
+    for i in 0..5 {
+        let xff = format!("6.6.6.{i}, 203.0.113.50, 172.16.0.9");
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request(
+                "10.0.0.1:1",
+                PLAIN_BODY,
+                &[("x-forwarded-for", &xff)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request(
+            "10.0.0.2:1",
+            PLAIN_BODY,
+            &[("x-forwarded-for", "203.0.113.50")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The proxy itself, or another client behind it, is someone else.
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request(
+            "10.0.0.2:1",
+            PLAIN_BODY,
+            &[("x-forwarded-for", "203.0.113.51")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        t.limiter.peek(b"203.0.113.50/32").await.unwrap().remaining,
+        0
+    );
+    assert_eq!(t.limiter.peek(b"6.6.6.0/32").await.unwrap().remaining, 5);
+}
+
+#[tokio::test]
+async fn ipv6_clients_grouped_by_64() {
+    let t = test_app(|_| {});
+    for i in 1..=5 {
+        let peer = format!("[2001:db8:aa:bb:{i:x}:{i:x}::1]:443");
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request(&peer, PLAIN_BODY, &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request(
+            "[2001:db8:aa:bb::99]:443",
+            PLAIN_BODY,
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("[2001:db8:aa:bc::1]:443", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let t = test_app(|c| c.client_ip.ipv6_prefix = 128);
+    for i in 1..=6 {
+        let peer = format!("[2001:db8::{i:x}]:443");
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request(&peer, PLAIN_BODY, &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "a /128 prefix tells addresses apart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_with_a_reason() {
+    let t = test_app(|c| {
+        c.limit = ratelimit_core::Policy::fixed_window(100, Duration::from_secs(30)).unwrap()
+    });
+    let cases = [
+        ("{not json", "Malformed JSON body"),
+        (r#"{"prompt":"hi"}"#, "no `messages`"),
+        (r#"{"messages":[]}"#, "`messages` is empty"),
+        (
+            r#"{"messages":[{"role":"wizard","content":"hi"}]}"#,
+            "unknown role",
+        ),
+        (r#"{"messages":[{"role":"user"}]}"#, "neither `content`"),
+        (r#"{"messages":"hi"}"#, "Malformed JSON body"),
+    ];
+    for (body, reason) in cases {
+        let res = t
+            .router
+            .clone()
+            .oneshot(generate_request("192.0.2.5:1", body, &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert!(h(res.headers(), "content-type").starts_with("text/plain"));
+        let text = text(res).await;
+        assert!(text.contains(reason), "{body}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let t = test_app(|c| c.http.max_body_bytes = 1024);
+    let big = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2000)
+    );
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("192.0.2.6:1", big.clone(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(text(res).await, "The request body is too large.");
+
+    // Without a Content-Length (a streamed body) the limit still holds.
+    let stream = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request(
+            "192.0.2.6:1",
+            Body::from_stream(stream),
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn limit_is_checked_before_the_body_is_read() {
+    let t = test_app(|_| {});
+    for _ in 0..5 {
+        t.router
+            .clone()
+            .oneshot(generate_request("192.0.2.7:1", PLAIN_BODY, &[]))
+            .await
+            .unwrap();
+    }
+    let polled = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&polled);
+    let body = futures_util::stream::once(async move {
+        flag.store(true, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(PLAIN_BODY.as_bytes().to_vec())
+    });
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request(
+            "192.0.2.7:1",
+            Body::from_stream(body),
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        !polled.load(Ordering::SeqCst),
+        "a denied request's body is never read"
+    );
+}
+
+#[tokio::test]
+async fn missing_peer_address_is_400_not_500() {
+    let t = test_app(|_| {});
+    let req = axum::http::Request::post("/api/generate")
+        .body(Body::from(PLAIN_BODY))
+        .unwrap();
+    let res = t.router.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(text(res).await, "Could not identify the client.");
+}
+
+#[tokio::test]
+async fn custom_denied_body_and_health_is_unlimited() {
+    let t = test_app(|c| {
+        c.http.denied_body = "Slow down".into();
+        c.limit = ratelimit_core::Policy::fixed_window(1, Duration::from_secs(30)).unwrap();
+    });
+    t.router
+        .clone()
+        .oneshot(generate_request("192.0.2.8:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    let res = t
+        .router
+        .clone()
+        .oneshot(generate_request("192.0.2.8:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "Slow down");
+    for _ in 0..3 {
+        let req = axum::http::Request::get("/healthz")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            t.router.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+}
