@@ -294,7 +294,7 @@ impl Config {
     /// assert_eq!(config.limit.limit(), 10);
     ///
     /// let err = Config::from_toml_str("[limit]\nalgorithm = \"fixed_window\"\nlimit = 0\nwindow = \"30s\"\n").unwrap_err();
-    /// assert!(err.to_string().contains("line 1"), "{err}");
+    /// assert!(err.to_string().contains("line 3"), "{err}");
     /// assert!(err.to_string().contains("invalid `limit`"), "{err}");
     /// ```
     pub fn from_toml_str(text: &str) -> Result<Self, toml::de::Error> {

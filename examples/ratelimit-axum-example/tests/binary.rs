@@ -32,7 +32,7 @@ fn fails_to_start(text: &str) -> String {
 #[test]
 fn bad_config_stops_start_up_naming_line_and_field() {
     let err = fails_to_start("bind = \"127.0.0.1:0\"\n\n[limit]\nalgorithm = \"fixed_window\"\nlimit = 0\nwindow = \"30s\"\n");
-    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("line 5"), "the line of the value at fault: {err}");
     assert!(err.contains("invalid `limit`: 0 is out of range"), "{err}");
 
     let err = fails_to_start("[http]\nmax_body = 10\n");

@@ -10,7 +10,8 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::Router;
 use ratelimit_axum_example::{app, AppOptions, Config, Model, OfflineModel};
-use ratelimit_core::{Limiter, ManualClock, ReferenceLimiter};
+use ratelimit_core::{Limiter, ManualClock};
+use ratelimit_memory::MemoryLimiter;
 use serde_json::Value;
 
 /// The start of a 30-second window, so a fresh window has exactly 30 s.
@@ -22,7 +23,7 @@ pub const SDK_BODY: &str = r#"{"id":"chat-1","trigger":"submit-message","message
   {"id":"m1","role":"user","parts":[{"type":"step-start"},{"type":"text","text":"Why is the sky blue?"}]}]}"#;
 
 /// The service on the default configuration (optionally adjusted), with
-/// a manual clock, the offline model at zero delay.
+/// the memory backend on a manual clock, the offline model at zero delay.
 pub struct TestApp {
     pub router: Router,
     pub clock: ManualClock,
@@ -34,8 +35,9 @@ pub fn test_app(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.model.delta_delay = Duration::ZERO;
     adjust(&mut config);
     let clock = ManualClock::new(WINDOW_START_US);
+    // The backend the service uses by default, on a clock the test moves.
     let limiter: Arc<dyn Limiter> =
-        Arc::new(ReferenceLimiter::with_clock(config.limit, clock.clone()));
+        Arc::new(MemoryLimiter::with_clock(config.limit, clock.clone()));
     let model: Arc<dyn Model> = Arc::new(OfflineModel::new(Duration::ZERO));
     let options = AppOptions::from_config(&config).unwrap();
     TestApp {
