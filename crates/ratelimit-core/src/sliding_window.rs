@@ -238,7 +238,11 @@ impl Algorithm for SlidingWindow {
         self.limit
     }
 
-    #[inline]
+    // Always inlined: returned through a call, the decision and state
+    // were copied piecewise into the caller's frame (store-to-load
+    // forwarding stalls), which cost the memory backend a quarter of its
+    // sliding-window check.
+    #[inline(always)]
     fn check(
         &self,
         state: &SlidingWindowState,
