@@ -13,9 +13,9 @@
 //! never a crash or an over-admission for either alone.
 
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 
-use siphasher::sip128::{Hasher128, SipHasher13};
+use crate::siphash::sip13_128;
 
 /// The 128-bit fingerprint of one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +65,10 @@ impl Keyer {
     /// The fingerprint of `key`.
     #[inline]
     pub(crate) fn fingerprint(&self, key: &[u8]) -> Fingerprint {
-        let mut hasher = SipHasher13::new_with_keys(self.k0, self.k1);
         // SipHash folds the message length into its last block, so `b"a"`
         // and `b"a\0"` differ without a length prefix.
-        hasher.write(key);
-        let h = hasher.finish128();
-        Fingerprint { lo: h.h1, hi: h.h2 }
+        let (lo, hi) = sip13_128(self.k0, self.k1, key);
+        Fingerprint { lo, hi }
     }
 }
 

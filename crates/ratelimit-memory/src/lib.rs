@@ -5,6 +5,7 @@ mod fingerprint;
 mod limiter;
 mod options;
 mod shard;
+mod siphash;
 mod store;
 mod table;
 
