@@ -1,0 +1,193 @@
+//! The connection to Redis: multiplexed, pooled, or to a cluster.
+
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation};
+
+use crate::connect_error::{classify, invalid_config, redact};
+use crate::options::{ConnectionMode, RedisOptions, Target};
+use crate::script::Reply;
+use crate::ConnectError;
+
+/// One handle to Redis, cheap to clone per call. All three reconnect on
+/// their own: the connection manager and the cluster connection re-dial
+/// after a dropped connection; the pool discards connections that fail
+/// their recycle `PING`.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Multiplexed(ConnectionManager),
+    Pool(Pool),
+    Cluster(ClusterConnection),
+}
+
+/// Either a Redis error or a pool error, as a limiter error's cause.
+pub(crate) type CallError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl Connection {
+    /// Connects as `options` say and checks the server is what they name,
+    /// with every step bounded by `deadline`.
+    pub(crate) async fn open(
+        options: &RedisOptions,
+        script: &Script,
+        deadline: Duration,
+    ) -> Result<Self, ConnectError> {
+        let timeout = options.timeout;
+        let connection = match (&options.target, options.connection) {
+            (Target::Standalone(url), ConnectionMode::Multiplexed) => {
+                let client = Client::open(url.as_str()).map_err(|e| invalid_config(url, e))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    // Retrying inside the manager would make a caller wait
+                    // several timeouts; the breaker does the retrying.
+                    .set_number_of_retries(0);
+                let manager = bounded(
+                    url,
+                    deadline,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await?;
+                Self::Multiplexed(manager)
+            }
+            (Target::Standalone(url), ConnectionMode::Pool) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                let manager = Manager::new_with_config(url.as_str(), config)
+                    .map_err(|e| invalid_config(url, e))?;
+                let pool = Pool::builder(manager)
+                    .max_size(options.pool_size.get())
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(timeout))
+                    .create_timeout(Some(timeout))
+                    .recycle_timeout(Some(timeout))
+                    .build()
+                    .map_err(|e| invalid_config(url, e))?;
+                Self::Pool(pool)
+            }
+            (Target::Cluster(urls), _) => {
+                let shown = urls
+                    .iter()
+                    .map(|u| redact(u))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(|e| invalid_config(&shown, e))?;
+                let connection = bounded(&shown, deadline, client.get_async_connection()).await?;
+                Self::Cluster(connection)
+            }
+        };
+        let place = match &options.target {
+            Target::Standalone(url) => redact(url),
+            Target::Cluster(urls) => urls
+                .iter()
+                .map(|u| redact(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        if let Target::Standalone(_) = options.target {
+            let info: String = bounded(&place, deadline, async {
+                let mut conn = connection.clone();
+                match &mut conn {
+                    Self::Pool(pool) => {
+                        let mut c = pool.get().await.map_err(pool_error)?;
+                        redis::cmd("INFO").arg("cluster").query_async(&mut c).await
+                    }
+                    Self::Multiplexed(m) => redis::cmd("INFO").arg("cluster").query_async(m).await,
+                    Self::Cluster(c) => redis::cmd("INFO").arg("cluster").query_async(c).await,
+                }
+            })
+            .await?;
+            if info.contains("cluster_enabled:1") {
+                return Err(ConnectError::new(
+                    crate::ConnectErrorKind::IsACluster,
+                    format!(
+                        "{place} is a Redis Cluster node: configure it under `cluster` \
+                         (a list of node URLs), not `url`"
+                    ),
+                ));
+            }
+        }
+        // Loading the script up front checks that scripting works here and
+        // saves the first call its NOSCRIPT round trip.
+        bounded(&place, deadline, connection.load(script)).await?;
+        Ok(connection)
+    }
+
+    /// Runs a script call (EVALSHA, reloading the script on NOSCRIPT).
+    pub(crate) async fn invoke(&self, call: &ScriptInvocation<'_>) -> Result<Reply, CallError> {
+        Ok(match self {
+            Self::Multiplexed(m) => call.invoke_async(&mut m.clone()).await?,
+            Self::Cluster(c) => call.invoke_async(&mut c.clone()).await?,
+            Self::Pool(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                call.invoke_async(&mut c).await?
+            }
+        })
+    }
+
+    /// Deletes one key.
+    pub(crate) async fn del(&self, key: &[u8]) -> Result<(), CallError> {
+        let cmd = {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            cmd
+        };
+        match self {
+            Self::Multiplexed(m) => cmd.exec_async(&mut m.clone()).await?,
+            Self::Cluster(c) => cmd.exec_async(&mut c.clone()).await?,
+            Self::Pool(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                cmd.exec_async(&mut c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, script: &Script) -> Result<(), RedisError> {
+        match self {
+            Self::Multiplexed(m) => script.load_async(&mut m.clone()).await?,
+            Self::Cluster(c) => script.load_async(&mut c.clone()).await?,
+            Self::Pool(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                script.load_async(&mut c).await?
+            }
+        };
+        Ok(())
+    }
+}
+
+/// A pool error as a Redis error, keeping the Redis error when there is one.
+fn pool_error(e: deadpool_redis::PoolError) -> RedisError {
+    match e {
+        deadpool_redis::PoolError::Backend(e) => e,
+        other => RedisError::from((redis::ErrorKind::Io, "connection pool", other.to_string())),
+    }
+}
+
+/// `fut` within `deadline`, its error classified for `place`.
+async fn bounded<T>(
+    place: &str,
+    deadline: Duration,
+    fut: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, ConnectError> {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(classify(place, e)),
+        Err(_) => Err(ConnectError::new(
+            crate::ConnectErrorKind::Timeout,
+            format!(
+                "Redis at {} did not answer within {deadline:?}; check the host and port",
+                redact(place)
+            ),
+        )),
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod breaker;
+mod config;
+mod connect_error;
+mod connection;
+mod deny_cache;
+mod error;
+mod keys;
+mod limiter;
+mod options;
+mod outcome;
+mod script;
+
+pub use config::RedisConfig;
+pub use error::{ConnectError, ConnectErrorKind};
+pub use limiter::RedisLimiter;
+pub use options::{BreakerOptions, ConnectionMode, FailurePolicy, RedisOptions, Target};
+pub use outcome::{Outcome, Source};

@@ -1,0 +1,329 @@
+//! The Redis-backed [`Limiter`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy, ReferenceLimiter};
+
+use crate::breaker::Breaker;
+use crate::connection::Connection;
+use crate::deny_cache::DenyCache;
+use crate::keys::{validate_prefix, KeyLayout};
+use crate::options::{FailurePolicy, RedisOptions};
+use crate::script::{Op, PolicyScript};
+use crate::{ConnectError, ConnectErrorKind, Outcome, Source};
+
+/// A [`Limiter`] whose state lives in Redis or Redis Cluster, so that many
+/// processes share one limit.
+///
+/// Each check or peek is one `EVALSHA` of the policy's Lua script: one
+/// round trip, atomic, computing exactly the decisions of the pure
+/// functions of `ratelimit-core`. Time is the server's `TIME` unless a
+/// clock is injected. When Redis cannot decide within the timeout, the
+/// [`FailurePolicy`] decides instead; a circuit breaker stops waiting on a
+/// dead server and lets one call probe it now and then.
+///
+/// A call that times out after its request was sent may still be applied
+/// by Redis when it answers late (a frozen server that thaws): the failure
+/// policy decided that call, but its cost may have been taken as well.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ratelimit_core::{Limiter, Policy};
+/// use ratelimit_redis::{FailurePolicy, RedisLimiter, RedisOptions};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let policy = Policy::fixed_window(5, Duration::from_secs(30)).unwrap();
+/// let options = RedisOptions::standalone("redis://127.0.0.1:6379")
+///     .with_failure_policy(FailurePolicy::Fallback);
+/// let limiter = RedisLimiter::connect(policy, options).await.unwrap();
+///
+/// let d = limiter.check_one(b"203.0.113.7").await.unwrap();
+/// assert!(d.allowed);
+/// assert_eq!(d.remaining, 4);
+/// let detailed = limiter.check_detailed(b"203.0.113.7", 1).await.unwrap();
+/// assert!(!detailed.is_degraded(), "Redis decided");
+/// # });
+/// ```
+pub struct RedisLimiter {
+    policy: Policy,
+    script: PolicyScript,
+    keys: KeyLayout,
+    connection: Connection,
+    timeout: Duration,
+    failure: FailurePolicy,
+    open_for: Duration,
+    breaker: Breaker,
+    deny_cache: Option<DenyCache>,
+    clock: Option<Arc<dyn Clock>>,
+    started: Instant,
+    min_ttl_ms: u64,
+    fallback: Arc<dyn Limiter>,
+    degraded: AtomicU64,
+}
+
+impl RedisLimiter {
+    /// Connects to Redis as `options` say and returns a limiter applying
+    /// `policy`.
+    ///
+    /// Connecting checks the deployment: the server answers, accepts the
+    /// credentials, is a cluster node exactly when `options` name a
+    /// cluster, and runs the policy's script (which is loaded here). All of
+    /// it within `max(5 × timeout, 2 s)`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConnectError`] saying what to fix: an invalid prefix or URL,
+    /// an unreachable server, refused credentials, a cluster/standalone
+    /// mismatch, or a timeout.
+    pub async fn connect(policy: Policy, options: RedisOptions) -> Result<Self, ConnectError> {
+        validate_prefix(&options.prefix)
+            .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
+        if options.timeout.is_zero() {
+            return Err(ConnectError::new(
+                ConnectErrorKind::InvalidConfig,
+                "invalid `timeout`: must be longer than zero",
+            ));
+        }
+        let script = PolicyScript::new(&policy).ok_or_else(|| {
+            ConnectError::new(
+                ConnectErrorKind::InvalidConfig,
+                format!(
+                    "the Redis backend has no script for the {} algorithm",
+                    policy.algorithm_name()
+                ),
+            )
+        })?;
+        let deadline = (options.timeout * 5).max(Duration::from_secs(2));
+        let connection = Connection::open(&options, script.script(), deadline).await?;
+        let fallback = options
+            .fallback
+            .clone()
+            .unwrap_or_else(|| match &options.clock {
+                Some(clock) => Arc::new(ReferenceLimiter::with_clock(policy, Arc::clone(clock))),
+                None => Arc::new(ReferenceLimiter::new(policy)),
+            });
+        Ok(Self {
+            keys: KeyLayout::new(&options.prefix, &policy),
+            script,
+            connection,
+            timeout: options.timeout,
+            failure: options.failure,
+            open_for: options.breaker.open_for,
+            breaker: Breaker::new(options.breaker),
+            deny_cache: options
+                .deny_cache
+                .map(|n| DenyCache::new(n.get(), policy.limit())),
+            clock: options.clock,
+            started: Instant::now(),
+            min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+            fallback,
+            degraded: AtomicU64::new(0),
+            policy,
+        })
+    }
+
+    /// [`Limiter::check`], also saying who decided.
+    ///
+    /// # Errors
+    ///
+    /// When `cost` is zero or above the limit (checked locally: nothing is
+    /// sent), or when Redis cannot decide and the fallback limiter fails.
+    /// With [`FailurePolicy::FailClosed`] and [`FailurePolicy::FailOpen`] a
+    /// Redis failure is a degraded decision, not an error.
+    pub async fn check_detailed(&self, key: &[u8], cost: u64) -> Result<Outcome, Error> {
+        self.policy.validate_cost(cost)?;
+        if let Some(cache) = &self.deny_cache {
+            if let Some(decision) = cache.lookup(key, cost, self.local_now()) {
+                return Ok(Outcome::new(decision, Source::DenyCache));
+            }
+        }
+        let now = self.now_arg();
+        match self.call(key, Op::Check, now, cost).await {
+            Ok(decision) => {
+                if let Some(cache) = &self.deny_cache {
+                    // On server time the reply's arrival is later than the
+                    // server's decision: a conservative start for the wait.
+                    let at = now.unwrap_or_else(|| self.local_now());
+                    cache.record(key, cost, at, &decision);
+                }
+                Ok(Outcome::new(decision, Source::Redis))
+            }
+            Err(_) => self.degrade(key, Op::Check, cost).await,
+        }
+    }
+
+    /// [`Limiter::peek`], also saying who decided.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot decide and the fallback limiter fails.
+    pub async fn peek_detailed(&self, key: &[u8]) -> Result<Outcome, Error> {
+        match self.call(key, Op::Peek, self.now_arg(), 1).await {
+            Ok(decision) => Ok(Outcome::new(decision, Source::Redis)),
+            Err(_) => self.degrade(key, Op::Peek, 1).await,
+        }
+    }
+
+    /// True while the circuit breaker is open: Redis recently failed and
+    /// calls are decided by the failure policy without waiting on it.
+    #[must_use]
+    pub fn is_degraded(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// How many decisions the failure policy has made since this limiter
+    /// was built.
+    #[must_use]
+    pub fn degraded_decisions(&self) -> u64 {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// The Redis key holding `key`'s state (for operators and tests).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(limiter: ratelimit_redis::RedisLimiter) {
+    /// assert_eq!(limiter.redis_key(b"user:{42}"), b"ratelimit:fw:{user:%7B42%7D}".to_vec());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn redis_key(&self, key: &[u8]) -> Vec<u8> {
+        self.keys.redis_key(key)
+    }
+
+    /// `now` for the script: the injected clock, or `None` for server time.
+    fn now_arg(&self) -> Option<u64> {
+        self.clock.as_ref().map(|c| c.now_micros())
+    }
+
+    /// Local µs for the deny cache: the injected clock, or a monotonic clock.
+    fn local_now(&self) -> u64 {
+        match &self.clock {
+            Some(clock) => clock.now_micros(),
+            None => u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// One script call through the breaker, within the timeout.
+    async fn call(
+        &self,
+        key: &[u8],
+        op: Op,
+        now: Option<u64>,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let Some(permit) = self.breaker.permit() else {
+            return Err(Error::backend(
+                "circuit breaker open: Redis recently failed",
+            ));
+        };
+        let redis_key = self.keys.redis_key(key);
+        let call = self
+            .script
+            .invocation(&redis_key, op, now, cost, self.min_ttl_ms);
+        match tokio::time::timeout(self.timeout, self.connection.invoke(&call)).await {
+            Ok(Ok(reply)) => {
+                permit.succeeded();
+                Ok(self.script.decision(reply))
+            }
+            Ok(Err(e)) => {
+                permit.failed();
+                Err(Error::backend(e))
+            }
+            Err(_) => {
+                permit.failed();
+                Err(Error::timeout(None))
+            }
+        }
+    }
+
+    /// The failure policy's decision when Redis could not make one.
+    async fn degrade(&self, key: &[u8], op: Op, cost: u64) -> Result<Outcome, Error> {
+        self.degraded.fetch_add(1, Ordering::Relaxed);
+        let limit = self.policy.limit();
+        Ok(match self.failure {
+            // Retry once the breaker may have probed Redis again.
+            FailurePolicy::FailClosed => Outcome::new(
+                Decision::denied(limit, 0, Duration::ZERO, self.open_for),
+                Source::FailClosed,
+            ),
+            // Anything up to the limit would be allowed: remaining is the limit.
+            FailurePolicy::FailOpen => Outcome::new(
+                Decision::allowed(limit, limit, Duration::ZERO),
+                Source::FailOpen,
+            ),
+            FailurePolicy::Fallback => {
+                let decision = match op {
+                    Op::Check => self.fallback.check(key, cost).await?,
+                    Op::Peek => self.fallback.peek(key).await?,
+                };
+                Outcome::new(decision, Source::Fallback)
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+        Ok(self.check_detailed(key, cost).await?.decision)
+    }
+
+    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
+        Ok(self.peek_detailed(key).await?.decision)
+    }
+
+    /// Deletes exactly `key`'s Redis key (no `SCAN`), and forgets it in the
+    /// deny cache and the fallback limiter.
+    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        if let Some(cache) = &self.deny_cache {
+            cache.forget(key);
+        }
+        self.fallback.reset(key).await?;
+        let Some(permit) = self.breaker.permit() else {
+            return Err(Error::backend(
+                "circuit breaker open: Redis recently failed",
+            ));
+        };
+        let redis_key = self.keys.redis_key(key);
+        match tokio::time::timeout(self.timeout, self.connection.del(&redis_key)).await {
+            Ok(Ok(())) => {
+                permit.succeeded();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                permit.failed();
+                Err(Error::backend(e))
+            }
+            Err(_) => {
+                permit.failed();
+                Err(Error::timeout(None))
+            }
+        }
+    }
+
+    fn policies(&self) -> &[Policy] {
+        std::slice::from_ref(&self.policy)
+    }
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("policy", &self.policy)
+            .field("keys", &self.keys)
+            .field("timeout", &self.timeout)
+            .field("failure", &self.failure)
+            .field("breaker", &self.breaker)
+            .field("deny_cache", &self.deny_cache.is_some())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,33 @@
+-- Fixed window (SPEC 3): ARGV[5] = limit, ARGV[6] = window in µs.
+-- Hash fields: w = window index, n = cost taken in it.
+local limit = tonumber(ARGV[5])
+local window = tonumber(ARGV[6])
+
+local stored = redis.call('HMGET', key, 'w', 'n')
+local k_s = tonumber(stored[1]) or 0
+local count = tonumber(stored[2]) or 0
+
+-- A later window starts empty; an earlier one (the clock went back) keeps
+-- the stored window, which is never reopened.
+local k = idiv(now, window)
+if k > k_s then
+  k_s = k
+  count = 0
+end
+
+local allowed
+if op == 'check' then
+  allowed = count + cost <= limit
+  if allowed then
+    count = count + cost
+    redis.call('HSET', key, 'w', int(k_s), 'n', int(count))
+    expire((k_s + 1) * window)
+  end
+else
+  allowed = count < limit
+end
+
+local wait = sat_sub((k_s + 1) * window, now)
+local reset_after = 0
+if count > 0 then reset_after = wait end
+return {allowed and 1 or 0, sat_sub(limit, count), reset_after, wait}

@@ -1,0 +1,320 @@
+//! How a [`RedisLimiter`](crate::RedisLimiter) connects and behaves.
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_core::{Clock, Limiter};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RedisConfig;
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// One server (or a primary behind a proxy), by URL:
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS
+    /// with the `tls-rustls` feature.
+    Standalone(String),
+    /// A Redis Cluster, by the URLs of some of its nodes (any reachable one
+    /// is enough to discover the rest).
+    Cluster(Vec<String>),
+}
+
+/// How requests reach a standalone server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ConnectionMode {
+    /// One multiplexed connection, reconnected automatically: concurrent
+    /// calls are pipelined on it, so they share round trips. The default:
+    /// it was measured faster than the pool at every concurrency (see
+    /// `BENCHMARKS.md`).
+    #[default]
+    Multiplexed,
+    /// A `deadpool-redis` pool of connections, one call at a time each.
+    /// Each checkout also sends `UNWATCH` + `PING` to recycle the
+    /// connection.
+    Pool,
+}
+
+/// What a call does when Redis cannot decide (error, timeout, or the
+/// circuit breaker is open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Deny: nothing passes while Redis is away.
+    FailClosed,
+    /// Allow everything, reporting the decision as degraded.
+    FailOpen,
+    /// Decide with a local in-process limiter of the same policy until
+    /// Redis answers again (its counts are per process, not shared).
+    Fallback,
+}
+
+/// When the circuit breaker opens and how long it stays open.
+///
+/// After `failure_threshold` consecutive failures the breaker opens: calls
+/// stop waiting on Redis and take the [`FailurePolicy`] at once. After
+/// `open_for`, one call probes Redis; its success closes the breaker, its
+/// failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerOptions {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: NonZeroU32,
+    /// How long the breaker stays open before a probe.
+    pub open_for: Duration,
+}
+
+impl BreakerOptions {
+    /// Opens after `failure_threshold` consecutive failures, for `open_for`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use std::time::Duration;
+    /// use ratelimit_redis::BreakerOptions;
+    ///
+    /// let b = BreakerOptions::new(NonZeroU32::new(5).unwrap(), Duration::from_millis(500));
+    /// assert_eq!(b.failure_threshold.get(), 5);
+    /// ```
+    #[must_use]
+    pub const fn new(failure_threshold: NonZeroU32, open_for: Duration) -> Self {
+        Self {
+            failure_threshold,
+            open_for,
+        }
+    }
+}
+
+impl Default for BreakerOptions {
+    fn default() -> Self {
+        Self {
+            failure_threshold: NonZeroU32::new(3).expect("3 is not zero"),
+            open_for: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything a [`RedisLimiter`](crate::RedisLimiter) needs besides its
+/// policy.
+///
+/// Built in code from a [`Target`] with `with_*` methods, or deserialized
+/// from configuration (see [`RedisConfig`] for the fields).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelimit_redis::{FailurePolicy, RedisOptions};
+///
+/// let options = RedisOptions::standalone("redis://127.0.0.1:6379")
+///     .with_prefix("api:")
+///     .with_timeout(Duration::from_millis(100))
+///     .with_failure_policy(FailurePolicy::Fallback);
+/// assert_eq!(options.timeout(), Duration::from_millis(100));
+///
+/// let parsed: RedisOptions = toml::from_str(r#"
+///     url = "redis://127.0.0.1:6379"
+///     prefix = "api:"
+///     timeout = "100ms"
+///     failure = "fallback"
+/// "#).unwrap();
+/// assert_eq!(parsed.prefix(), "api:");
+/// assert_eq!(parsed.failure_policy(), FailurePolicy::Fallback);
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RedisOptions {
+    pub(crate) target: Target,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) failure: FailurePolicy,
+    pub(crate) connection: ConnectionMode,
+    pub(crate) pool_size: NonZeroUsize,
+    pub(crate) breaker: BreakerOptions,
+    pub(crate) deny_cache: Option<NonZeroUsize>,
+    pub(crate) min_ttl: Duration,
+    pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) fallback: Option<Arc<dyn Limiter>>,
+}
+
+impl RedisOptions {
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "ratelimit:";
+    /// The default per-call timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+
+    /// Options for `target` with the defaults: prefix `ratelimit:`, a 200 ms
+    /// timeout, [`FailurePolicy::FailClosed`], a multiplexed connection, a
+    /// breaker opening after 3 failures for 1 s, no deny cache, server time.
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            prefix: Self::DEFAULT_PREFIX.to_string(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            failure: FailurePolicy::FailClosed,
+            connection: ConnectionMode::default(),
+            pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
+            breaker: BreakerOptions::default(),
+            deny_cache: None,
+            min_ttl: Duration::from_secs(600),
+            clock: None,
+            fallback: None,
+        }
+    }
+
+    /// Options for one server at `url`.
+    pub fn standalone(url: impl Into<String>) -> Self {
+        Self::new(Target::Standalone(url.into()))
+    }
+
+    /// Options for a Redis Cluster reachable through `urls`.
+    pub fn cluster<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(Target::Cluster(urls.into_iter().map(Into::into).collect()))
+    }
+
+    /// Prepends `prefix` to every Redis key. It may not contain `{` or `}`
+    /// (checked when connecting).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The most any call waits for Redis before the failure policy applies.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What calls do when Redis cannot decide.
+    pub fn with_failure_policy(mut self, failure: FailurePolicy) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// Multiplexed connection or pool (standalone only; a cluster always
+    /// multiplexes one connection per node).
+    pub fn with_connection_mode(mut self, mode: ConnectionMode) -> Self {
+        self.connection = mode;
+        self
+    }
+
+    /// The most connections of a [`ConnectionMode::Pool`].
+    pub fn with_pool_size(mut self, size: NonZeroUsize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// The circuit breaker's thresholds.
+    pub fn with_breaker(mut self, breaker: BreakerOptions) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Remembers up to `entries` recent denials and repeats them locally,
+    /// with no round trip, until their `retry_after` has passed. It only
+    /// ever denies, so it never admits what Redis would deny.
+    pub fn with_deny_cache(mut self, entries: NonZeroUsize) -> Self {
+        self.deny_cache = Some(entries);
+        self
+    }
+
+    /// Reads time from `clock` instead of the server's `TIME` (tests,
+    /// replay, simulation): the scripts receive `now` as an argument.
+    ///
+    /// Keys still expire, but an injected clock's timeline is not the
+    /// server's, so their TTL is the time left on that clock and at least
+    /// [`with_min_ttl`](Self::with_min_ttl). Decisions are exact while the
+    /// clock stays below
+    /// [`MAX_TIMESTAMP_US`](ratelimit_core::MAX_TIMESTAMP_US) (the year
+    /// 2112), as everywhere in the workspace.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The least TTL of a key written under an injected clock (default 10
+    /// minutes): a manual clock may stand still while real time passes.
+    pub fn with_min_ttl(mut self, min_ttl: Duration) -> Self {
+        self.min_ttl = min_ttl;
+        self
+    }
+
+    /// The local limiter [`FailurePolicy::Fallback`] uses; by default a
+    /// [`ReferenceLimiter`](ratelimit_core::ReferenceLimiter) of the same
+    /// policy on the same clock. It must apply the same policy.
+    pub fn with_fallback_limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
+        self.fallback = Some(limiter);
+        self
+    }
+
+    /// Where Redis is.
+    #[must_use]
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The per-call timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The failure policy.
+    #[must_use]
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure
+    }
+
+    /// The connection mode.
+    #[must_use]
+    pub fn connection_mode(&self) -> ConnectionMode {
+        self.connection
+    }
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // URLs may carry passwords: show only their number.
+        let targets = match &self.target {
+            Target::Standalone(_) => "standalone (1 URL)".to_string(),
+            Target::Cluster(urls) => format!("cluster ({} URLs)", urls.len()),
+        };
+        f.debug_struct("RedisOptions")
+            .field("target", &targets)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("failure", &self.failure)
+            .field("connection", &self.connection)
+            .field("pool_size", &self.pool_size)
+            .field("breaker", &self.breaker)
+            .field("deny_cache", &self.deny_cache)
+            .field("min_ttl", &self.min_ttl)
+            .field("clock", &self.clock)
+            .field("fallback", &self.fallback.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = RedisConfig::deserialize(deserializer)?;
+        Self::try_from(config).map_err(serde::de::Error::custom)
+    }
+}

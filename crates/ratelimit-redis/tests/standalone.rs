@@ -1,0 +1,266 @@
+//! The conformance suite and the differential model test against a private
+//! standalone `redis-server`, through both connection modes.
+
+mod support;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use ratelimit_conformance::differential::check_against_model;
+use ratelimit_conformance::scenarios::run_all;
+use ratelimit_conformance::strategy::awkward_keys;
+use ratelimit_core::{Algorithm, Limiter, ManualClock, Policy};
+use ratelimit_redis::{ConnectionMode, RedisLimiter, RedisOptions, Source, Target};
+use ratelimit_redis_harness::RedisServer;
+
+use support::{fresh_prefix, make, options, runtime};
+
+#[test]
+fn conformance_scenarios_pass_multiplexed() {
+    let server = RedisServer::start();
+    let target = Target::Standalone(server.url());
+    runtime()
+        .block_on(run_all(|policy, clock| {
+            make(target.clone(), ConnectionMode::Multiplexed, policy, clock)
+        }))
+        .unwrap();
+}
+
+#[test]
+fn conformance_scenarios_pass_pooled() {
+    let server = RedisServer::start();
+    let target = Target::Standalone(server.url());
+    runtime()
+        .block_on(run_all(|policy, clock| {
+            make(target.clone(), ConnectionMode::Pool, policy, clock)
+        }))
+        .unwrap();
+}
+
+/// One server for all proptest cases of this binary. It lives in a static,
+/// which is never dropped, so it is stopped by the last test that uses it
+/// instead (see `differential_matches_the_model`).
+fn shared_server() -> &'static std::sync::Mutex<Option<RedisServer>> {
+    static SERVER: OnceLock<std::sync::Mutex<Option<RedisServer>>> = OnceLock::new();
+    SERVER.get_or_init(|| std::sync::Mutex::new(Some(RedisServer::start())))
+}
+
+fn shared_url() -> String {
+    shared_server()
+        .lock()
+        .unwrap()
+        .as_ref()
+        .expect("the shared server is running")
+        .url()
+}
+
+#[test]
+fn differential_matches_the_model() {
+    let url = shared_url();
+    let rt = runtime();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = support::differential_cases();
+    let result = runner.run(&strategy, |(policy, start, steps)| {
+        let clock = ManualClock::new(start);
+        let target = Target::Standalone(url.clone());
+        let outcome = rt.block_on(async {
+            let limiter = RedisLimiter::connect(policy, options(&target, &clock, "diff"))
+                .await
+                .expect("connect");
+            check_against_model(&limiter, &clock, &policy, &awkward_keys(), start, &steps).await
+        });
+        prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
+        Ok(())
+    });
+    // Stop the shared server now: statics are never dropped.
+    shared_server().lock().unwrap().take();
+    result.unwrap();
+}
+
+/// Values near the top of the exact domain: the largest limit with a 1 ms
+/// window and timestamps near 2^52, where a naive Lua division rounds.
+#[test]
+fn extreme_values_match_the_model() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let top = ratelimit_core::MAX_TIMESTAMP_US - 1;
+    let policies = [
+        Policy::fixed_window(u64::from(u32::MAX), Duration::from_millis(1)).unwrap(),
+        Policy::sliding_window(u64::from(u32::MAX), Duration::from_millis(2_097_151)).unwrap(),
+        Policy::sliding_window(3, Duration::from_millis(7)).unwrap(),
+        Policy::token_bucket(u64::from(u32::MAX), 1, Duration::from_millis(1)).unwrap(),
+        Policy::token_bucket(7, 3, Duration::from_millis(1000)).unwrap(),
+    ];
+    rt.block_on(async {
+        for policy in policies {
+            for start in [0, 999, top - 10_000_000, top - 3] {
+                let clock = ManualClock::new(start);
+                let target = Target::Standalone(server.url());
+                let limiter = RedisLimiter::connect(policy, options(&target, &clock, "edge"))
+                    .await
+                    .unwrap();
+                let mut state = Default::default();
+                let costs = [1, policy.limit(), policy.limit() / 2 + 1, 1, 2];
+                for (i, cost) in costs.into_iter().enumerate() {
+                    let now = start + i as u64 * 1_234;
+                    clock.set(now);
+                    let (want, next) = policy.check(&state, now, cost).unwrap();
+                    let got = limiter.check(b"edge", cost).await.unwrap();
+                    assert_eq!(got, want, "{policy:?} at {now}, cost {cost}");
+                    if want.allowed {
+                        state = next;
+                    }
+                    assert_eq!(
+                        limiter.peek(b"edge").await.unwrap(),
+                        policy.peek(&state, now)
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// Server time: keys get a TTL at the state's expiry, denials write
+/// nothing, and reset deletes exactly one key.
+#[test]
+fn server_time_ttl_and_reset() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let policy = Policy::fixed_window(2, Duration::from_secs(60)).unwrap();
+        let options = RedisOptions::standalone(server.url()).with_prefix(fresh_prefix("ttl"));
+        let limiter = RedisLimiter::connect(policy, options).await.unwrap();
+        assert!(limiter.check(b"a", 2).await.unwrap().allowed);
+        assert!(limiter.check(b"b", 1).await.unwrap().allowed);
+        let key = String::from_utf8(limiter.redis_key(b"a")).unwrap();
+        let ttl: i64 = server.cli(&["PTTL", &key]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "TTL {ttl} ms");
+        let at: i64 = server.cli(&["PEXPIRETIME", &key]).parse().unwrap();
+        assert_eq!(at % 60_000, 0, "expires exactly at the window's end");
+
+        let denied = limiter.check(b"a", 1).await.unwrap();
+        assert!(!denied.allowed);
+        assert!(denied.retry_after.unwrap() <= Duration::from_secs(60));
+        let ttl_after: i64 = server.cli(&["PEXPIRETIME", &key]).parse().unwrap();
+        assert_eq!(ttl_after, at, "a denial writes nothing");
+
+        limiter.reset(b"a").await.unwrap();
+        assert_eq!(server.cli(&["EXISTS", &key]), "0");
+        let other = String::from_utf8(limiter.redis_key(b"b")).unwrap();
+        assert_eq!(server.cli(&["EXISTS", &other]), "1", "only that key");
+        assert_eq!(limiter.peek(b"a").await.unwrap().remaining, 2);
+    });
+}
+
+/// Awkward keys land in distinct Redis keys; each carries a TTL.
+#[test]
+fn awkward_keys_are_distinct_redis_keys_with_ttls() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let target = Target::Standalone(server.url());
+        for policy in ratelimit_conformance::scenarios::sample_policies() {
+            let limiter = RedisLimiter::connect(policy, options(&target, &clock, "awk"))
+                .await
+                .unwrap();
+            for key in awkward_keys() {
+                assert!(limiter.check(&key, 1).await.unwrap().allowed);
+            }
+        }
+        let keys = awkward_keys().len() * 3;
+        assert_eq!(server.cli(&["DBSIZE"]), keys.to_string());
+        assert_eq!(
+            server.cli(&["EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', '*')) do if redis.call('PTTL', k) > 0 then n = n + 1 end end return n", "0"]),
+            keys.to_string(),
+            "every key has a TTL"
+        );
+    });
+}
+
+/// The deny cache answers repeated denials locally and never admits what
+/// Redis would deny.
+#[test]
+fn deny_cache_only_denies() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let policy = Policy::token_bucket(3, 1, Duration::from_secs(1)).unwrap();
+        let target = Target::Standalone(server.url());
+        let with_cache = options(&target, &clock, "cache")
+            .with_deny_cache(std::num::NonZeroUsize::new(8).unwrap());
+        let limiter = RedisLimiter::connect(policy, with_cache).await.unwrap();
+        assert!(limiter.check(b"k", 3).await.unwrap().allowed);
+        let first = limiter.check_detailed(b"k", 2).await.unwrap();
+        assert_eq!(first.source, Source::Redis);
+        assert!(!first.decision.allowed);
+        let again = limiter.check_detailed(b"k", 2).await.unwrap();
+        assert_eq!(again.source, Source::DenyCache);
+        assert!(!again.decision.allowed);
+        assert_eq!(again.decision.retry_after, first.decision.retry_after);
+        let bigger = limiter.check_detailed(b"k", 3).await.unwrap();
+        assert_eq!(bigger.source, Source::DenyCache);
+        // A smaller cost goes to Redis (and is denied there too).
+        let smaller = limiter.check_detailed(b"k", 1).await.unwrap();
+        assert_eq!(smaller.source, Source::Redis);
+        // Once retry_after has passed, Redis decides again, and allows.
+        clock.advance(Duration::from_secs(2));
+        let later = limiter.check_detailed(b"k", 2).await.unwrap();
+        assert_eq!(later.source, Source::Redis);
+        assert!(later.decision.allowed);
+    });
+}
+
+/// Limiters with separate connections (and separate pools) sharing one
+/// Redis never admit more than the limit in total. They share a manual
+/// clock, so the window cannot turn during the test: exactly the limit
+/// passes.
+#[test]
+fn separate_limiters_share_one_limit() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let prefix = fresh_prefix("shared");
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let policy = Policy::sliding_window(100, Duration::from_secs(60)).unwrap();
+        let mut limiters = Vec::new();
+        for i in 0..4 {
+            let mode = if i % 2 == 0 {
+                ConnectionMode::Multiplexed
+            } else {
+                ConnectionMode::Pool
+            };
+            let options = RedisOptions::standalone(server.url())
+                .with_prefix(prefix.clone())
+                .with_timeout(Duration::from_secs(2))
+                .with_clock(clock.clone())
+                .with_connection_mode(mode);
+            limiters.push(Arc::new(
+                RedisLimiter::connect(policy, options).await.unwrap(),
+            ));
+        }
+        let mut tasks = Vec::new();
+        for limiter in &limiters {
+            for _ in 0..8 {
+                let limiter = Arc::clone(limiter);
+                tasks.push(tokio::spawn(async move {
+                    let mut allowed = 0u64;
+                    for _ in 0..20 {
+                        let d = limiter.check_detailed(b"shared", 1).await.unwrap();
+                        assert_eq!(d.source, Source::Redis);
+                        allowed += u64::from(d.decision.allowed);
+                    }
+                    allowed
+                }));
+            }
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        assert_eq!(total, 100, "640 attempts on 4 limiters, a limit of 100");
+    });
+}
