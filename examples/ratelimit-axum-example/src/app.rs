@@ -52,7 +52,10 @@ impl AppOptions {
         Ok(Self {
             client_ip: config.client_ip_extractor()?,
             failure: config.backend.failure.into(),
-            check_timeout: config.backend.timeout,
+            // A backstop behind the backend's own per-call timeout (which
+            // Redis answers with its failure policy): twice as long, so the
+            // backend's answer normally wins.
+            check_timeout: config.backend.timeout * 2,
             max_body_bytes: config.http.max_body_bytes,
             request_timeout: config.http.request_timeout,
             stream_idle_timeout: config.http.stream_idle_timeout,

@@ -49,11 +49,18 @@ pub struct BackendConfig {
     /// The Redis URL (`redis://host:6379`); also `--redis-url`/`REDIS_URL`.
     #[serde(default)]
     pub url: Option<String>,
-    /// `"closed"` (default: answer 503) or `"open"` (let requests through)
-    /// when the store fails.
+    /// Or the node URLs of a Redis Cluster.
+    #[serde(default)]
+    pub cluster: Option<Vec<String>>,
+    /// The Redis key prefix (default `ratelimit:`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// When the store fails: `"closed"` (default: deny), `"open"` (let
+    /// requests through) or, with Redis, `"fallback"` (count in this
+    /// process until Redis is back).
     #[serde(default)]
     pub failure: FailureConfig,
-    /// The longest wait for one check, e.g. `"1s"`.
+    /// The longest wait for one check, e.g. `"200ms"`.
     #[serde(default = "default_check_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
 }
@@ -75,16 +82,19 @@ pub enum BackendKind {
 pub enum FailureConfig {
     /// Let requests through.
     Open,
-    /// Answer `503`.
+    /// Refuse them: Redis denies (`429`), and any error left is a `503`.
     #[default]
     Closed,
+    /// Redis only: count in this process while Redis is away.
+    Fallback,
 }
 
 impl From<FailureConfig> for FailureMode {
+    /// What the layer does with an error the limiter still returns.
     fn from(f: FailureConfig) -> Self {
         match f {
             FailureConfig::Open => FailureMode::Open,
-            FailureConfig::Closed => FailureMode::Closed,
+            FailureConfig::Closed | FailureConfig::Fallback => FailureMode::Closed,
         }
     }
 }
@@ -169,7 +179,7 @@ fn default_policy() -> Policy {
     Policy::fixed_window(5, Duration::from_secs(30)).expect("5 per 30 s is a valid policy")
 }
 fn default_check_timeout() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(200)
 }
 fn default_ipv6_prefix() -> u8 {
     64
@@ -224,6 +234,8 @@ impl Default for BackendConfig {
         Self {
             kind: BackendKind::Memory,
             url: None,
+            cluster: None,
+            prefix: None,
             failure: FailureConfig::Closed,
             timeout: default_check_timeout(),
         }
@@ -330,7 +342,7 @@ impl Config {
     /// | `RATELIMIT_BIND` | `bind` |
     /// | `RATELIMIT_ALGORITHM` | the algorithm, keeping the limit and window (a token bucket holds `limit` and refills `limit` per window) |
     /// | `RATELIMIT_RATE` | `limit`/`window`, e.g. `5/30s` |
-    /// | `RATELIMIT_FAILURE` | `backend.failure`: `open` or `closed` |
+    /// | `RATELIMIT_FAILURE` | `backend.failure`: `open`, `closed` or `fallback` |
     /// | `RATELIMIT_TRUSTED_PROXIES` | `client_ip.trusted_proxies`, comma-separated |
     /// | `RATELIMIT_DELTA_DELAY` | `model.delta_delay`, e.g. `0ms` |
     /// | `REDIS_URL` | `backend.kind = "redis"` and `backend.url` |
@@ -385,7 +397,8 @@ impl Config {
             self.backend.failure = match v.as_str() {
                 "open" => FailureConfig::Open,
                 "closed" => FailureConfig::Closed,
-                _ => bail!("RATELIMIT_FAILURE={v:?}; expected open or closed"),
+                "fallback" => FailureConfig::Fallback,
+                _ => bail!("RATELIMIT_FAILURE={v:?}; expected open, closed or fallback"),
             };
         }
         if let Some(v) = var("RATELIMIT_TRUSTED_PROXIES") {
@@ -428,8 +441,12 @@ impl Config {
     /// Naming the field at fault.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.client_ip_extractor()?;
-        if self.backend.kind == BackendKind::Redis && self.backend.url.is_none() {
-            bail!("backend.kind = \"redis\" needs backend.url (or --redis-url / REDIS_URL)");
+        let b = &self.backend;
+        if b.kind == BackendKind::Redis && b.url.is_none() && b.cluster.is_none() {
+            bail!("backend.kind = \"redis\" needs backend.url or backend.cluster (or --redis-url / REDIS_URL)");
+        }
+        if b.kind == BackendKind::Memory && b.failure == FailureConfig::Fallback {
+            bail!("invalid `backend.failure`: \"fallback\" applies to the Redis backend only");
         }
         if self.http.max_body_bytes == 0 {
             bail!("invalid `http.max_body_bytes`: must be at least 1");

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use clap::Parser;
 use ratelimit_axum_example::{app, build_limiter, build_model, AppOptions, BackendKind, Config};
 use tracing_subscriber::EnvFilter;
@@ -64,14 +65,23 @@ async fn run() -> anyhow::Result<()> {
         config.backend.url = Some(url);
     }
     let options = AppOptions::from_config(&config).context("invalid configuration")?;
-    let limiter = build_limiter(&config)?;
+    let limiter = build_limiter(&config).await?;
     let model = build_model(&config)?;
 
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    // Each event of a stream is a small write that should leave at once;
+    // with Nagle's algorithm on, it waits for the client's delayed ACK
+    // (some 40 ms a stream on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     tracing::info!(
-        addr = %listener.local_addr()?,
+        %addr,
         policy = ?config.limit,
         backend = ?config.backend.kind,
         model = ?model,

@@ -1,8 +1,12 @@
 //! The compiled service: start-up errors and graceful shutdown.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
+
+use common::start_binary;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ratelimit-axum-example");
 
@@ -32,7 +36,10 @@ fn fails_to_start(text: &str) -> String {
 #[test]
 fn bad_config_stops_start_up_naming_line_and_field() {
     let err = fails_to_start("bind = \"127.0.0.1:0\"\n\n[limit]\nalgorithm = \"fixed_window\"\nlimit = 0\nwindow = \"30s\"\n");
-    assert!(err.contains("line 5"), "the line of the value at fault: {err}");
+    assert!(
+        err.contains("line 5"),
+        "the line of the value at fault: {err}"
+    );
     assert!(err.contains("invalid `limit`: 0 is out of range"), "{err}");
 
     let err = fails_to_start("[http]\nmax_body = 10\n");
@@ -69,38 +76,9 @@ fn the_sample_config_file_is_the_default_service() {
     assert_eq!(config.http.denied_body, "Ratelimited!");
 }
 
-/// Starts the service on a free port; returns it and its address, read
-/// from its "listening" log line. The caller waits for the child.
-#[allow(clippy::zombie_processes)] // returned to the caller, which waits
-fn start(delta_delay: &str) -> (Child, SocketAddr, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(BIN)
-        .args(["--bind", "127.0.0.1:0"])
-        .env("RATELIMIT_DELTA_DELAY", delta_delay)
-        .env("RUST_LOG", "info")
-        .env_remove("REDIS_URL")
-        .env_remove("OPENAI_API_KEY")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the service exited before listening");
-        }
-        if let Some(rest) = line.split("addr=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (child, addr, stderr);
-        }
-    }
-}
-
 #[test]
 fn sigterm_lets_the_in_flight_stream_finish() {
-    let (mut child, addr, mut logs) = start("40ms");
+    let (mut child, addr, mut logs) = start_binary(&[], &[("RATELIMIT_DELTA_DELAY", "40ms")]);
     let mut conn = TcpStream::connect(addr).unwrap();
     let body = r#"{"messages":[{"role":"user","content":"Hi"}]}"#;
     write!(

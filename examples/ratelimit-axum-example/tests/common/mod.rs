@@ -120,3 +120,42 @@ pub async fn serve(router: Router) -> SocketAddr {
     });
     addr
 }
+
+/// Starts the compiled service on a free port with `args` and `envs`;
+/// returns it, its address (read from its "listening" log line) and the
+/// rest of its log. The caller waits for the child.
+#[allow(clippy::zombie_processes)] // returned to the caller, which waits
+pub fn start_binary(
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratelimit-axum-example"))
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("REDIS_URL")
+        .env_remove("OPENAI_API_KEY")
+        .envs(envs.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service exited before listening");
+        }
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return (child, addr, stderr);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The Redis backend: two service processes share one count. Needs
+//! `redis-server` on PATH (`apt-get install -y redis-server`); the test
+//! starts and stops its own private server on a free loopback port.
+
+mod common;
+
+use common::{start_binary, PLAIN_BODY};
+use ratelimit_redis_harness::RedisServer;
+
+async fn post(client: &reqwest::Client, addr: std::net::SocketAddr) -> reqwest::Response {
+    client
+        .post(format!("http://{addr}/api/generate"))
+        .header("content-type", "application/json")
+        .body(PLAIN_BODY)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_service_processes_sharing_one_redis_enforce_one_limit() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let envs = [("RATELIMIT_DELTA_DELAY", "0ms"), ("RATELIMIT_RATE", "5/1h")];
+    let (mut a, addr_a, _) = start_binary(&["--redis-url", &url], &envs);
+    let (mut b, addr_b, _) = start_binary(&[], &[envs[0], envs[1], ("REDIS_URL", url.as_str())]);
+
+    let client = reqwest::Client::new();
+    let mut remaining = Vec::new();
+    for addr in [addr_a, addr_b, addr_a, addr_b, addr_a] {
+        let res = post(&client, addr).await;
+        assert_eq!(res.status(), 200);
+        remaining.push(
+            res.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        assert!(res.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    }
+    assert_eq!(
+        remaining,
+        ["4", "3", "2", "1", "0"],
+        "one count across both processes"
+    );
+    for addr in [addr_b, addr_a] {
+        let res = post(&client, addr).await;
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().contains_key("retry-after"));
+        assert_eq!(res.text().await.unwrap(), "Ratelimited!");
+    }
+
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[test]
+fn an_unreachable_redis_stops_start_up_with_a_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ratelimit-axum-example"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot start the Redis backend"), "{err}");
+}
