@@ -136,26 +136,43 @@ fn prime<S: Subject>(subject: &S, path: Path, keys: impl Iterator<Item = u64>) {
     }
 }
 
-fn hot_key<S: Subject>(
-    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
-    subject: &S,
+/// The group's type, as the helpers below take it.
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Builds and primes a subject the first time the bench runs (so a
+/// filtered-out bench costs nothing), then reuses it for every sample.
+fn lazily<S: Subject>(
+    slot: &mut Option<S>,
+    make: impl FnOnce() -> S,
     path: Path,
-) {
-    prime(subject, path, std::iter::once(42));
-    group.bench_function(name, |b| b.iter(|| black_box(subject.check(black_box(42)))));
+    keys: impl Iterator<Item = u64>,
+) -> &S {
+    slot.get_or_insert_with(|| {
+        let subject = make();
+        prime(&subject, path, keys);
+        subject
+    })
+}
+
+fn hot_key<S: Subject>(group: &mut Group<'_>, name: &str, make: impl Fn() -> S, path: Path) {
+    let mut slot = None;
+    group.bench_function(name, |b| {
+        let subject = lazily(&mut slot, &make, path, std::iter::once(42));
+        b.iter(|| black_box(subject.check(black_box(42))));
+    });
 }
 
 fn random_many<S: Subject>(
-    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    group: &mut Group<'_>,
     name: &str,
-    subject: &S,
+    make: impl Fn() -> S,
     path: Path,
     order: &[u64],
 ) {
-    prime(subject, path, 0..MANY);
+    let mut slot = None;
     let mut i = 0;
     group.bench_function(name, |b| {
+        let subject = lazily(&mut slot, &make, path, 0..MANY);
         b.iter(|| {
             i = (i + 1) & (order.len() - 1);
             black_box(subject.check(order[i]))
@@ -193,12 +210,14 @@ fn new_keys<S: Subject>(
 /// Two threads checking the same 1,024 keys in different orders; the time
 /// per iteration is the wall time for each thread to make one check.
 fn two_threads<S: Subject>(
-    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    group: &mut Group<'_>,
     name: &str,
-    subject: &S,
+    make: impl Fn() -> S,
     orders: &[Vec<u64>; 2],
 ) {
+    let mut slot = None;
     group.bench_function(name, |b| {
+        let subject = lazily(&mut slot, &make, Path::Allowed, 0..SHARED);
         b.iter_custom(|iters| {
             let barrier = Barrier::new(3);
             std::thread::scope(|s| {
@@ -214,9 +233,8 @@ fn two_threads<S: Subject>(
                     });
                 }
                 barrier.wait();
-                let start = Instant::now();
                 // Leaving the scope joins both threads.
-                start
+                Instant::now()
             })
             .elapsed()
         });
@@ -233,20 +251,20 @@ fn config() -> Criterion {
 fn hot(c: &mut Criterion) {
     for (label, path) in [("allowed", Path::Allowed), ("denied", Path::Denied)] {
         let mut group = c.benchmark_group(format!("memory/hot_key_{label}"));
-        hot_key(&mut group, "governor", &governor(path), path);
+        hot_key(&mut group, "governor", || governor(path), path);
         for algorithm in ALGORITHMS {
-            hot_key(&mut group, algorithm, &ours(algorithm, path), path);
+            hot_key(&mut group, algorithm, || ours(algorithm, path), path);
         }
         group.finish();
     }
     // The default clocks: governor's TSC-based quanta clock, and the
     // system clock (`Instant` offset from the wall clock at start).
     let mut group = c.benchmark_group("memory/hot_key_allowed_default_clocks");
-    let gov = governor::DefaultKeyedRateLimiter::<u64>::dashmap(quota(Path::Allowed));
-    hot_key(&mut group, "governor", &gov, Path::Allowed);
+    let gov = || governor::DefaultKeyedRateLimiter::<u64>::dashmap(quota(Path::Allowed));
+    hot_key(&mut group, "governor", gov, Path::Allowed);
     let limiter =
-        MemoryLimiter::with_clock(policy("token_bucket", Path::Allowed), SystemClock::new());
-    hot_key(&mut group, "token_bucket", &limiter, Path::Allowed);
+        || MemoryLimiter::with_clock(policy("token_bucket", Path::Allowed), SystemClock::new());
+    hot_key(&mut group, "token_bucket", limiter, Path::Allowed);
     group.finish();
 }
 
@@ -254,9 +272,15 @@ fn many(c: &mut Criterion) {
     let order = random_keys(1 << 20, MANY);
     for (label, path) in [("allowed", Path::Allowed), ("denied", Path::Denied)] {
         let mut group = c.benchmark_group(format!("memory/random_1m_keys_{label}"));
-        random_many(&mut group, "governor", &governor(path), path, &order);
+        random_many(&mut group, "governor", || governor(path), path, &order);
         for algorithm in ALGORITHMS {
-            random_many(&mut group, algorithm, &ours(algorithm, path), path, &order);
+            random_many(
+                &mut group,
+                algorithm,
+                || ours(algorithm, path),
+                path,
+                &order,
+            );
         }
         group.finish();
     }
@@ -277,12 +301,12 @@ fn threads(c: &mut Criterion) {
         random_keys(1 << 17, SHARED)[1 << 16..].to_vec(),
     ];
     let mut group = c.benchmark_group("memory/two_threads_1024_keys_allowed");
-    two_threads(&mut group, "governor", &governor(Path::Allowed), &orders);
+    two_threads(&mut group, "governor", || governor(Path::Allowed), &orders);
     for algorithm in ALGORITHMS {
         two_threads(
             &mut group,
             algorithm,
-            &ours(algorithm, Path::Allowed),
+            || ours(algorithm, Path::Allowed),
             &orders,
         );
     }

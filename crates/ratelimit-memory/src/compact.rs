@@ -13,7 +13,7 @@ use ratelimit_core::{
 /// An [`Algorithm`] whose state has a compact stored form.
 pub(crate) trait Compact: Algorithm {
     /// What one table entry stores beside the fingerprint.
-    type Packed: Copy + std::fmt::Debug + Send + Sync + 'static;
+    type Packed: Copy + Default + std::fmt::Debug + Send + Sync + 'static;
 
     /// The stored form of `state`.
     fn pack(state: &Self::State) -> Self::Packed;
@@ -45,7 +45,7 @@ impl Compact for TokenBucket {
 }
 
 /// A fixed window's index and count.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PackedFixed {
     window: u64,
     count: u32,
@@ -69,7 +69,7 @@ impl Compact for FixedWindow {
 }
 
 /// A sliding window's index and its two counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PackedSliding {
     window: u64,
     previous: u32,

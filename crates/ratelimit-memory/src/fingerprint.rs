@@ -27,10 +27,15 @@ pub(crate) struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The hash a shard's table uses for this key.
+    /// Marks an empty table slot. A key whose SipHash is zero is given
+    /// another fingerprint (see [`Keyer::fingerprint`]).
+    pub(crate) const EMPTY: Self = Self { lo: 0, hi: 0 };
+
+    /// Where the key's probe starts in a table (before masking).
     #[inline]
-    pub(crate) const fn table_hash(self) -> u64 {
-        self.lo
+    pub(crate) const fn home(self) -> usize {
+        // Truncating is intended: only the low bits under the mask matter.
+        self.lo as usize
     }
 
     /// The shard index under `mask` (a power of two minus one).
@@ -68,7 +73,12 @@ impl Keyer {
         // SipHash folds the message length into its last block, so `b"a"`
         // and `b"a\0"` differ without a length prefix.
         let (lo, hi) = sip13_128(self.k0, self.k1, key);
-        Fingerprint { lo, hi }
+        // All-zero marks an empty slot; a key hashing to it (chance 2^-128)
+        // shares a fingerprint with the keys hashing to (0, 1) instead.
+        Fingerprint {
+            lo,
+            hi: hi | u64::from(lo == 0 && hi == 0),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod limiter;
 mod options;
 mod shard;
 mod siphash;
+mod slots;
 mod store;
 mod table;
 

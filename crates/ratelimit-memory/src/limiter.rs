@@ -266,8 +266,11 @@ impl<C: Clock> MemoryLimiter<C> {
     /// let policy = Policy::token_bucket(5, 1, Duration::from_secs(1)).unwrap();
     /// let limiter = MemoryLimiter::with_clock(policy, ManualClock::new(0));
     /// let empty = limiter.allocated_bytes();
-    /// limiter.check_sync(b"k", 1).unwrap();
-    /// assert!(limiter.allocated_bytes() > empty);
+    /// for i in 0..10_000u32 {
+    ///     limiter.check_sync(&i.to_le_bytes(), 1).unwrap();
+    /// }
+    /// // 24 bytes per token-bucket entry, at most 7/8 full.
+    /// assert!(limiter.allocated_bytes() >= empty + 10_000 * 24);
     /// ```
     #[must_use]
     pub fn allocated_bytes(&self) -> usize {

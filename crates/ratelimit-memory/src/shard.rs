@@ -1,33 +1,22 @@
 //! One independently locked part of the table, and the rules it applies.
 
-use hashbrown::HashTable;
 use ratelimit_core::{Decision, Error};
 
 use crate::compact::Compact;
 use crate::fingerprint::Fingerprint;
+use crate::slots::Slots;
 use crate::WhenFull;
 
-/// Buckets the sweeper examines after each insert of a new key. A table
-/// grows only by inserts and at most doubles between growths, so examining
-/// eight buckets per insert passes over the whole table several times
-/// before it can double: idle keys are forgotten faster than new ones
-/// arrive.
+/// Slots the sweeper examines per step. A table grows only by inserts, and
+/// every insert takes a step: a table of `n` slots takes at least `3n/8`
+/// inserts to double from 7/16 full, in which time the sweeper passes over
+/// it three times. Idle keys are forgotten faster than new ones arrive.
 const SWEEP_STEP: usize = 8;
 
-/// Checks of stored keys between two sweep steps, so that traffic on known
-/// keys alone also reclaims memory, at a fraction of a step per check.
+/// Checks of stored keys between two sweep steps in a clean shard, so that
+/// traffic on known keys alone also finds garbage, at a fraction of a step
+/// per check.
 const HIT_SWEEP_PERIOD: u32 = 16;
-
-/// Tables at or below this many buckets are never shrunk: the saving
-/// would not pay for the rehash.
-const MIN_SHRINK_BUCKETS: usize = 64;
-
-/// One stored key: its fingerprint and its policy state.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Entry<P> {
-    fp: Fingerprint,
-    state: P,
-}
 
 /// What every shard of one limiter applies.
 #[derive(Debug)]
@@ -41,20 +30,20 @@ pub(crate) struct Rules<A> {
 }
 
 impl<A: Compact> Rules<A> {
-    /// The first instant from which `state` may be forgotten.
+    /// The first instant from which a stored state may be forgotten.
     #[inline]
-    fn forget_at(&self, state: &A::State) -> u64 {
+    fn forget_at(&self, packed: A::Packed) -> u64 {
         self.algorithm
-            .expires_at(state)
+            .expires_at(&A::unpack(packed))
             .saturating_add(self.grace_us)
     }
 }
 
-/// A hash table of entries with an incremental sweeper.
+/// A table of entries with an incremental sweeper.
 #[derive(Debug)]
 pub(crate) struct Shard<A: Compact> {
-    table: HashTable<Entry<A::Packed>>,
-    /// The next bucket index the sweeper examines.
+    slots: Slots<A::Packed>,
+    /// The next slot the sweeper examines.
     cursor: usize,
     /// Checks of stored keys, counting towards the next sweep step.
     hits: u32,
@@ -67,31 +56,35 @@ pub(crate) struct Shard<A: Compact> {
     pass_forgot: bool,
     /// A lower bound of `forget_at` over the stored entries (`u64::MAX`
     /// when there are none). Checks only move a state's expiry later, so a
-    /// bound taken once stays a bound; it lets a full shard skip its scan
-    /// when nothing can have become idle.
+    /// bound taken once stays a bound. Before it, nothing can be idle: the
+    /// sweeper does not run, and a full shard does not scan.
     earliest_forget: u64,
+    /// The least `forget_at` seen by the current pass (entries kept, and
+    /// entries inserted meanwhile): the exact bound once the pass ends.
+    pass_earliest: u64,
+    /// Whether the current pass sees every entry: false once entries moved
+    /// behind the cursor (a reset's shift, a wrapped insert, a rebuild).
+    pass_exact: bool,
 }
 
 impl<A: Compact> Default for Shard<A> {
     fn default() -> Self {
         Self {
-            table: HashTable::new(),
+            slots: Slots::default(),
             cursor: 0,
             hits: 0,
             eager: false,
             pass_forgot: false,
             earliest_forget: u64::MAX,
+            pass_earliest: u64::MAX,
+            pass_exact: true,
         }
     }
 }
 
-#[inline]
-fn rehash<P>(entry: &Entry<P>) -> u64 {
-    entry.fp.table_hash()
-}
-
 impl<A: Compact> Shard<A> {
     /// `Algorithm::check` on the key's stored state, storing the result.
+    #[inline]
     pub(crate) fn check(
         &mut self,
         rules: &Rules<A>,
@@ -99,11 +92,13 @@ impl<A: Compact> Shard<A> {
         now: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
-        let hash = fp.table_hash();
-        if let Some(entry) = self.table.find_mut(hash, |e| e.fp == fp) {
-            let (decision, next) = rules.algorithm.check(&A::unpack(entry.state), now, cost)?;
+        if let Some(at) = self.slots.find(fp) {
+            let (decision, next) =
+                rules
+                    .algorithm
+                    .check(&A::unpack(self.slots.state(at)), now, cost)?;
             if decision.allowed {
-                entry.state = A::pack(&next);
+                self.slots.set_state(at, A::pack(&next));
             }
             self.hits = self.hits.wrapping_add(1);
             if self.eager || self.hits % HIT_SWEEP_PERIOD == 0 {
@@ -111,12 +106,23 @@ impl<A: Compact> Shard<A> {
             }
             return Ok(decision);
         }
+        self.check_new(rules, fp, now, cost)
+    }
+
+    /// [`check`](Self::check) of a key not stored.
+    fn check_new(
+        &mut self,
+        rules: &Rules<A>,
+        fp: Fingerprint,
+        now: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
         let (decision, next) = rules.algorithm.check(&A::State::default(), now, cost)?;
         if !decision.allowed {
             // A fresh key admits any valid cost; kept for clarity only.
             return Ok(decision);
         }
-        if self.table.len() >= rules.cap && !self.make_room(rules, now) {
+        if self.slots.len() >= rules.cap && !self.make_room(rules, now) {
             return Ok(match rules.when_full {
                 WhenFull::DenyNewKeys => {
                     let wait = self.earliest_forget.saturating_sub(now).max(1);
@@ -125,58 +131,62 @@ impl<A: Compact> Shard<A> {
                 WhenFull::AllowUnlimited => decision,
             });
         }
-        self.earliest_forget = self.earliest_forget.min(rules.forget_at(&next));
-        self.table.insert_unique(
-            hash,
-            Entry {
-                fp,
-                state: A::pack(&next),
-            },
-            rehash,
-        );
+        let packed = A::pack(&next);
+        let forget_at = rules.forget_at(packed);
+        self.earliest_forget = self.earliest_forget.min(forget_at);
+        self.pass_earliest = self.pass_earliest.min(forget_at);
+        if self.slots.insert_new(fp, packed) {
+            self.pass_exact = false;
+        }
         self.sweep_step(rules, now);
         Ok(decision)
     }
 
     /// `Algorithm::peek` on the key's stored state.
+    #[inline]
     pub(crate) fn peek(&self, rules: &Rules<A>, fp: Fingerprint, now: u64) -> Decision {
         let state = self
-            .table
-            .find(fp.table_hash(), |e| e.fp == fp)
-            .map_or_else(A::State::default, |e| A::unpack(e.state));
+            .slots
+            .find(fp)
+            .map_or_else(A::State::default, |at| A::unpack(self.slots.state(at)));
         rules.algorithm.peek(&state, now)
     }
 
     /// Forgets the key.
     pub(crate) fn reset(&mut self, fp: Fingerprint) {
-        if let Ok(entry) = self.table.find_entry(fp.table_hash(), |e| e.fp == fp) {
-            entry.remove();
+        if let Some(at) = self.slots.find(fp) {
+            self.slots.remove_at(at);
+            // The shift may carry an entry back past the sweeper's cursor.
+            self.pass_exact = false;
         }
     }
 
     /// Forgets every key that may be forgotten at `now`; returns how many.
     pub(crate) fn purge(&mut self, rules: &Rules<A>, now: u64) -> usize {
-        let before = self.table.len();
+        let before = self.slots.len();
         let mut earliest = u64::MAX;
-        self.table.retain(|e| {
-            let at = rules.forget_at(&A::unpack(e.state));
-            earliest = earliest.min(at);
-            now < at
+        self.slots.retain(|packed| {
+            let at = rules.forget_at(packed);
+            let keep = now < at;
+            if keep {
+                earliest = earliest.min(at);
+            }
+            keep
         });
         self.earliest_forget = earliest;
-        let purged = before - self.table.len();
-        self.maybe_shrink();
-        purged
+        self.slots.shrink_if_sparse();
+        self.restart_pass();
+        before - self.slots.len()
     }
 
     /// Stored keys.
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.slots.len()
     }
 
     /// Bytes the table has allocated.
     pub(crate) fn allocation_size(&self) -> usize {
-        self.table.allocation_size()
+        self.slots.allocation_size()
     }
 
     /// Makes room for one more key in a full shard, forgetting idle keys;
@@ -187,41 +197,51 @@ impl<A: Compact> Shard<A> {
         if now >= self.earliest_forget {
             self.purge(rules, now);
         }
-        self.table.len() < rules.cap
+        self.slots.len() < rules.cap
     }
 
-    /// Examines the next few buckets and forgets the idle keys there.
+    /// Examines the next few slots and forgets the idle keys there; does
+    /// nothing while no key can be idle.
     fn sweep_step(&mut self, rules: &Rules<A>, now: u64) {
-        let buckets = self.table.num_buckets();
+        if now < self.earliest_forget {
+            return;
+        }
+        let count = self.slots.slot_count();
         for _ in 0..SWEEP_STEP {
-            if self.cursor >= buckets {
-                // A pass is over: stay eager only if it found garbage.
-                self.cursor = 0;
+            if self.cursor >= count {
+                // A pass is over: stay eager only if it found garbage, and
+                // tighten the bound if the pass saw every entry.
                 self.eager = self.pass_forgot;
-                self.pass_forgot = false;
+                if self.pass_exact {
+                    self.earliest_forget = self.pass_earliest;
+                }
+                self.restart_pass();
             }
-            if let Ok(entry) = self.table.get_bucket_entry(self.cursor) {
-                if now >= rules.forget_at(&A::unpack(entry.get().state)) {
-                    entry.remove();
+            match self.slots.occupied(self.cursor) {
+                // Removal shifts the next entry into this slot: look at it
+                // again on the next turn.
+                Some(packed) if now >= rules.forget_at(packed) => {
+                    self.slots.remove_at(self.cursor);
                     self.pass_forgot = true;
                     self.eager = true;
                 }
+                Some(packed) => {
+                    self.pass_earliest = self.pass_earliest.min(rules.forget_at(packed));
+                    self.cursor += 1;
+                }
+                None => self.cursor += 1,
             }
-            self.cursor += 1;
         }
-        if self.eager {
-            self.maybe_shrink();
+        if self.eager && self.slots.shrink_if_sparse() {
+            self.restart_pass();
         }
     }
 
-    /// Gives memory back once the table is mostly empty (below 1/8 full,
-    /// where it grows at 7/8), to twice what it holds, so it cannot
-    /// oscillate between growing and shrinking.
-    fn maybe_shrink(&mut self) {
-        let buckets = self.table.num_buckets();
-        if buckets > MIN_SHRINK_BUCKETS && self.table.len() < buckets / 8 {
-            self.table.shrink_to(self.table.len() * 2, rehash);
-            self.cursor = 0;
-        }
+    /// Starts a sweeper pass from the first slot.
+    fn restart_pass(&mut self) {
+        self.cursor = 0;
+        self.pass_forgot = false;
+        self.pass_earliest = u64::MAX;
+        self.pass_exact = true;
     }
 }
