@@ -10,7 +10,7 @@ use ratelimit_core::{ConfigError, Policy};
 /// the first and only ones in the Redis key (the prefix may not contain any),
 /// so the whole escaped key is the cluster hash tag: one limiter key is one
 /// Redis key in one slot, whatever bytes it holds. The algorithm is part of
-/// the key so that a key is never read with another algorithm's fields
+/// the key so that a key is never read with another algorithm's layout
 /// after a configuration change.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyLayout {

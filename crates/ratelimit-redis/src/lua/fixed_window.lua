@@ -1,11 +1,14 @@
 -- Fixed window (SPEC 3): ARGV[5] = limit, ARGV[6] = window in µs.
--- Hash fields: w = window index, n = cost taken in it.
+-- Value: "<window index> <cost taken in it>".
 local limit = tonumber(ARGV[5])
 local window = tonumber(ARGV[6])
 
-local stored = redis.call('HMGET', key, 'w', 'n')
-local k_s = tonumber(stored[1]) or 0
-local count = tonumber(stored[2]) or 0
+local k_s, count = 0, 0
+local stored = redis.call('GET', key)
+if stored then
+  local w, n = string.match(stored, '^(%d+) (%d+)$')
+  k_s, count = tonumber(w), tonumber(n)
+end
 
 -- A later window starts empty; an earlier one (the clock went back) keeps
 -- the stored window, which is never reopened.
@@ -20,8 +23,7 @@ if op == 'check' then
   allowed = count + cost <= limit
   if allowed then
     count = count + cost
-    redis.call('HSET', key, 'w', int(k_s), 'n', int(count))
-    expire((k_s + 1) * window)
+    store(int(k_s) .. ' ' .. int(count), (k_s + 1) * window)
   end
 else
   allowed = count < limit

@@ -1,13 +1,16 @@
 -- Shared head of every policy script (prepended with concat! at build time).
 --
 -- Calling convention:
---   KEYS[1]  the limiter key's hash
+--   KEYS[1]  the limiter key: a string of space-separated integers
 --   ARGV[1]  'check' or 'peek'
 --   ARGV[2]  now in µs since the epoch, or '' to read the server's TIME
 --   ARGV[3]  cost (validated by the client: 1 <= cost <= limit)
 --   ARGV[4]  with an injected clock, the least TTL in ms (see expire below)
 --   ARGV[5..] the policy's parameters
 -- Returns {allowed (1 or 0), remaining, reset_after_us, retry_after_us}.
+--
+-- Each script makes at most three calls (TIME, GET, SET): inside Redis a
+-- call costs more than the arithmetic around it.
 --
 -- Lua numbers are doubles. Every value here stays below 2^53 in the domain
 -- the policies are validated for, so + - * are exact; division is not, and
@@ -56,18 +59,19 @@ end
 local cost = tonumber(ARGV[3])
 local min_ttl_ms = tonumber(ARGV[4])
 
--- Lets the key disappear at `at_us`, when its state is equivalent to a key
--- never seen (Algorithm::expires_at). On server time that is an absolute
--- PEXPIREAT. An injected clock's timeline is not the server's: the TTL is
--- the time left on that timeline, but at least min_ttl_ms, because an
+-- Stores `value` under the key, to disappear at `at_us`, when the state is
+-- equivalent to a key never seen (Algorithm::expires_at): one SET with its
+-- expiry, so a write is a single command. On server time the expiry is an
+-- absolute PXAT. An injected clock's timeline is not the server's: the TTL
+-- is the time left on that timeline, but at least min_ttl_ms, because an
 -- injected clock may run slower than the wall clock or go back, and the key
 -- must outlive every instant at which its state still matters.
-local function expire(at_us)
+local function store(value, at_us)
   if injected then
     local ttl = ceil_div(sat_sub(at_us, now), 1000)
     if ttl < min_ttl_ms then ttl = min_ttl_ms end
-    redis.call('PEXPIRE', key, int(ttl))
+    redis.call('SET', key, value, 'PX', int(ttl))
   else
-    redis.call('PEXPIREAT', key, int(ceil_div(at_us, 1000)))
+    redis.call('SET', key, value, 'PXAT', int(ceil_div(at_us, 1000)))
   end
 end

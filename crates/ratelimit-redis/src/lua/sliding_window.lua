@@ -1,14 +1,16 @@
 -- Sliding window (SPEC 3): ARGV[5] = limit, ARGV[6] = window in µs,
--- ARGV[7] = window in ms. Hash fields: w = current window index,
--- p = cost taken in the window before it, n = cost taken in the current one.
+-- ARGV[7] = window in ms. Value: "<current window index> <cost taken in
+-- the window before it> <cost taken in the current one>".
 local limit = tonumber(ARGV[5])
 local window = tonumber(ARGV[6])
 local window_ms = tonumber(ARGV[7])
 
-local stored = redis.call('HMGET', key, 'w', 'p', 'n')
-local k_s = tonumber(stored[1]) or 0
-local prev = tonumber(stored[2]) or 0
-local curr = tonumber(stored[3]) or 0
+local k_s, prev, curr = 0, 0, 0
+local stored = redis.call('GET', key)
+if stored then
+  local w, p, n = string.match(stored, '^(%d+) (%d+) (%d+)$')
+  k_s, prev, curr = tonumber(w), tonumber(p), tonumber(n)
+end
 
 -- Roll forward. If the clock went back before the stored window, the stored
 -- window is kept and read at its start, where its estimate is highest.
@@ -58,8 +60,7 @@ end
 if op == 'check' then
   if estimate + cost <= limit then
     curr = curr + cost
-    redis.call('HSET', key, 'w', int(k_s), 'p', int(prev), 'n', int(curr))
-    expire(reset_at())
+    store(int(k_s) .. ' ' .. int(prev) .. ' ' .. int(curr), reset_at())
     return {1, limit - estimate - cost, sat_sub(reset_at(), now), 0}
   end
   return {0, sat_sub(limit, estimate), sat_sub(reset_at(), now),

@@ -1,10 +1,11 @@
--- Token bucket as GCRA (SPEC 3): ARGV[5] = capacity, ARGV[6] = emission
--- interval T in µs, ARGV[7] = capacity * T in µs. Hash field: t = the
--- theoretical arrival time in µs (missing: a full bucket).
+-- Token bucket as GCRA (SPEC 3): ARGV[5] = capacity (unused: the span
+-- carries it), ARGV[6] = emission interval T in µs, ARGV[7] = capacity * T
+-- in µs. Value: the theoretical arrival time in µs (missing: a full
+-- bucket).
 local interval = tonumber(ARGV[6])
 local span = tonumber(ARGV[7])
 
-local tat = tonumber(redis.call('HGET', key, 't')) or 0
+local tat = tonumber(redis.call('GET', key)) or 0
 
 -- remaining and reset_after for a theoretical arrival time.
 local function fields(t)
@@ -16,8 +17,7 @@ if op == 'check' then
   local next_tat = math.max(tat, now) + cost * interval
   local limit_at = now + span
   if next_tat <= limit_at then
-    redis.call('HSET', key, 't', int(next_tat))
-    expire(next_tat)
+    store(int(next_tat), next_tat)
     local remaining, reset_after = fields(next_tat)
     return {1, remaining, reset_after, 0}
   end
