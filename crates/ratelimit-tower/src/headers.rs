@@ -134,9 +134,21 @@ impl RateLimitHeaders {
     /// assert!(headers.get("ratelimit-policy").is_none(), "no policy to describe");
     /// ```
     pub fn write(&self, headers: &mut HeaderMap, decision: &Decision, policies: &[Policy]) {
+        self.write_decision(headers, decision, self.policy_value(policies).as_ref());
+    }
+
+    /// [`write`](Self::write) with the `RateLimit-Policy` value computed
+    /// beforehand: the limiter's policies do not change, so the layer
+    /// formats that field once rather than per response.
+    pub(crate) fn write_decision(
+        &self,
+        headers: &mut HeaderMap,
+        decision: &Decision,
+        policy: Option<&HeaderValue>,
+    ) {
         let reset = ceil_seconds(decision.reset_after);
-        if !policies.is_empty() {
-            headers.insert(RATELIMIT_POLICY, self.policy_value(policies));
+        if let Some(policy) = policy {
+            headers.insert(RATELIMIT_POLICY, policy.clone());
         }
         headers.insert(
             RATELIMIT,
@@ -156,7 +168,12 @@ impl RateLimitHeaders {
         };
     }
 
-    fn policy_value(&self, policies: &[Policy]) -> HeaderValue {
+    /// The `RateLimit-Policy` value of `policies`; `None` when there are
+    /// none to describe.
+    pub(crate) fn policy_value(&self, policies: &[Policy]) -> Option<HeaderValue> {
+        if policies.is_empty() {
+            return None;
+        }
         let mut value = String::new();
         for (i, policy) in policies.iter().enumerate() {
             if i > 0 {
@@ -177,7 +194,7 @@ impl RateLimitHeaders {
                 ceil_seconds(policy.window())
             ));
         }
-        text(&value)
+        Some(text(&value))
     }
 }
 

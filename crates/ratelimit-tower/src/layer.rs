@@ -378,7 +378,11 @@ impl<S, K: Clone, C: Clone> Layer<S> for RateLimitLayer<K, C> {
     type Service = RateLimitService<S, K, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService::new(inner, Arc::new(self.settings.clone()))
+        let policy_header = self
+            .settings
+            .headers
+            .policy_value(self.settings.limiter.policies());
+        RateLimitService::new(inner, self.settings.clone(), policy_header)
     }
 }
 

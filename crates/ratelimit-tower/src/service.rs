@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use ratelimit_core::{Decision, Error};
 use tower_service::Service;
 
@@ -20,12 +20,29 @@ use crate::{CostFunction, FailureMode, KeyExtractor, RateLimitBody};
 /// costs no body read. See the crate documentation for an example.
 pub struct RateLimitService<S, K, C> {
     inner: S,
-    settings: Arc<Settings<K, C>>,
+    shared: Arc<Shared<K, C>>,
+}
+
+/// The layer's settings plus what is derived from them once per service.
+struct Shared<K, C> {
+    settings: Settings<K, C>,
+    /// `RateLimit-Policy`, the same on every response.
+    policy_header: Option<HeaderValue>,
 }
 
 impl<S, K, C> RateLimitService<S, K, C> {
-    pub(crate) fn new(inner: S, settings: Arc<Settings<K, C>>) -> Self {
-        Self { inner, settings }
+    pub(crate) fn new(
+        inner: S,
+        settings: Settings<K, C>,
+        policy_header: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            inner,
+            shared: Arc::new(Shared {
+                settings,
+                policy_header,
+            }),
+        }
     }
 }
 
@@ -33,7 +50,7 @@ impl<S: Clone, K, C> Clone for RateLimitService<S, K, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            settings: Arc::clone(&self.settings),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -92,14 +109,14 @@ where
         // service keeps a fresh clone (tower's usual swap).
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
-        let settings = Arc::clone(&self.settings);
+        let shared = Arc::clone(&self.shared);
         ResponseFuture {
-            inner: Box::pin(settings.handle(inner, req)),
+            inner: Box::pin(shared.handle(inner, req)),
         }
     }
 }
 
-impl<K: KeyExtractor, C: CostFunction> Settings<K, C> {
+impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
     async fn handle<S, ReqB, ResB>(
         self: Arc<Self>,
         mut inner: S,
@@ -109,11 +126,11 @@ impl<K: KeyExtractor, C: CostFunction> Settings<K, C> {
         S: Service<Request<ReqB>, Response = Response<ResB>>,
     {
         let (parts, body) = req.into_parts();
-        let Some(key) = self.key.extract(&parts) else {
+        let Some(key) = self.settings.key.extract(&parts) else {
             tracing::warn!(uri = %parts.uri, "no rate-limit key for the request; answering without calling the service");
-            return Ok(self.missing_key.to_response());
+            return Ok(self.settings.missing_key.to_response());
         };
-        let cost = self.cost.cost(&parts);
+        let cost = self.settings.cost.cost(&parts);
         let req = Request::from_parts(parts, body);
         if cost == 0 {
             return Ok(inner.call(req).await?.map(RateLimitBody::inner));
@@ -122,35 +139,39 @@ impl<K: KeyExtractor, C: CostFunction> Settings<K, C> {
         match self.check(&key, cost).await {
             Ok(decision) if decision.allowed => {
                 let mut res = inner.call(req).await?;
-                self.headers
-                    .write(res.headers_mut(), &decision, self.limiter.policies());
+                self.write_headers(&mut res, &decision);
                 Ok(res.map(RateLimitBody::inner))
             }
             Ok(decision) => Ok(self.denial(&decision)),
             Err(err) if err.is_cost_rejected() => {
                 tracing::debug!(%err, "request cost can never fit the limit");
                 // Never allowed: no Retry-After would help, so none is sent.
-                let limit = self.limiter.policies().first().map_or(0, |p| p.limit());
+                let limit = self
+                    .settings
+                    .limiter
+                    .policies()
+                    .first()
+                    .map_or(0, |p| p.limit());
                 let mut decision = Decision::allowed(limit, 0, std::time::Duration::ZERO);
                 decision.allowed = false;
                 Ok(self.denial(&decision))
             }
-            Err(err) => match self.failure {
+            Err(err) => match self.settings.failure {
                 FailureMode::Open => {
                     tracing::warn!(error = %err, "rate limiter failed; letting the request through (fail open)");
                     Ok(inner.call(req).await?.map(RateLimitBody::inner))
                 }
                 _ => {
                     tracing::error!(error = %err, "rate limiter failed; refusing the request (fail closed)");
-                    Ok(self.unavailable.to_response())
+                    Ok(self.settings.unavailable.to_response())
                 }
             },
         }
     }
 
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
-        let check = self.limiter.check(key, cost);
-        match self.check_timeout {
+        let check = self.settings.limiter.check(key, cost);
+        match self.settings.check_timeout {
             Some(limit) => tokio::time::timeout(limit, check)
                 .await
                 .unwrap_or_else(|elapsed| Err(Error::timeout(Some(Box::new(elapsed))))),
@@ -159,9 +180,16 @@ impl<K: KeyExtractor, C: CostFunction> Settings<K, C> {
     }
 
     fn denial<B>(&self, decision: &Decision) -> Response<RateLimitBody<B>> {
-        let mut res = self.denied.to_response();
-        self.headers
-            .write(res.headers_mut(), decision, self.limiter.policies());
+        let mut res = self.settings.denied.to_response();
+        self.write_headers(&mut res, decision);
         res
+    }
+
+    fn write_headers<B>(&self, res: &mut Response<B>, decision: &Decision) {
+        self.settings.headers.write_decision(
+            res.headers_mut(),
+            decision,
+            self.policy_header.as_ref(),
+        );
     }
 }
