@@ -37,8 +37,14 @@ fn cluster_conformance_differential_and_failover() {
 
 fn differential(rt: &tokio::runtime::Runtime, target: &Target) {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 24,
-        failure_persistence: None,
+        cases: 48,
+        // Failing cases are kept (and replayed first) like the
+        // `proptest!` macro's regressions files.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/cluster.proptest-regressions",
+            ),
+        )),
         ..ProptestConfig::default()
     });
     let strategy = support::differential_cases();

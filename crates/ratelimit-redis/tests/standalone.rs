@@ -60,8 +60,14 @@ fn differential_matches_the_model() {
     let url = shared_url();
     let rt = runtime();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 48,
-        failure_persistence: None,
+        cases: 128,
+        // Failing cases are kept (and replayed first) like the
+        // `proptest!` macro's regressions files.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/standalone.proptest-regressions",
+            ),
+        )),
         ..ProptestConfig::default()
     });
     let strategy = support::differential_cases();
