@@ -6,7 +6,9 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation,
+};
 
 use crate::connect_error::{classify, invalid_config, redact};
 use crate::options::{ConnectionMode, RedisOptions, Target};
@@ -94,17 +96,11 @@ impl Connection {
                 .join(", "),
         };
         if let Target::Standalone(_) = options.target {
-            let info: String = bounded(&place, deadline, async {
-                let mut conn = connection.clone();
-                match &mut conn {
-                    Self::Pool(pool) => {
-                        let mut c = pool.get().await.map_err(pool_error)?;
-                        redis::cmd("INFO").arg("cluster").query_async(&mut c).await
-                    }
-                    Self::Multiplexed(m) => redis::cmd("INFO").arg("cluster").query_async(m).await,
-                    Self::Cluster(c) => redis::cmd("INFO").arg("cluster").query_async(c).await,
-                }
-            })
+            let info: String = bounded(
+                &place,
+                deadline,
+                connection.query(redis::cmd("INFO").arg("cluster")),
+            )
             .await?;
             if info.contains("cluster_enabled:1") {
                 return Err(ConnectError::new(
@@ -136,20 +132,19 @@ impl Connection {
 
     /// Deletes one key.
     pub(crate) async fn del(&self, key: &[u8]) -> Result<(), CallError> {
-        let cmd = {
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(key);
-            cmd
-        };
+        Ok(self.query(redis::cmd("DEL").arg(key)).await?)
+    }
+
+    /// Runs one command.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
         match self {
-            Self::Multiplexed(m) => cmd.exec_async(&mut m.clone()).await?,
-            Self::Cluster(c) => cmd.exec_async(&mut c.clone()).await?,
+            Self::Multiplexed(m) => cmd.query_async(&mut m.clone()).await,
+            Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
             Self::Pool(pool) => {
                 let mut c = pool.get().await.map_err(pool_error)?;
-                cmd.exec_async(&mut c).await?;
+                cmd.query_async(&mut c).await
             }
         }
-        Ok(())
     }
 
     async fn load(&self, script: &Script) -> Result<(), RedisError> {
