@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -65,6 +65,9 @@ pub struct RedisLimiter {
     min_ttl_ms: u64,
     fallback: Arc<dyn Limiter>,
     degraded: AtomicU64,
+    /// Why Redis last failed to decide, for operators: the failure policy
+    /// hides it from callers.
+    last_error: Mutex<Option<String>>,
 }
 
 impl RedisLimiter {
@@ -124,6 +127,7 @@ impl RedisLimiter {
             min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
             fallback,
             degraded: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             policy,
         })
     }
@@ -154,7 +158,7 @@ impl RedisLimiter {
                 }
                 Ok(Outcome::new(decision, Source::Redis))
             }
-            Err(_) => self.degrade(key, Op::Check, cost).await,
+            Err(e) => self.degrade(key, Op::Check, cost, &e).await,
         }
     }
 
@@ -166,7 +170,7 @@ impl RedisLimiter {
     pub async fn peek_detailed(&self, key: &[u8]) -> Result<Outcome, Error> {
         match self.call(key, Op::Peek, self.now_arg(), 1).await {
             Ok(decision) => Ok(Outcome::new(decision, Source::Redis)),
-            Err(_) => self.degrade(key, Op::Peek, 1).await,
+            Err(e) => self.degrade(key, Op::Peek, 1, &e).await,
         }
     }
 
@@ -182,6 +186,28 @@ impl RedisLimiter {
     #[must_use]
     pub fn degraded_decisions(&self) -> u64 {
         self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Why Redis last failed to decide (a timeout, a refused connection,
+    /// the open breaker, …), if it ever did: the failure policy hides these
+    /// errors from callers, so operators read them here.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(limiter: ratelimit_redis::RedisLimiter) {
+    /// if limiter.is_degraded() {
+    ///     let why = limiter.last_error().unwrap_or_default();
+    ///     assert!(!why.is_empty());
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The Redis key holding `key`'s state (for operators and tests).
@@ -245,8 +271,22 @@ impl RedisLimiter {
     }
 
     /// The failure policy's decision when Redis could not make one.
-    async fn degrade(&self, key: &[u8], op: Op, cost: u64) -> Result<Outcome, Error> {
+    async fn degrade(
+        &self,
+        key: &[u8],
+        op: Op,
+        cost: u64,
+        error: &Error,
+    ) -> Result<Outcome, Error> {
         self.degraded.fetch_add(1, Ordering::Relaxed);
+        let mut text = error.to_string();
+        if let Some(source) = std::error::Error::source(error) {
+            text = format!("{text}: {source}");
+        }
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(text);
         let limit = self.policy.limit();
         Ok(match self.failure {
             // Retry once the breaker may have probed Redis again.

@@ -117,6 +117,7 @@ fn failure_policies_when_redis_stops_or_hangs() {
                         started.elapsed()
                     );
                     assert!(limiter.is_degraded());
+                    assert!(limiter.last_error().is_some());
                     assert!(limiter.degraded_decisions() >= 40);
                     assert!(limiter.reset(b"k").await.is_err(), "a reset cannot succeed");
                 });
