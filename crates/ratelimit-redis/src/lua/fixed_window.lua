@@ -12,7 +12,7 @@ end
 
 -- A later window starts empty; an earlier one (the clock went back) keeps
 -- the stored window, which is never reopened.
-local k = idiv(now, window)
+local k = floor(now / window)
 if k > k_s then
   k_s = k
   count = 0
@@ -23,13 +23,13 @@ if op == 'check' then
   allowed = count + cost <= limit
   if allowed then
     count = count + cost
-    store(int(k_s) .. ' ' .. int(count), (k_s + 1) * window)
+    store(string.format('%.0f %.0f', k_s, count), (k_s + 1) * window)
   end
 else
   allowed = count < limit
 end
 
-local wait = sat_sub((k_s + 1) * window, now)
+local wait = max((k_s + 1) * window - now, 0)
 local reset_after = 0
 if count > 0 then reset_after = wait end
-return {allowed and 1 or 0, sat_sub(limit, count), reset_after, wait}
+return {allowed and 1 or 0, max(limit - count, 0), reset_after, wait}

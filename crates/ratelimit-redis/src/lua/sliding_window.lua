@@ -14,45 +14,33 @@ end
 
 -- Roll forward. If the clock went back before the stored window, the stored
 -- window is kept and read at its start, where its estimate is highest.
-local k = idiv(now, window)
+local k = floor(now / window)
 if k > k_s then
   if k == k_s + 1 then prev = curr else prev = 0 end
   curr = 0
   k_s = k
 end
 local start = k_s * window
-local elapsed_ms = idiv(sat_sub(now, start), 1000)
+local elapsed_ms = floor(max(now - start, 0) / 1000)
 
--- The part of a previous window's count that still overlaps the last
+-- The part of the previous window's count that still overlaps the last
 -- window, rounded up so the estimate never admits more than the exact one.
-local function weighted(count, e)
-  return ceil_div(count * sat_sub(window_ms, e), window_ms)
-end
-local estimate = weighted(prev, elapsed_ms) + curr
-
-local function reset_at()
-  if curr > 0 then return start + 2 * window end
-  if prev > 0 then return start + window end
-  return 0
-end
-
--- The first ms of a window from which `count`, decaying, leaves `budget`:
--- ceil(count * (W - e) / W) <= budget  <=>  W - e <= floor(budget * W / count).
-local function first_ms(count, budget)
-  if count == 0 then return 0 end
-  return sat_sub(window_ms, idiv(budget * window_ms, count))
-end
+local estimate = ceil(prev * max(window_ms - elapsed_ms, 0) / window_ms) + curr
 
 -- The first instant at which `c` fits with no other traffic: in this window
 -- once the previous count has decayed enough, else in the next window once
--- the current count has, else at the start of the window after.
+-- the current count has, else at the start of the window after. The first
+-- ms of a window from which `count`, decaying, leaves `budget`:
+-- ceil(count * (W - e) / W) <= budget  <=>  W - e <= floor(budget * W / count).
 local function allowed_at(c)
   local budget = limit - (curr + c)
   if budget >= 0 then
-    local e = first_ms(prev, budget)
+    local e = 0
+    if prev > 0 then e = max(window_ms - floor(budget * window_ms / prev), 0) end
     if e < window_ms then return start + e * 1000 end
   end
-  local e = first_ms(curr, limit - c)
+  local e = 0
+  if curr > 0 then e = max(window_ms - floor((limit - c) * window_ms / curr), 0) end
   if e < window_ms then return start + window + e * 1000 end
   return start + 2 * window
 end
@@ -60,14 +48,19 @@ end
 if op == 'check' then
   if estimate + cost <= limit then
     curr = curr + cost
-    store(int(k_s) .. ' ' .. int(prev) .. ' ' .. int(curr), reset_at())
-    return {1, limit - estimate - cost, sat_sub(reset_at(), now), 0}
+    -- curr > 0 now: the state is full again two windows after this one's start.
+    local reset_at = start + 2 * window
+    store(string.format('%.0f %.0f %.0f', k_s, prev, curr), reset_at)
+    return {1, limit - estimate - cost, max(reset_at - now, 0), 0}
   end
-  return {0, sat_sub(limit, estimate), sat_sub(reset_at(), now),
-          sat_sub(allowed_at(cost), now)}
 end
 
-local retry_after = 0
-local allowed = estimate < limit
-if not allowed then retry_after = sat_sub(allowed_at(1), now) end
-return {allowed and 1 or 0, sat_sub(limit, estimate), sat_sub(reset_at(), now), retry_after}
+local reset_at = 0
+if curr > 0 then reset_at = start + 2 * window elseif prev > 0 then reset_at = start + window end
+local retry_after, allowed = 0, 1
+if op == 'check' then
+  allowed, retry_after = 0, max(allowed_at(cost) - now, 0)
+elseif estimate >= limit then
+  allowed, retry_after = 0, max(allowed_at(1) - now, 0)
+end
+return {allowed, max(limit - estimate, 0), max(reset_at - now, 0), retry_after}

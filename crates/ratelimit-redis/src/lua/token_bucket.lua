@@ -7,24 +7,20 @@ local span = tonumber(ARGV[7])
 
 local tat = tonumber(redis.call('GET', key)) or 0
 
--- remaining and reset_after for a theoretical arrival time.
-local function fields(t)
-  local debt = sat_sub(t, now)
-  return idiv(sat_sub(span, debt), interval), debt
-end
-
 if op == 'check' then
-  local next_tat = math.max(tat, now) + cost * interval
+  local next_tat = max(tat, now) + cost * interval
   local limit_at = now + span
   if next_tat <= limit_at then
-    store(int(next_tat), next_tat)
-    local remaining, reset_after = fields(next_tat)
-    return {1, remaining, reset_after, 0}
+    store(string.format('%.0f', next_tat), next_tat)
+    tat = next_tat
+  else
+    local debt = max(tat - now, 0)
+    return {0, floor(max(span - debt, 0) / interval), debt, next_tat - limit_at}
   end
-  local remaining, reset_after = fields(tat)
-  return {0, remaining, reset_after, next_tat - limit_at}
 end
 
-local remaining, reset_after = fields(tat)
-if remaining > 0 then return {1, remaining, reset_after, 0} end
-return {0, remaining, reset_after, sat_sub(math.max(tat, now) + interval, now + span)}
+-- remaining and reset_after for the stored (or just taken) arrival time.
+local debt = max(tat - now, 0)
+local remaining = floor(max(span - debt, 0) / interval)
+if op == 'check' or remaining > 0 then return {1, remaining, debt, 0} end
+return {0, remaining, debt, max(max(tat, now) + interval - (now + span), 0)}
