@@ -152,6 +152,9 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
                     .policies()
                     .first()
                     .map_or(0, |p| p.limit());
+                // A denial without `retry_after`, which no constructor
+                // builds: no wait makes this cost fit. `remaining` is 0 for
+                // this cost whatever the key's state.
                 let mut decision = Decision::allowed(limit, 0, std::time::Duration::ZERO);
                 decision.allowed = false;
                 Ok(self.denial(&decision))

@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::Router;
 use ratelimit_core::Limiter;
 use ratelimit_tower::{ClientIp, FailureMode, PlainResponse, RateLimitLayer};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::{generate, Config, Model};
 
@@ -128,9 +131,27 @@ pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        // A panic anywhere below (a handler, a backend) becomes a logged 500
+        // instead of a dropped connection.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        // One span and one "finished processing request" event per request
+        // at INFO, so the default log level shows traffic and statuses.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    crate::AppError::Internal(anyhow::anyhow!("request panicked: {detail}")).into_response()
 }

@@ -2,13 +2,14 @@
 //! sends for a text answer.
 
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -89,8 +90,17 @@ pub(crate) fn response(
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
-        // `Err` only means the client went away; nothing is left to do.
-        let _ = produce(&*model, messages, idle_timeout, &tx).await;
+        let run = AssertUnwindSafe(produce(&*model, messages, idle_timeout, &tx)).catch_unwind();
+        // `Ok(Err(Gone))` only means the client went away; nothing is left
+        // to do. A panicking model still ends the stream as the SDK expects.
+        if run.await.is_err() {
+            tracing::error!("the model panicked while streaming");
+            let error = UiChunk::Error {
+                error_text: "The model failed to answer.".into(),
+            };
+            let _ = tx.send(error.to_event()).await;
+            let _ = tx.send(Bytes::from_static(DONE)).await;
+        }
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))

@@ -100,7 +100,7 @@ fn sigterm_lets_the_in_flight_stream_finish() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -112,7 +112,7 @@ fn sigterm_lets_the_in_flight_stream_finish() {
         "the stream finished: {rest}"
     );
     assert!(rest.contains("data: [DONE]"), "{rest}");
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "clean exit after shutdown: {status:?}");
     let mut log = String::new();
     logs.read_to_string(&mut log).unwrap();

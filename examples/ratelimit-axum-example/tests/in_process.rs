@@ -430,3 +430,72 @@ async fn custom_denied_body_and_health_is_unlimited() {
         );
     }
 }
+
+/// A model that panics, and a limiter that panics.
+#[derive(Debug)]
+struct Panics;
+
+#[async_trait::async_trait]
+impl ratelimit_axum_example::Model for Panics {
+    async fn stream(
+        &self,
+        _messages: Vec<ratelimit_axum_example::ChatMessage>,
+    ) -> Result<ratelimit_axum_example::model::Deltas, ratelimit_axum_example::ModelError> {
+        panic!("model bug with secret detail")
+    }
+}
+
+#[async_trait::async_trait]
+impl ratelimit_core::Limiter for Panics {
+    async fn check(
+        &self,
+        _key: &[u8],
+        _cost: u64,
+    ) -> Result<ratelimit_core::Decision, ratelimit_core::Error> {
+        panic!("limiter bug with secret detail")
+    }
+    async fn peek(&self, _key: &[u8]) -> Result<ratelimit_core::Decision, ratelimit_core::Error> {
+        panic!("limiter bug")
+    }
+    async fn reset(&self, _key: &[u8]) -> Result<(), ratelimit_core::Error> {
+        Ok(())
+    }
+    fn policies(&self) -> &[ratelimit_core::Policy] {
+        &[]
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_model_ends_the_stream_with_an_error_chunk() {
+    let config = ratelimit_axum_example::Config::default();
+    let options = ratelimit_axum_example::AppOptions::from_config(&config).unwrap();
+    let limiter = Arc::new(ratelimit_core::ReferenceLimiter::new(config.limit));
+    let router = ratelimit_axum_example::app(&options, limiter, Arc::new(Panics));
+    let res = router
+        .oneshot(generate_request("192.0.2.9:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = text(res).await;
+    assert!(!body.contains("secret"), "{body}");
+    let chunks = chunks(&body);
+    assert_eq!(shape(&chunks), ["start", "start-step", "error"]);
+}
+
+#[tokio::test]
+async fn a_panicking_limiter_is_a_500_not_a_dropped_connection() {
+    let options =
+        ratelimit_axum_example::AppOptions::from_config(&ratelimit_axum_example::Config::default())
+            .unwrap();
+    let router = ratelimit_axum_example::app(
+        &options,
+        Arc::new(Panics),
+        Arc::new(OfflineModel::new(Duration::ZERO)),
+    );
+    let res = router
+        .oneshot(generate_request("192.0.2.9:1", PLAIN_BODY, &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(text(res).await, "Internal error.");
+}
