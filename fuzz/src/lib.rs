@@ -33,7 +33,11 @@ pub struct Input {
 
 fn policy(algorithm: AlgorithmName, input: &Input) -> Option<Policy> {
     // Mostly small limits, so sequences reach denials; any valid limit can occur.
-    let limit = if input.limit % 4 == 0 { input.limit } else { 1 + input.limit % 16 };
+    let limit = if input.limit % 4 == 0 {
+        input.limit
+    } else {
+        1 + input.limit % 16
+    };
     let window = std::time::Duration::from_millis(1 + input.window_ms % MAX_PERIOD_MS);
     match algorithm {
         AlgorithmName::FixedWindow => Policy::fixed_window(limit, window).ok(),
@@ -49,7 +53,9 @@ pub fn run(algorithm: AlgorithmName, input: &Input) {
     let Some(policy) = policy(algorithm, input) else {
         return;
     };
-    let window = i64::try_from(policy.window().as_micros()).unwrap_or(i64::MAX).max(1);
+    let window = i64::try_from(policy.window().as_micros())
+        .unwrap_or(i64::MAX)
+        .max(1);
     let limit = policy.limit();
     let steps: Vec<Step> = input
         .steps

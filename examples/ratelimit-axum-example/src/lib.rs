@@ -25,3 +25,9 @@ pub use error::AppError;
 pub use limiter::build_limiter;
 pub use model::{build_model, Model, ModelError, OfflineModel, OpenAiCompatible};
 pub use ui_stream::{UiChunk, UI_MESSAGE_STREAM_HEADERS};
+
+// The workspace README's Rust examples use this crate's dependencies (the
+// memory backend, the middleware, axum), so they are compiled and run here.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;
