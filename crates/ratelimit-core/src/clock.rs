@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of time in microseconds since the UNIX epoch.
 ///
@@ -26,9 +26,16 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
 }
 
-/// The wall clock read once at construction plus a monotonic [`Instant`]
-/// offset: aligned to the epoch, and never going back even when the system
-/// time is stepped.
+/// The wall clock read once at construction plus a monotonic offset:
+/// aligned to the epoch, and never going back even when the system time is
+/// stepped.
+///
+/// The offset comes from [`quanta`], which reads the CPU's invariant
+/// timestamp counter where there is one (a few nanoseconds, where
+/// [`std::time::Instant::now`] is a `clock_gettime` call costing several
+/// times more on virtual machines) and the OS monotonic clock elsewhere. The
+/// counter is calibrated once per process, on the first `SystemClock::new`
+/// (up to about 200 ms).
 ///
 /// # Examples
 ///
@@ -41,23 +48,26 @@ impl<C: Clock + ?Sized> Clock for &C {
 /// assert!(b >= a);
 /// assert!(a > 1_600_000_000_000_000, "after September 2020");
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SystemClock {
     epoch_at_start: u64,
-    start: Instant,
+    monotonic: quanta::Clock,
+    start: quanta::Instant,
 }
 
 impl SystemClock {
     /// Reads the wall clock now and anchors the monotonic clock to it.
     #[must_use]
     pub fn new() -> Self {
-        let start = Instant::now();
+        let monotonic = quanta::Clock::new();
+        let start = monotonic.now();
         // A wall clock set before 1970 is read as the epoch itself.
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
         Self {
             epoch_at_start: duration_micros(since_epoch),
+            monotonic,
             start,
         }
     }
@@ -72,8 +82,10 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     #[inline]
     fn now_micros(&self) -> u64 {
-        self.epoch_at_start
-            .saturating_add(duration_micros(self.start.elapsed()))
+        // `duration_since` is zero, never negative, for a reading before
+        // `start`; quanta's clock is monotonic per instance.
+        let elapsed = self.monotonic.now().duration_since(self.start);
+        self.epoch_at_start.saturating_add(duration_micros(elapsed))
     }
 }
 
