@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::domain::{validate_limit, validate_period};
 use crate::duration::{duration, rate};
-use crate::fixed_window::{validate_limit, validate_period};
 use crate::{ConfigError, Policy};
 
 /// The flat, human-written form of a [`Policy`], as it appears in a TOML,

@@ -4,6 +4,10 @@
 //! 2^53. Every policy is checked against these bounds when it is built, so
 //! that the Rust reference and the Lua scripts compute the same integers.
 
+use std::time::Duration;
+
+use crate::ConfigError;
+
 /// The largest limit (or bucket capacity) a policy accepts: `2^32 - 1`.
 pub const MAX_LIMIT: u64 = u32::MAX as u64;
 
@@ -24,7 +28,7 @@ pub const MAX_PRODUCT: u64 = 1 << 53;
 /// `2^51` µs (about 71 years). With timestamps below
 /// [`MAX_TIMESTAMP_US`], every intermediate value of the token bucket stays
 /// below `2^53`.
-pub(crate) const MAX_BUCKET_SPAN_US: u64 = 1 << 51;
+pub const MAX_BUCKET_SPAN_US: u64 = 1 << 51;
 
 /// The largest timestamp, in µs since the epoch, for which the arithmetic is
 /// guaranteed exact in every backend: `2^52` µs (the year 2112).
@@ -36,4 +40,63 @@ pub const MAX_TIMESTAMP_US: u64 = 1 << 52;
 #[inline]
 pub(crate) const fn div_ceil(a: u64, b: u64) -> u64 {
     a.div_ceil(b)
+}
+
+/// Checks a window policy's `limit` and window against the exact domain and
+/// returns `(limit, window_ms)`.
+pub(crate) fn validate_window_policy(
+    limit: u64,
+    window: Duration,
+    window_field: &'static str,
+) -> Result<(u64, u64), ConfigError> {
+    let limit = validate_limit(limit, "limit")?;
+    let window_ms = validate_period(window, window_field)?;
+    if u128::from(limit) * u128::from(window_ms) >= u128::from(MAX_PRODUCT) {
+        return Err(ConfigError::new(
+            "limit",
+            format!(
+                "{limit} per {window_ms} ms is too large to compute exactly: \
+                 `limit` times the window in milliseconds must be below 2^53 \
+                 (9007199254740992); lower the limit or shorten the window"
+            ),
+        ));
+    }
+    Ok((limit, window_ms))
+}
+
+/// Checks a limit or capacity: `1..=2^32-1`.
+pub(crate) fn validate_limit(value: u64, field: &'static str) -> Result<u64, ConfigError> {
+    if value == 0 || value > MAX_LIMIT {
+        return Err(ConfigError::new(
+            field,
+            format!("{value} is out of range; expected an integer from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks a window or period: a whole number of milliseconds in
+/// `1..=2^36`; returns the milliseconds.
+pub(crate) fn validate_period(value: Duration, field: &'static str) -> Result<u64, ConfigError> {
+    let range = || {
+        format!("expected a whole number of milliseconds from 1 ms to {MAX_PERIOD_MS} ms (about 795 days)")
+    };
+    if value.subsec_nanos() % 1_000_000 != 0 {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{value:?} is not a whole number of milliseconds; {}",
+                range()
+            ),
+        ));
+    }
+    let ms = value.as_millis();
+    if ms == 0 || ms > u128::from(MAX_PERIOD_MS) {
+        return Err(ConfigError::new(
+            field,
+            format!("{value:?} is out of range; {}", range()),
+        ));
+    }
+    // Cannot truncate: ms <= 2^36 was just checked.
+    Ok(ms as u64)
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{MAX_LIMIT, MAX_PERIOD_MS, MAX_PRODUCT};
+use crate::domain::validate_window_policy;
 use crate::{Algorithm, ConfigError, Decision, Error};
 
 /// At most `limit` cost per aligned window of length `window`
@@ -215,63 +215,4 @@ impl Algorithm for FixedWindow {
                 .saturating_mul(self.window_us)
         }
     }
-}
-
-/// Checks a window policy's `limit` and window against the exact domain and
-/// returns `(limit, window_ms)`.
-pub(crate) fn validate_window_policy(
-    limit: u64,
-    window: Duration,
-    window_field: &'static str,
-) -> Result<(u64, u64), ConfigError> {
-    let limit = validate_limit(limit, "limit")?;
-    let window_ms = validate_period(window, window_field)?;
-    if u128::from(limit) * u128::from(window_ms) >= u128::from(MAX_PRODUCT) {
-        return Err(ConfigError::new(
-            "limit",
-            format!(
-                "{limit} per {window_ms} ms is too large to compute exactly: \
-                 `limit` times the window in milliseconds must be below 2^53 \
-                 (9007199254740992); lower the limit or shorten the window"
-            ),
-        ));
-    }
-    Ok((limit, window_ms))
-}
-
-/// Checks a limit or capacity: `1..=2^32-1`.
-pub(crate) fn validate_limit(value: u64, field: &'static str) -> Result<u64, ConfigError> {
-    if value == 0 || value > MAX_LIMIT {
-        return Err(ConfigError::new(
-            field,
-            format!("{value} is out of range; expected an integer from 1 to {MAX_LIMIT}"),
-        ));
-    }
-    Ok(value)
-}
-
-/// Checks a window or period: a whole number of milliseconds in
-/// `1..=2^36`; returns the milliseconds.
-pub(crate) fn validate_period(value: Duration, field: &'static str) -> Result<u64, ConfigError> {
-    let range = || {
-        format!("expected a whole number of milliseconds from 1 ms to {MAX_PERIOD_MS} ms (about 795 days)")
-    };
-    if value.subsec_nanos() % 1_000_000 != 0 {
-        return Err(ConfigError::new(
-            field,
-            format!(
-                "{value:?} is not a whole number of milliseconds; {}",
-                range()
-            ),
-        ));
-    }
-    let ms = value.as_millis();
-    if ms == 0 || ms > u128::from(MAX_PERIOD_MS) {
-        return Err(ConfigError::new(
-            field,
-            format!("{value:?} is out of range; {}", range()),
-        ));
-    }
-    // Cannot truncate: ms <= 2^36 was just checked.
-    Ok(ms as u64)
 }

@@ -61,7 +61,7 @@ pub use algorithm::Algorithm;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AlgorithmName, PolicyConfig};
 pub use decision::Decision;
-pub use domain::{MAX_LIMIT, MAX_PERIOD_MS, MAX_PRODUCT, MAX_TIMESTAMP_US};
+pub use domain::{MAX_BUCKET_SPAN_US, MAX_LIMIT, MAX_PERIOD_MS, MAX_PRODUCT, MAX_TIMESTAMP_US};
 pub use duration::{parse_duration, parse_rate};
 pub use error::{ConfigError, Error, ErrorKind};
 pub use fixed_window::{FixedWindow, FixedWindowState};

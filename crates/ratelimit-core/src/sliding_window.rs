@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::div_ceil;
-use crate::fixed_window::validate_window_policy;
+use crate::domain::{div_ceil, validate_window_policy};
 use crate::{Algorithm, ConfigError, Decision, Error};
 
 /// At most `limit` cost in any `window`, estimated from two counters: the

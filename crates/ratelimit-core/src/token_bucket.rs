@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{div_ceil, MAX_BUCKET_SPAN_US};
-use crate::fixed_window::{validate_limit, validate_period};
+use crate::domain::{div_ceil, validate_limit, validate_period, MAX_BUCKET_SPAN_US};
 use crate::{Algorithm, ConfigError, Decision, Error};
 
 /// A bucket of `capacity` tokens refilled continuously at `refill` tokens
