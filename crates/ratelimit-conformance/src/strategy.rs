@@ -126,9 +126,12 @@ impl SequenceOptions {
 /// A clock step for `policy`: often none, often within a window or a few
 /// windows, sometimes many windows, and (if enabled) sometimes hours back.
 pub fn advance(policy: &Policy, backwards: bool) -> BoxedStrategy<i64> {
+    // A token bucket's window is its fill time, up to 2^51 µs; 50 of those
+    // would leave the exact domain (timestamps below 2^52 µs) at once, so
+    // steps scale with the window up to about 12.7 days.
     let w = i64::try_from(policy.window().as_micros())
         .unwrap_or(i64::MAX)
-        .max(1);
+        .clamp(1, 1 << 40);
     let forward = prop_oneof![
         3 => Just(0i64),
         2 => 1i64..1_000,
