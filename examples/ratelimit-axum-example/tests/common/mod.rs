@@ -47,6 +47,15 @@ pub fn test_app(adjust: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// Sends `request` through the service in process.
+    pub async fn send(&self, request: Request<Body>) -> axum::response::Response {
+        use tower::ServiceExt as _;
+        // Router's error type is Infallible: oneshot cannot fail.
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+}
+
 /// A `POST /api/generate` from `peer` with `body` and extra headers.
 pub fn generate_request(
     peer: &str,
