@@ -22,6 +22,7 @@ use crate::options::{BreakerOptions, ConnectionMode, FailurePolicy, RedisOptions
 /// | `timeout` | per call, default `"200ms"` |
 /// | `connection` | `"multiplexed"` (default) or `"pool"` |
 /// | `pool_size` | connections of a pool, default 16 |
+/// | `max_batch` | most requests one script call decides, default 128; 1: one call per request |
 /// | `deny_cache` | entries of the local deny cache; absent: no cache |
 /// | `breaker_threshold` | consecutive failures that open the breaker, default 3 |
 /// | `breaker_open_for` | how long it stays open, default `"1s"` |
@@ -70,6 +71,9 @@ pub struct RedisConfig {
     /// The most connections of a pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<usize>,
+    /// The most requests one script call decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
     /// Entries of the local deny cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_cache: Option<usize>,
@@ -142,6 +146,18 @@ impl TryFrom<RedisConfig> for RedisOptions {
         if let Some(size) = c.pool_size {
             options = options.with_pool_size(non_zero("pool_size", size)?);
         }
+        if let Some(max_batch) = c.max_batch {
+            if max_batch > RedisOptions::MAX_MAX_BATCH {
+                return Err(ConfigError::new(
+                    "max_batch",
+                    format!(
+                        "{max_batch} is out of range; expected 1 to {}",
+                        RedisOptions::MAX_MAX_BATCH
+                    ),
+                ));
+            }
+            options = options.with_max_batch(non_zero("max_batch", max_batch)?);
+        }
         if let Some(entries) = c.deny_cache {
             options = options.with_deny_cache(non_zero("deny_cache", entries)?);
         }
@@ -176,6 +192,10 @@ mod tests {
         assert_eq!(o.timeout(), RedisOptions::DEFAULT_TIMEOUT);
         assert_eq!(o.connection_mode(), ConnectionMode::Multiplexed);
         assert_eq!(o.failure_policy(), FailurePolicy::FailOpen);
+        assert_eq!(o.max_batch().get(), RedisOptions::DEFAULT_MAX_BATCH);
+        let o =
+            parse("url = \"redis://127.0.0.1\"\nfailure = \"fail_open\"\nmax_batch = 1").unwrap();
+        assert_eq!(o.max_batch().get(), 1);
     }
 
     #[test]
@@ -202,6 +222,14 @@ mod tests {
             (
                 "url = \"redis://x\"\nfailure = \"fail_open\"\npool_size = 0",
                 "invalid `pool_size`",
+            ),
+            (
+                "url = \"redis://x\"\nfailure = \"fail_open\"\nmax_batch = 0",
+                "invalid `max_batch`",
+            ),
+            (
+                "url = \"redis://x\"\nfailure = \"fail_open\"\nmax_batch = 1025",
+                "invalid `max_batch`: 1025 is out of range; expected 1 to 1024",
             ),
             (
                 "url = \"redis://x\"\nfailure = \"maybe\"",

@@ -6,13 +6,10 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation,
-};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, Value};
 
 use crate::connect_error::{classify, invalid_config, redact};
 use crate::options::{ConnectionMode, RedisOptions, Target};
-use crate::script::Reply;
 use crate::ConnectError;
 
 /// One handle to Redis, cheap to clone per call. All three reconnect on
@@ -118,16 +115,16 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Runs a script call (EVALSHA, reloading the script on NOSCRIPT).
-    pub(crate) async fn invoke(&self, call: &ScriptInvocation<'_>) -> Result<Reply, CallError> {
-        Ok(match self {
-            Self::Multiplexed(m) => call.invoke_async(&mut m.clone()).await?,
-            Self::Cluster(c) => call.invoke_async(&mut c.clone()).await?,
-            Self::Pool(pool) => {
-                let mut c = pool.get().await.map_err(pool_error)?;
-                call.invoke_async(&mut c).await?
+    /// Runs `evalsha`, a call of `script`; on `NOSCRIPT` (a restarted
+    /// server, `SCRIPT FLUSH`) loads the script and runs the call again.
+    pub(crate) async fn evalsha(&self, evalsha: &Cmd, script: &Script) -> Result<Value, CallError> {
+        match self.query(evalsha).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load(script).await?;
+                Ok(self.query(evalsha).await?)
             }
-        })
+            result => Ok(result?),
+        }
     }
 
     /// Deletes one key.

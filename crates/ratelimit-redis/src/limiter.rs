@@ -8,23 +8,26 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy, ReferenceLimiter};
 
+use crate::batch::{Batcher, Caller, Failure};
 use crate::breaker::Breaker;
 use crate::connection::Connection;
 use crate::deny_cache::DenyCache;
 use crate::keys::{validate_prefix, KeyLayout};
-use crate::options::{FailurePolicy, RedisOptions};
-use crate::script::{Op, PolicyScript};
+use crate::options::{ConnectionMode, FailurePolicy, RedisOptions, Target};
+use crate::script::{PolicyScript, Request};
 use crate::{ConnectError, ConnectErrorKind, Outcome, Source};
 
 /// A [`Limiter`] whose state lives in Redis or Redis Cluster, so that many
 /// processes share one limit.
 ///
-/// Each check or peek is one `EVALSHA` of the policy's Lua script: one
-/// round trip, atomic, computing exactly the decisions of the pure
-/// functions of `ratelimit-core`. Time is the server's `TIME` unless a
-/// clock is injected. When Redis cannot decide within the timeout, the
-/// [`FailurePolicy`] decides instead; a circuit breaker stops waiting on a
-/// dead server and lets one call probe it now and then.
+/// Each check or peek is decided inside one `EVALSHA` of the policy's Lua
+/// script: one round trip, atomic, computing exactly the decisions of the
+/// pure functions of `ratelimit-core`. On the default multiplexed
+/// connection, requests made while a call is on the wire share the next
+/// call (see [`RedisOptions::with_max_batch`]). Time is the server's
+/// `TIME` unless a clock is injected. When Redis cannot decide within the
+/// timeout, the [`FailurePolicy`] decides instead; a circuit breaker stops
+/// waiting on a dead server and lets one call probe it now and then.
 ///
 /// A call that times out after its request was sent may still be applied
 /// by Redis when it answers late (a frozen server that thaws): the failure
@@ -52,9 +55,11 @@ use crate::{ConnectError, ConnectErrorKind, Outcome, Source};
 /// ```
 pub struct RedisLimiter {
     policy: Policy,
-    script: PolicyScript,
     keys: KeyLayout,
-    connection: Connection,
+    caller: Arc<Caller>,
+    /// Present on a multiplexed connection to one server: batches the
+    /// requests made while a call is in flight.
+    batcher: Option<Batcher>,
     timeout: Duration,
     failure: FailurePolicy,
     open_for: Duration,
@@ -62,12 +67,18 @@ pub struct RedisLimiter {
     deny_cache: Option<DenyCache>,
     clock: Option<Arc<dyn Clock>>,
     started: Instant,
-    min_ttl_ms: u64,
     fallback: Arc<dyn Limiter>,
     degraded: AtomicU64,
     /// Why Redis last failed to decide, for operators: the failure policy
     /// hides it from callers.
     last_error: Mutex<Option<String>>,
+}
+
+/// Why Redis was asked, for the failure policy to ask the same.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Check,
+    Peek,
 }
 
 impl RedisLimiter {
@@ -87,6 +98,16 @@ impl RedisLimiter {
     pub async fn connect(policy: Policy, options: RedisOptions) -> Result<Self, ConnectError> {
         validate_prefix(&options.prefix)
             .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
+        if options.max_batch.get() > RedisOptions::MAX_MAX_BATCH {
+            return Err(ConnectError::new(
+                ConnectErrorKind::InvalidConfig,
+                format!(
+                    "invalid `max_batch`: {} is out of range; expected 1 to {}",
+                    options.max_batch,
+                    RedisOptions::MAX_MAX_BATCH
+                ),
+            ));
+        }
         if options.timeout.is_zero() {
             return Err(ConnectError::new(
                 ConnectErrorKind::InvalidConfig,
@@ -111,10 +132,25 @@ impl RedisLimiter {
                 Some(clock) => Arc::new(ReferenceLimiter::with_clock(policy, Arc::clone(clock))),
                 None => Arc::new(ReferenceLimiter::new(policy)),
             });
+        let caller = Arc::new(Caller {
+            connection,
+            script,
+            min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+            timeout: options.timeout,
+        });
+        // A cluster call may only touch keys of one slot, and a pooled
+        // connection carries one call at a time: only a multiplexed
+        // connection to one server batches.
+        let batcher = match (&options.target, options.connection) {
+            (Target::Standalone(_), ConnectionMode::Multiplexed) if options.max_batch.get() > 1 => {
+                Some(Batcher::start(Arc::clone(&caller), options.max_batch.get()))
+            }
+            _ => None,
+        };
         Ok(Self {
             keys: KeyLayout::new(&options.prefix, &policy),
-            script,
-            connection,
+            caller,
+            batcher,
             timeout: options.timeout,
             failure: options.failure,
             open_for: options.breaker.open_for,
@@ -124,7 +160,6 @@ impl RedisLimiter {
                 .map(|n| DenyCache::new(n.get(), policy.limit())),
             clock: options.clock,
             started: Instant::now(),
-            min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
             fallback,
             degraded: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -148,7 +183,7 @@ impl RedisLimiter {
             }
         }
         let now = self.now_arg();
-        match self.call(key, Op::Check, now, cost).await {
+        match self.call(key, cost, now).await {
             Ok(decision) => {
                 if let Some(cache) = &self.deny_cache {
                     // On server time the reply's arrival is later than the
@@ -168,7 +203,8 @@ impl RedisLimiter {
     ///
     /// When Redis cannot decide and the fallback limiter fails.
     pub async fn peek_detailed(&self, key: &[u8]) -> Result<Outcome, Error> {
-        match self.call(key, Op::Peek, self.now_arg(), 1).await {
+        // Cost 0 asks the script to peek.
+        match self.call(key, 0, self.now_arg()).await {
             Ok(decision) => Ok(Outcome::new(decision, Source::Redis)),
             Err(e) => self.degrade(key, Op::Peek, 1, &e).await,
         }
@@ -237,33 +273,39 @@ impl RedisLimiter {
         }
     }
 
-    /// One script call through the breaker, within the timeout.
-    async fn call(
-        &self,
-        key: &[u8],
-        op: Op,
-        now: Option<u64>,
-        cost: u64,
-    ) -> Result<Decision, Error> {
+    /// One request through the breaker, within the timeout: `cost` 0 peeks.
+    async fn call(&self, key: &[u8], cost: u64, now: Option<u64>) -> Result<Decision, Error> {
         let Some(permit) = self.breaker.permit() else {
             return Err(Error::backend(
                 "circuit breaker open: Redis recently failed",
             ));
         };
-        let redis_key = self.keys.redis_key(key);
-        let call = self
-            .script
-            .invocation(&redis_key, op, now, cost, self.min_ttl_ms);
-        match tokio::time::timeout(self.timeout, self.connection.invoke(&call)).await {
-            Ok(Ok(reply)) => {
+        let request = Request {
+            redis_key: self.keys.redis_key(key),
+            cost,
+            now,
+        };
+        // Both give up after the timeout, waits for a call in flight
+        // included.
+        let outcome = match &self.batcher {
+            Some(batcher) => batcher.decide(request).await,
+            None => self.caller.run_one(&request).await,
+        };
+        match outcome {
+            Ok(decision) => {
                 permit.succeeded();
-                Ok(self.script.decision(reply))
+                Ok(decision)
             }
-            Ok(Err(e)) => {
+            // Redis is fine; this key's data is not.
+            Err(Failure::Foreign(e)) => {
+                permit.succeeded();
+                Err(Error::backend(e))
+            }
+            Err(Failure::Call(e)) => {
                 permit.failed();
                 Err(Error::backend(e))
             }
-            Err(_) => {
+            Err(Failure::Timeout) => {
                 permit.failed();
                 Err(Error::timeout(None))
             }
@@ -333,7 +375,7 @@ impl Limiter for RedisLimiter {
             ));
         };
         let redis_key = self.keys.redis_key(key);
-        match tokio::time::timeout(self.timeout, self.connection.del(&redis_key)).await {
+        match tokio::time::timeout(self.timeout, self.caller.connection.del(&redis_key)).await {
             Ok(Ok(())) => {
                 permit.succeeded();
                 Ok(())

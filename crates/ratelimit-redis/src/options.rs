@@ -137,6 +137,7 @@ pub struct RedisOptions {
     pub(crate) failure: FailurePolicy,
     pub(crate) connection: ConnectionMode,
     pub(crate) pool_size: NonZeroUsize,
+    pub(crate) max_batch: NonZeroUsize,
     pub(crate) breaker: BreakerOptions,
     pub(crate) deny_cache: Option<NonZeroUsize>,
     pub(crate) min_ttl: Duration,
@@ -149,6 +150,11 @@ impl RedisOptions {
     pub const DEFAULT_PREFIX: &'static str = "ratelimit:";
     /// The default per-call timeout.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+    /// The default most requests one script call decides.
+    pub const DEFAULT_MAX_BATCH: usize = 128;
+    /// The largest `max_batch` accepted: a call passes its keys to one
+    /// `MGET` inside Lua, whose stack holds about 8,000 values.
+    pub const MAX_MAX_BATCH: usize = 1024;
 
     /// Options for `target` with the defaults: prefix `ratelimit:`, a 200 ms
     /// timeout, [`FailurePolicy::FailClosed`], a multiplexed connection, a
@@ -161,6 +167,7 @@ impl RedisOptions {
             failure: FailurePolicy::FailClosed,
             connection: ConnectionMode::default(),
             pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
+            max_batch: NonZeroUsize::new(Self::DEFAULT_MAX_BATCH).expect("not zero"),
             breaker: BreakerOptions::default(),
             deny_cache: None,
             min_ttl: Duration::from_secs(600),
@@ -212,6 +219,24 @@ impl RedisOptions {
     /// The most connections of a [`ConnectionMode::Pool`].
     pub fn with_pool_size(mut self, size: NonZeroUsize) -> Self {
         self.pool_size = size;
+        self
+    }
+
+    /// The most requests one script call decides (default 128, at most
+    /// [`MAX_MAX_BATCH`](Self::MAX_MAX_BATCH), checked when connecting) on
+    /// a multiplexed connection to one server.
+    ///
+    /// Requests made while a call is in flight wait for it and then go
+    /// together in the next call: one `EVALSHA` decides each of them,
+    /// atomically and in order, as if each had its own. This is what lets
+    /// concurrent requests share round trips and the script's fixed cost
+    /// inside Redis (see `BENCHMARKS.md`). A request made while nothing is
+    /// in flight goes at once. `1` sends every request in a call of its
+    /// own (still pipelined on the one connection). A pool sends one
+    /// request per call, and so does a cluster, where one call may only
+    /// touch keys of one slot.
+    pub fn with_max_batch(mut self, max_batch: NonZeroUsize) -> Self {
+        self.max_batch = max_batch;
         self
     }
 
@@ -287,6 +312,12 @@ impl RedisOptions {
     pub fn connection_mode(&self) -> ConnectionMode {
         self.connection
     }
+
+    /// The most requests one script call decides.
+    #[must_use]
+    pub fn max_batch(&self) -> NonZeroUsize {
+        self.max_batch
+    }
 }
 
 impl fmt::Debug for RedisOptions {
@@ -303,6 +334,7 @@ impl fmt::Debug for RedisOptions {
             .field("failure", &self.failure)
             .field("connection", &self.connection)
             .field("pool_size", &self.pool_size)
+            .field("max_batch", &self.max_batch)
             .field("breaker", &self.breaker)
             .field("deny_cache", &self.deny_cache)
             .field("min_ttl", &self.min_ttl)

@@ -131,3 +131,45 @@ fn invalid_url_and_prefix() {
     let err = connect(RedisOptions::standalone("redis://127.0.0.1:1").with_prefix("a{b}"));
     assert_error(&err, ConnectErrorKind::InvalidConfig, "invalid `prefix`");
 }
+
+#[test]
+fn max_batch_beyond_what_lua_can_take() {
+    let too_many = std::num::NonZeroUsize::new(RedisOptions::MAX_MAX_BATCH + 1).unwrap();
+    let err = connect(RedisOptions::standalone("redis://127.0.0.1:1").with_max_batch(too_many));
+    assert_error(
+        &err,
+        ConnectErrorKind::InvalidConfig,
+        "invalid `max_batch`: 1025",
+    );
+}
+
+/// The largest batch Lua can take runs: 1024 queued requests decided by
+/// calls of up to 1024 keys each.
+#[test]
+fn the_largest_batch_runs() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let policy = Policy::fixed_window(5, Duration::from_secs(60)).unwrap();
+        let most = std::num::NonZeroUsize::new(RedisOptions::MAX_MAX_BATCH).unwrap();
+        let options = RedisOptions::standalone(server.url())
+            .with_timeout(Duration::from_secs(5))
+            .with_max_batch(most);
+        let limiter = std::sync::Arc::new(RedisLimiter::connect(policy, options).await.unwrap());
+        server.pause();
+        let tasks: Vec<_> = (0..2 * RedisOptions::MAX_MAX_BATCH)
+            .map(|i| {
+                let limiter = std::sync::Arc::clone(&limiter);
+                tokio::spawn(
+                    async move { limiter.check_detailed(format!("k{i}").as_bytes(), 1).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.resume();
+        for task in tasks {
+            let outcome = task.await.unwrap().unwrap();
+            assert_eq!(outcome.source, ratelimit_redis::Source::Redis);
+            assert_eq!(outcome.decision.remaining, 4);
+        }
+    });
+}

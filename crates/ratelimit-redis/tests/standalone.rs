@@ -162,6 +162,49 @@ fn server_time_ttl_and_reset() {
     });
 }
 
+/// On server time a key expires exactly when its state would be a key
+/// never seen, also after later writes in the same window (which keep the
+/// key's expiry) and after the window rolls.
+#[test]
+fn server_time_expiry_follows_each_write() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let window = Duration::from_secs(3600);
+        for policy in [
+            Policy::fixed_window(10, window).unwrap(),
+            Policy::sliding_window(10, window).unwrap(),
+            Policy::token_bucket(10, 1, Duration::from_secs(60)).unwrap(),
+        ] {
+            let options = RedisOptions::standalone(server.url()).with_prefix(fresh_prefix("exp"));
+            let limiter = RedisLimiter::connect(policy, options).await.unwrap();
+            let key = String::from_utf8(limiter.redis_key(b"k")).unwrap();
+            let mut expiries = Vec::new();
+            for _ in 0..3 {
+                assert!(limiter.check(b"k", 1).await.unwrap().allowed);
+                let at: u64 = server.cli(&["PEXPIRETIME", &key]).parse().unwrap();
+                expiries.push(at);
+            }
+            let hour = 3_600_000;
+            match policy {
+                // The end of the window (or of the one after it), whatever
+                // the write: a window cannot roll during the test but at an
+                // hour's turn, when the expiry moves to the next one.
+                Policy::FixedWindow(_) | Policy::SlidingWindow(_) => {
+                    assert!(expiries.iter().all(|at| at % hour == 0), "{expiries:?}");
+                }
+                // Each token moves the bucket's full instant by 60 s.
+                _ => {
+                    assert!(
+                        (expiries[2] - expiries[0]).abs_diff(120_000) < 1_000,
+                        "{expiries:?}"
+                    );
+                }
+            }
+            assert!(expiries.windows(2).all(|w| w[0] <= w[1]), "{expiries:?}");
+        }
+    });
+}
+
 /// Awkward keys land in distinct Redis keys; each carries a TTL.
 #[test]
 fn awkward_keys_are_distinct_redis_keys_with_ttls() {

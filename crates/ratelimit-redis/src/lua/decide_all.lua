@@ -1,0 +1,67 @@
+-- Shared tail of every policy script: runs the policy's `decide` for each
+-- request of the call (see prelude.lua for the calling convention).
+--
+-- decide(stored, now, cost) returns allowed, remaining, reset_after_us,
+-- retry_after_us and, when the request changed the state, the new packed
+-- state, the instant (µs) from which it is equivalent to a key never seen
+-- (Algorithm::expires_at), and whether that is the instant the stored key
+-- already expires at.
+--
+-- A new state is stored with one SET carrying its expiry. On server time
+-- the expiry is an absolute PXAT, or the key keeps its own when it is the
+-- same (KEEPTTL costs a third less than PXAT inside Redis). An injected
+-- clock's timeline is not the server's: the TTL is the time left on that
+-- timeline, but at least ARGV[2] ms, because an injected clock may run
+-- slower than the wall clock or go back, and the key must outlive every
+-- instant at which its state still matters.
+local out, problems = {}, {}
+local arg = 3 + PARAMS
+local min_ttl = tonumber(ARGV[2])
+local format, call, try = string.format, redis.call, redis.pcall
+-- Every state in one call. MGET answers false for a missing key and for a
+-- key of another type alike; a GET tells them apart. A key may come more
+-- than once: `written` holds what this call stored last for it.
+local values = call('MGET', list(KEYS))
+local written = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local cost = tonumber(ARGV[arg])
+  local now = server_now
+  if injected then
+    now = tonumber(ARGV[arg + 1])
+    arg = arg + 2
+  else
+    arg = arg + 1
+  end
+  -- A value of another type or shape was not written by this script:
+  -- reading it would be a guess, and only this request fails.
+  local stored, problem = written[key], nil
+  if stored == nil then stored = values[i] end
+  if not stored then stored = try('GET', key) end
+  if type(stored) == 'table' then
+    problem = 'ratelimit: ' .. key .. ': ' .. stored.err
+  elseif stored and #stored ~= SIZE then
+    problem = 'ratelimit: ' .. key .. ' holds a value this policy did not write'
+  end
+  if problem then
+    out[i] = pack('<Bddd', 2, 0, 0, 0)
+    problems[#problems + 1] = problem
+  else
+    local allowed, remaining, reset_after, retry_after, state, at, same = decide(stored, now, cost)
+    if state then
+      written[key] = state
+      if injected then
+        call('SET', key, state, 'PX', format('%d', max(ceil((at - now) / 1000), min_ttl)))
+      elseif same then
+        call('SET', key, state, 'KEEPTTL')
+      else
+        call('SET', key, state, 'PXAT', format('%d', ceil(at / 1000)))
+      end
+    end
+    out[i] = pack('<Bddd', allowed, remaining, reset_after, retry_after)
+  end
+end
+-- One string for all the decisions (cheaper to write and to read than
+-- four integers each), then the problems' messages in order.
+table.insert(problems, 1, table.concat(out))
+return problems
