@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy, ReferenceLimiter};
+use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy};
+use ratelimit_memory::MemoryLimiter;
 
 use crate::batch::{Batcher, Caller, Failure};
 use crate::breaker::Breaker;
@@ -129,8 +130,8 @@ impl RedisLimiter {
             .fallback
             .clone()
             .unwrap_or_else(|| match &options.clock {
-                Some(clock) => Arc::new(ReferenceLimiter::with_clock(policy, Arc::clone(clock))),
-                None => Arc::new(ReferenceLimiter::new(policy)),
+                Some(clock) => Arc::new(MemoryLimiter::with_clock(policy, Arc::clone(clock))),
+                None => Arc::new(MemoryLimiter::new(policy)),
             });
         let caller = Arc::new(Caller {
             connection,

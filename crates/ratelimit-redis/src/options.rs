@@ -276,8 +276,10 @@ impl RedisOptions {
     }
 
     /// The local limiter [`FailurePolicy::Fallback`] uses; by default a
-    /// [`ReferenceLimiter`](ratelimit_core::ReferenceLimiter) of the same
-    /// policy on the same clock. It must apply the same policy.
+    /// [`MemoryLimiter`](ratelimit_memory::MemoryLimiter) of the same
+    /// policy on the same clock, which forgets keys once their state is
+    /// idle, so a long outage does not grow memory with every key seen. It
+    /// must apply the same policy.
     pub fn with_fallback_limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
         self.fallback = Some(limiter);
         self
