@@ -63,6 +63,10 @@ pub struct BackendConfig {
     /// The longest wait for one check, e.g. `"200ms"`.
     #[serde(default = "default_check_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Redis only: the most checks one script call decides (default 128;
+    /// `1` sends one call per check).
+    #[serde(default)]
+    pub max_batch: Option<std::num::NonZeroUsize>,
 }
 
 /// The counter store.
@@ -238,6 +242,7 @@ impl Default for BackendConfig {
             prefix: None,
             failure: FailureConfig::Closed,
             timeout: default_check_timeout(),
+            max_batch: None,
         }
     }
 }

@@ -57,6 +57,9 @@ pub async fn build_limiter(config: &Config) -> anyhow::Result<Arc<dyn Limiter>> 
             if let Some(prefix) = &backend.prefix {
                 options = options.with_prefix(prefix.clone());
             }
+            if let Some(max_batch) = backend.max_batch {
+                options = options.with_max_batch(max_batch);
+            }
             let limiter = RedisLimiter::connect(config.limit, options)
                 .await
                 .context("cannot start the Redis backend")?;

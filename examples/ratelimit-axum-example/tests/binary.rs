@@ -60,6 +60,12 @@ fn bad_config_stops_start_up_naming_line_and_field() {
 
     let err = fails_to_start("[client_ip]\nipv6_prefix = 200\n");
     assert!(err.contains("ipv6_prefix"), "{err}");
+
+    let err = fails_to_start("[backend]\nmax_batch = 0\n");
+    assert!(
+        err.contains("line 2") && err.contains("max_batch"),
+        "{err}"
+    );
 }
 
 #[test]
