@@ -25,8 +25,10 @@ mod binaries;
 mod cluster;
 mod ports;
 mod server;
+mod tls;
 
 pub use binaries::{redis_benchmark, redis_cli, redis_server};
 pub use cluster::RedisCluster;
 pub use ports::{free_port, free_port_with_bus};
 pub use server::RedisServer;
+pub use tls::TestCertificates;

@@ -44,6 +44,13 @@ pub(crate) fn classify(place: &str, e: RedisError) -> ConnectError {
             )
         } else if e.kind() == ErrorKind::InvalidClientConfig {
             (ConnectErrorKind::InvalidConfig, "is not a valid Redis URL")
+        } else if text.contains("certificate") || text.contains("PEM") {
+            (
+                ConnectErrorKind::Tls,
+                "failed the TLS handshake; check that the server's certificate chains to a CA \
+                 this process trusts (the platform's store, or the file in SSL_CERT_FILE) and \
+                 names the host of the URL",
+            )
         } else if e.is_timeout() {
             (ConnectErrorKind::Timeout, "did not answer in time")
         } else if e.is_io_error()

@@ -38,6 +38,9 @@ pub enum ConnectErrorKind {
     NotACluster,
     /// A standalone URL was given, but the server is a cluster node.
     IsACluster,
+    /// The TLS handshake failed: the server's certificate is not trusted
+    /// or does not name the host, or the trust store could not be read.
+    Tls,
     /// Redis did not answer within the timeout.
     Timeout,
     /// Redis answered with another error.

@@ -62,10 +62,7 @@ fn bad_config_stops_start_up_naming_line_and_field() {
     assert!(err.contains("ipv6_prefix"), "{err}");
 
     let err = fails_to_start("[backend]\nmax_batch = 0\n");
-    assert!(
-        err.contains("line 2") && err.contains("max_batch"),
-        "{err}"
-    );
+    assert!(err.contains("line 2") && err.contains("max_batch"), "{err}");
 }
 
 #[test]
