@@ -39,7 +39,10 @@ fn rediss_urls_talk_tls_and_check_the_certificate() {
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     assert_eq!(err.kind(), ConnectErrorKind::Tls, "{err}");
-    assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.to_string().contains("invalid peer certificate"),
+        "{err}"
+    );
 
     // A plain connection to the TLS port fails too, without hanging.
     let started = Instant::now();
