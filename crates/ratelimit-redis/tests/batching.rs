@@ -10,17 +10,20 @@
 mod support;
 
 use std::future::Future;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use ratelimit_core::{Algorithm, Decision, Error, ManualClock, Policy, PolicyState};
-use ratelimit_redis::{Outcome, RedisLimiter, RedisOptions, Source, Target};
+use ratelimit_redis::{
+    BreakerOptions, FailurePolicy, Outcome, RedisLimiter, RedisOptions, Source, Target,
+};
 use ratelimit_redis_harness::RedisServer;
 
-use support::{options, runtime};
+use support::{fresh_prefix, options, runtime};
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'a>>;
 
@@ -269,5 +272,68 @@ fn a_foreign_value_fails_only_its_own_request() {
             "{why}"
         );
         assert_eq!(server.cli(&["GET", &bad]), "not a bucket", "left as it was");
+    });
+}
+
+/// When Redis hangs, requests queued behind calls in flight give up at
+/// their own deadline (none waits much past the timeout), the failure
+/// policy decides them, and the limiter decides again once Redis is back.
+#[test]
+fn queued_requests_give_up_at_their_deadline_when_redis_hangs() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let timeout = Duration::from_millis(1000);
+        let options = RedisOptions::standalone(server.url())
+            .with_prefix(fresh_prefix("hang"))
+            .with_timeout(timeout)
+            .with_failure_policy(FailurePolicy::FailClosed)
+            // The breaker stays closed: every request goes through the queue.
+            .with_breaker(BreakerOptions::new(
+                NonZeroU32::new(10_000).unwrap(),
+                Duration::from_millis(100),
+            ));
+        let policy = Policy::fixed_window(1_000, Duration::from_secs(60)).unwrap();
+        let limiter = Arc::new(RedisLimiter::connect(policy, options).await.unwrap());
+        let warm = limiter.check_detailed(b"warm", 1).await.unwrap();
+        assert_eq!(warm.source, Source::Redis);
+
+        server.pause();
+        // Three waves 400 ms apart: the later ones queue behind calls that
+        // are still waiting on the frozen server.
+        let mut tasks = Vec::new();
+        for _wave in 0..3 {
+            for i in 0..100 {
+                let limiter = Arc::clone(&limiter);
+                tasks.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let key = format!("k{}", i % 7);
+                    let outcome = limiter.check_detailed(key.as_bytes(), 1).await.unwrap();
+                    (outcome.source, started.elapsed())
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        for task in tasks {
+            let (source, waited) = task.await.unwrap();
+            assert_eq!(source, Source::FailClosed);
+            // The timeout, and slack for a loaded two-core machine. A
+            // request that waited for a free slot (until the calls before
+            // it gave up) and then a whole timeout for its own call would
+            // take 1.6 s in the second wave.
+            assert!(waited < timeout + timeout * 2 / 5, "waited {waited:?}");
+        }
+        assert!(limiter.last_error().is_some());
+
+        server.resume();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let outcome = limiter.check_detailed(b"after", 1).await.unwrap();
+            if outcome.source == Source::Redis {
+                assert!(outcome.decision.allowed);
+                break;
+            }
+            assert!(Instant::now() < deadline, "Redis never decided again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     });
 }
