@@ -7,7 +7,9 @@ use ratelimit_core::{parse_duration, ConfigError};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::validate_prefix;
-use crate::options::{BreakerOptions, ConnectionMode, FailurePolicy, RedisOptions, Target};
+use crate::options::{
+    validate_max_batch, BreakerOptions, ConnectionMode, FailurePolicy, RedisOptions, Target,
+};
 
 /// The flat, human-written form of [`RedisOptions`], as it appears in a
 /// TOML, YAML or JSON file. [`RedisOptions`] deserializes through it and
@@ -147,16 +149,9 @@ impl TryFrom<RedisConfig> for RedisOptions {
             options = options.with_pool_size(non_zero("pool_size", size)?);
         }
         if let Some(max_batch) = c.max_batch {
-            if max_batch > RedisOptions::MAX_MAX_BATCH {
-                return Err(ConfigError::new(
-                    "max_batch",
-                    format!(
-                        "{max_batch} is out of range; expected 1 to {}",
-                        RedisOptions::MAX_MAX_BATCH
-                    ),
-                ));
-            }
-            options = options.with_max_batch(non_zero("max_batch", max_batch)?);
+            let max_batch = non_zero("max_batch", max_batch)?;
+            validate_max_batch(max_batch)?;
+            options = options.with_max_batch(max_batch);
         }
         if let Some(entries) = c.deny_cache {
             options = options.with_deny_cache(non_zero("deny_cache", entries)?);

@@ -14,7 +14,7 @@ use crate::breaker::Breaker;
 use crate::connection::Connection;
 use crate::deny_cache::DenyCache;
 use crate::keys::{validate_prefix, KeyLayout};
-use crate::options::{ConnectionMode, FailurePolicy, RedisOptions, Target};
+use crate::options::{validate_max_batch, ConnectionMode, FailurePolicy, RedisOptions, Target};
 use crate::script::{PolicyScript, Request};
 use crate::{ConnectError, ConnectErrorKind, Outcome, Source};
 
@@ -98,17 +98,8 @@ impl RedisLimiter {
     /// mismatch, or a timeout.
     pub async fn connect(policy: Policy, options: RedisOptions) -> Result<Self, ConnectError> {
         validate_prefix(&options.prefix)
+            .and_then(|()| validate_max_batch(options.max_batch))
             .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
-        if options.max_batch.get() > RedisOptions::MAX_MAX_BATCH {
-            return Err(ConnectError::new(
-                ConnectErrorKind::InvalidConfig,
-                format!(
-                    "invalid `max_batch`: {} is out of range; expected 1 to {}",
-                    options.max_batch,
-                    RedisOptions::MAX_MAX_BATCH
-                ),
-            ));
-        }
         if options.timeout.is_zero() {
             return Err(ConnectError::new(
                 ConnectErrorKind::InvalidConfig,

@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::{Clock, Limiter};
+use ratelimit_core::{Clock, ConfigError, Limiter};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RedisConfig;
@@ -320,6 +320,20 @@ impl RedisOptions {
     pub fn max_batch(&self) -> NonZeroUsize {
         self.max_batch
     }
+}
+
+/// Checks a `max_batch` against [`RedisOptions::MAX_MAX_BATCH`].
+pub(crate) fn validate_max_batch(max_batch: NonZeroUsize) -> Result<(), ConfigError> {
+    if max_batch.get() > RedisOptions::MAX_MAX_BATCH {
+        return Err(ConfigError::new(
+            "max_batch",
+            format!(
+                "{max_batch} is out of range; expected 1 to {}",
+                RedisOptions::MAX_MAX_BATCH
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for RedisOptions {
