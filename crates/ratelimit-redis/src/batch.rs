@@ -1,8 +1,8 @@
 //! Script calls, and the batching of concurrent requests into one call.
 //!
 //! Inside Redis a script call has a fixed cost (dispatching `EVALSHA`,
-//! building its argument tables, reading `TIME`, writing the reply) and a
-//! cost per request (a `GET`, a `SET` and some arithmetic). On the client,
+//! building its argument tables, reading `TIME` and `MGET`, writing the
+//! reply) and a cost per request (a `SET` and some arithmetic). On the client,
 //! each command is encoded, queued, parsed and handed back on its own. So
 //! requests made while another call is on the wire wait for it to return
 //! and then go together, in one call of the same script: each request is
@@ -17,11 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ratelimit_core::Decision;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::connection::{CallError, Connection};
 use crate::script::{ForeignValue, PolicyScript, Request};
@@ -186,6 +185,14 @@ fn stopped() -> Failure {
 /// Counts a call in flight until dropped (also when the caller gives up).
 struct InFlight<'a>(&'a AtomicUsize);
 
+impl<'a> InFlight<'a> {
+    /// Counts one more call in flight.
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -224,10 +231,10 @@ async fn drive(
             batch = gather(&mut receiver, max_batch, free), if open && free > 0 => {
                 match batch {
                     Some(batch) => {
-                        in_flight.fetch_add(1, Ordering::AcqRel);
-                        // Polled at once, so that the command is queued on
-                        // the connection before anything else is gathered;
-                        // then the connection's task gets to write it.
+                        // Polled at once, so that it counts as in flight and
+                        // its command is queued on the connection before
+                        // anything else is gathered; then the connection's
+                        // task gets to write it.
                         let mut call =
                             Box::pin(send(Arc::clone(&caller), batch, Arc::clone(&in_flight)));
                         if futures_util::poll!(call.as_mut()).is_pending() {
@@ -266,7 +273,7 @@ async fn gather(
 /// Decides `batch` in one call and hands out the outcomes. Requests whose
 /// deadline has passed while they waited fail without being sent.
 async fn send(caller: Arc<Caller>, mut batch: Vec<Queued>, in_flight: Arc<AtomicUsize>) {
-    let _in_flight = InFlight(&in_flight);
+    let _in_flight = InFlight::enter(&in_flight);
     let now = Instant::now();
     let live = batch
         .iter()

@@ -75,7 +75,7 @@ pub struct RedisLimiter {
     last_error: Mutex<Option<String>>,
 }
 
-/// Why Redis was asked, for the failure policy to ask the same.
+/// Why Redis is asked (and, when it cannot answer, the failure policy).
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Check,
@@ -175,7 +175,7 @@ impl RedisLimiter {
             }
         }
         let now = self.now_arg();
-        match self.call(key, cost, now).await {
+        match self.call(key, Op::Check, now, cost).await {
             Ok(decision) => {
                 if let Some(cache) = &self.deny_cache {
                     // On server time the reply's arrival is later than the
@@ -195,8 +195,7 @@ impl RedisLimiter {
     ///
     /// When Redis cannot decide and the fallback limiter fails.
     pub async fn peek_detailed(&self, key: &[u8]) -> Result<Outcome, Error> {
-        // Cost 0 asks the script to peek.
-        match self.call(key, 0, self.now_arg()).await {
+        match self.call(key, Op::Peek, self.now_arg(), 1).await {
             Ok(decision) => Ok(Outcome::new(decision, Source::Redis)),
             Err(e) => self.degrade(key, Op::Peek, 1, &e).await,
         }
@@ -265,8 +264,14 @@ impl RedisLimiter {
         }
     }
 
-    /// One request through the breaker, within the timeout: `cost` 0 peeks.
-    async fn call(&self, key: &[u8], cost: u64, now: Option<u64>) -> Result<Decision, Error> {
+    /// One request through the breaker, within the timeout.
+    async fn call(
+        &self,
+        key: &[u8],
+        op: Op,
+        now: Option<u64>,
+        cost: u64,
+    ) -> Result<Decision, Error> {
         let Some(permit) = self.breaker.permit() else {
             return Err(Error::backend(
                 "circuit breaker open: Redis recently failed",
@@ -274,7 +279,11 @@ impl RedisLimiter {
         };
         let request = Request {
             redis_key: self.keys.redis_key(key),
-            cost,
+            // The script peeks on cost 0.
+            cost: match op {
+                Op::Check => cost,
+                Op::Peek => 0,
+            },
             now,
         };
         // Both give up after the timeout, waits for a call in flight
