@@ -351,16 +351,7 @@ fn redis_cpu_seconds(server: &RedisServer) -> f64 {
 
 /// Server-side µs in EVALSHA (the scripts' own cost) since the last reset.
 fn evalsha_usec(server: &RedisServer) -> f64 {
-    server
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
-        .and_then(|l| {
-            l.split(',')
-                .find_map(|f| f.strip_prefix("usec="))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
+    server.command_stat("evalsha", "usec").unwrap_or(f64::NAN)
 }
 
 /// The minimal script through redis-rs alone, `tasks` at a time.

@@ -159,6 +159,26 @@ impl RedisServer {
         cli(self.port, args)
     }
 
+    /// A field of `INFO commandstats` for `command` since the server
+    /// started or the last `CONFIG RESETSTAT`: `calls`, `usec`,
+    /// `usec_per_call`, … `None` when the command has not run since.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-cli` cannot be run.
+    #[must_use]
+    pub fn command_stat(&self, command: &str, field: &str) -> Option<f64> {
+        let line_head = format!("cmdstat_{command}:");
+        let field_head = format!("{field}=");
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix(line_head.as_str()))?
+            .split(',')
+            .find_map(|f| f.strip_prefix(field_head.as_str()))?
+            .parse()
+            .ok()
+    }
+
     fn spawn(&mut self) {
         let dir = self.dir.path();
         let log = dir.join("redis.log");

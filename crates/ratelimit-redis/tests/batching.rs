@@ -69,16 +69,6 @@ async fn frozen_then_thawed(server: &RedisServer, mut requests: Vec<Pending<'_>>
         .collect()
 }
 
-/// EVALSHA calls since the last `CONFIG RESETSTAT`.
-fn evalsha_calls(server: &RedisServer) -> u64 {
-    server
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|l| l.split(',').next())
-        .map_or(0, |n| n.parse().expect("a call count"))
-}
-
 /// A request of a generated round.
 #[derive(Debug, Clone)]
 enum Op {
@@ -199,7 +189,11 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
                 })
                 .collect();
             let outcomes = frozen_then_thawed(&server, requests).await;
-            let calls = evalsha_calls(&server);
+            // EVALSHA calls since the reset.
+            let calls = server
+                .command_stat("evalsha", "calls")
+                .expect("INFO commandstats counts the EVALSHA calls")
+                as u64;
             // 150 requests per key, a limit of 100: exactly the limit passes,
             // with every `remaining` from 99 down to 0 once.
             for parity in 0..2 {
