@@ -289,11 +289,8 @@ async fn run(
     for key in keys.iter().take(KEYS / tasks.max(1)) {
         assert!(limiter.check_one(key).await.expect("warm-up").allowed);
     }
-    let _ = server.cli(&["CONFIG", "RESETSTAT"]);
-    let cpu_before = redis_cpu_seconds(server);
-
-    let started = Instant::now();
-    let deadline = started + measure;
+    let measurement = Measurement::start(server);
+    let deadline = measurement.started + measure;
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let limiter = Arc::clone(&limiter);
@@ -313,26 +310,17 @@ async fn run(
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for h in handles {
-        latencies.extend(h.await.expect("a bench task finishes"));
-    }
-    let elapsed = started.elapsed();
-    let commands = client_commands(server);
-    let redis_cpu = (redis_cpu_seconds(server) - cpu_before) / elapsed.as_secs_f64();
-    let script_usec = evalsha_usec(server);
-    summarize(
-        format!(
-            "ratelimit-redis {} {mode_name}, {tasks} task{}",
-            policy.algorithm_name(),
-            if tasks == 1 { "" } else { "s" }
-        ),
-        latencies,
-        elapsed,
-        commands,
-        redis_cpu,
-        script_usec,
-    )
+    measurement
+        .finish(
+            server,
+            format!(
+                "ratelimit-redis {} {mode_name}, {tasks} task{}",
+                policy.algorithm_name(),
+                if tasks == 1 { "" } else { "s" }
+            ),
+            handles,
+        )
+        .await
 }
 
 /// CPU seconds the server has used (user + system).
@@ -362,10 +350,8 @@ async fn raw_redis_rs(server: &RedisServer, tasks: usize, measure: Duration) -> 
         .await
         .expect("connect");
     let script = Arc::new(redis::Script::new(MINIMAL_SCRIPT));
-    let _ = server.cli(&["CONFIG", "RESETSTAT"]);
-    let cpu_before = redis_cpu_seconds(server);
-    let started = Instant::now();
-    let deadline = started + measure;
+    let measurement = Measurement::start(server);
+    let deadline = measurement.started + measure;
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let mut connection = connection.clone();
@@ -388,24 +374,61 @@ async fn raw_redis_rs(server: &RedisServer, tasks: usize, measure: Duration) -> 
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for h in handles {
-        latencies.extend(h.await.expect("a bench task finishes"));
+    measurement
+        .finish(
+            server,
+            format!(
+                "redis-rs alone, EVALSHA INCR+PEXPIRE, {tasks} task{}",
+                if tasks == 1 { "" } else { "s" }
+            ),
+            handles,
+        )
+        .await
+}
+
+/// One measured run: the server's counters are reset at its start and
+/// read at its end.
+struct Measurement {
+    started: Instant,
+    cpu_before: f64,
+}
+
+impl Measurement {
+    fn start(server: &RedisServer) -> Self {
+        let _ = server.cli(&["CONFIG", "RESETSTAT"]);
+        Self {
+            cpu_before: redis_cpu_seconds(server),
+            started: Instant::now(),
+        }
     }
-    let elapsed = started.elapsed();
-    let redis_cpu = (redis_cpu_seconds(server) - cpu_before) / elapsed.as_secs_f64();
-    let commands = client_commands(server);
-    summarize(
-        format!(
-            "redis-rs alone, EVALSHA INCR+PEXPIRE, {tasks} task{}",
-            if tasks == 1 { "" } else { "s" }
-        ),
-        latencies,
-        elapsed,
-        commands,
-        redis_cpu,
-        evalsha_usec(server),
-    )
+
+    /// Waits for the bench tasks (each returns its latencies) and makes
+    /// the run's row.
+    async fn finish(
+        self,
+        server: &RedisServer,
+        what: String,
+        tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+    ) -> Row {
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.expect("a bench task finishes"));
+        }
+        let elapsed = self.started.elapsed();
+        summarize(
+            what,
+            latencies,
+            elapsed,
+            client_commands(server),
+            self.redis_cpu(server),
+            evalsha_usec(server),
+        )
+    }
+
+    /// The share of one core the server has used since the start.
+    fn redis_cpu(&self, server: &RedisServer) -> f64 {
+        (redis_cpu_seconds(server) - self.cpu_before) / self.started.elapsed().as_secs_f64()
+    }
 }
 
 /// A row from the latencies of one run.
@@ -453,9 +476,7 @@ fn client_commands(server: &RedisServer) -> f64 {
 /// `redis-benchmark` running EVALSHA of `INCR` + `PEXPIRE` on 10,000 keys.
 fn redis_benchmark_row(server: &RedisServer, extra: &[&str], requests: u64) -> Row {
     let sha = server.cli(&["SCRIPT", "LOAD", MINIMAL_SCRIPT]);
-    let _ = server.cli(&["CONFIG", "RESETSTAT"]);
-    let cpu_before = redis_cpu_seconds(server);
-    let started = Instant::now();
+    let measurement = Measurement::start(server);
     let out = Command::new(redis_benchmark())
         .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
         .args(extra)
@@ -469,7 +490,7 @@ fn redis_benchmark_row(server: &RedisServer, extra: &[&str], requests: u64) -> R
         .args(["EVALSHA", &sha, "1", "rb:__rand_int__"])
         .output()
         .expect("redis-benchmark runs");
-    let redis_cpu = (redis_cpu_seconds(server) - cpu_before) / started.elapsed().as_secs_f64();
+    let redis_cpu = measurement.redis_cpu(server);
     let text = String::from_utf8_lossy(&out.stdout);
     // "test","rps","avg","min","p50","p95","p99","max"
     let line = text.lines().last().unwrap_or_default();
