@@ -61,7 +61,6 @@ pub struct RedisLimiter {
     /// Present on a multiplexed connection to one server: batches the
     /// requests made while a call is in flight.
     batcher: Option<Batcher>,
-    timeout: Duration,
     failure: FailurePolicy,
     open_for: Duration,
     breaker: Breaker,
@@ -143,7 +142,6 @@ impl RedisLimiter {
             keys: KeyLayout::new(&options.prefix, &policy),
             caller,
             batcher,
-            timeout: options.timeout,
             failure: options.failure,
             open_for: options.breaker.open_for,
             breaker: Breaker::new(options.breaker),
@@ -376,7 +374,9 @@ impl Limiter for RedisLimiter {
             ));
         };
         let redis_key = self.keys.redis_key(key);
-        match tokio::time::timeout(self.timeout, self.caller.connection.del(&redis_key)).await {
+        match tokio::time::timeout(self.caller.timeout, self.caller.connection.del(&redis_key))
+            .await
+        {
             Ok(Ok(())) => {
                 permit.succeeded();
                 Ok(())
@@ -402,7 +402,7 @@ impl fmt::Debug for RedisLimiter {
         f.debug_struct("RedisLimiter")
             .field("policy", &self.policy)
             .field("keys", &self.keys)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.caller.timeout)
             .field("failure", &self.failure)
             .field("breaker", &self.breaker)
             .field("deny_cache", &self.deny_cache.is_some())
