@@ -133,6 +133,21 @@ fn unit_costs_admit_exactly_what_a_sequential_run_admits() {
     );
 }
 
+/// What `key` was admitted in each aligned window of `w` µs, by window
+/// index.
+fn per_window(
+    admitted: &Admitted,
+    times: &[u64],
+    key: usize,
+    w: u64,
+) -> std::collections::BTreeMap<u64, u64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for (phase, &t) in admitted.iter().zip(times) {
+        *sums.entry(t / w).or_default() += phase[key];
+    }
+    sums
+}
+
 #[test]
 fn fixed_window_never_admits_more_than_the_limit_per_window() {
     let (limit, w) = (40, 1_000_000);
@@ -140,11 +155,7 @@ fn fixed_window_never_admits_more_than_the_limit_per_window() {
     let times = phases(40, w / 5 + 1);
     let admitted = hammer(policy, &times, 4);
     for key in 0..KEYS {
-        let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
-        for (phase, &t) in admitted.iter().zip(&times) {
-            *per_window.entry(t / w).or_default() += phase[key];
-        }
-        for (window, sum) in per_window {
+        for (window, sum) in per_window(&admitted, &times, key, w) {
             assert!(sum <= limit, "key {key} window {window}: {sum} > {limit}");
             assert!(sum > 0, "key {key} window {window}: nothing admitted");
         }
@@ -158,11 +169,7 @@ fn sliding_window_never_admits_more_than_the_limit_per_aligned_window() {
     let times = phases(40, w / 5 + 1);
     let admitted = hammer(policy, &times, 4);
     for key in 0..KEYS {
-        let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
-        for (phase, &t) in admitted.iter().zip(&times) {
-            *per_window.entry(t / w).or_default() += phase[key];
-        }
-        for (window, sum) in per_window {
+        for (window, sum) in per_window(&admitted, &times, key, w) {
             assert!(sum <= limit, "key {key} window {window}: {sum} > {limit}");
         }
         // Any interval of length W holds at most 2L.
