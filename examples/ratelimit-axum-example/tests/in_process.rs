@@ -130,10 +130,7 @@ async fn retry_after_rounds_up_to_whole_seconds() {
     assert_eq!(h(res.headers(), "retry-after"), "1", "1 ms rounds up to 1");
 
     t.clock.advance(Duration::from_millis(1));
-    let res = t
-        .send(generate_request("192.0.2.1:1", PLAIN_BODY, &[]))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(t.status_of("192.0.2.1:1", &[]).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -141,23 +138,17 @@ async fn forged_x_forwarded_for_from_untrusted_peer_is_ignored() {
     let t = test_app(|c| c.client_ip.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()]);
     for i in 0..5 {
         let xff = format!("198.51.100.{i}");
-        let res = t
-            .send(generate_request(
-                "203.0.113.7:1",
-                PLAIN_BODY,
-                &[("x-forwarded-for", &xff)],
-            ))
-            .await;
-        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            t.status_of("203.0.113.7:1", &[("x-forwarded-for", &xff)])
+                .await,
+            StatusCode::OK
+        );
     }
-    let res = t
-        .send(generate_request(
-            "203.0.113.7:1",
-            PLAIN_BODY,
-            &[("x-forwarded-for", "198.51.100.200")],
-        ))
-        .await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        t.status_of("203.0.113.7:1", &[("x-forwarded-for", "198.51.100.200")])
+            .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -172,32 +163,23 @@ async fn trusted_proxy_chain_read_right_to_left() {
     // forged leftmost hop: all count against 203.0.113.50.
     for i in 0..5 {
         let xff = format!("6.6.6.{i}, 203.0.113.50, 172.16.0.9");
-        let res = t
-            .send(generate_request(
-                "10.0.0.1:1",
-                PLAIN_BODY,
-                &[("x-forwarded-for", &xff)],
-            ))
-            .await;
-        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            t.status_of("10.0.0.1:1", &[("x-forwarded-for", &xff)])
+                .await,
+            StatusCode::OK
+        );
     }
-    let res = t
-        .send(generate_request(
-            "10.0.0.2:1",
-            PLAIN_BODY,
-            &[("x-forwarded-for", "203.0.113.50")],
-        ))
-        .await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        t.status_of("10.0.0.2:1", &[("x-forwarded-for", "203.0.113.50")])
+            .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // The proxy itself, or another client behind it, is someone else.
-    let res = t
-        .send(generate_request(
-            "10.0.0.2:1",
-            PLAIN_BODY,
-            &[("x-forwarded-for", "203.0.113.51")],
-        ))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        t.status_of("10.0.0.2:1", &[("x-forwarded-for", "203.0.113.51")])
+            .await,
+        StatusCode::OK
+    );
     assert_eq!(
         t.limiter.peek(b"203.0.113.50/32").await.unwrap().remaining,
         0
@@ -210,21 +192,16 @@ async fn ipv6_clients_grouped_by_64() {
     let t = test_app(|_| {});
     for i in 1..=5 {
         let peer = format!("[2001:db8:aa:bb:{i:x}:{i:x}::1]:443");
-        let res = t.send(generate_request(&peer, PLAIN_BODY, &[])).await;
-        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(t.status_of(&peer, &[]).await, StatusCode::OK);
     }
-    let res = t
-        .send(generate_request(
-            "[2001:db8:aa:bb::99]:443",
-            PLAIN_BODY,
-            &[],
-        ))
-        .await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let res = t
-        .send(generate_request("[2001:db8:aa:bc::1]:443", PLAIN_BODY, &[]))
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        t.status_of("[2001:db8:aa:bb::99]:443", &[]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        t.status_of("[2001:db8:aa:bc::1]:443", &[]).await,
+        StatusCode::OK
+    );
 
     let t = test_app(|c| c.client_ip.ipv6_prefix = 128);
     for i in 1..=6 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use axum::Router;
 use ratelimit_axum_example::{app, AppOptions, Config, Model, OfflineModel};
 use ratelimit_core::{Limiter, ManualClock};
@@ -53,6 +53,14 @@ impl TestApp {
         use tower::ServiceExt as _;
         // Router's error type is Infallible: oneshot cannot fail.
         self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    /// The status of the plain chat request from `peer` with extra
+    /// `headers`.
+    pub async fn status_of(&self, peer: &str, headers: &[(&str, &str)]) -> StatusCode {
+        self.send(generate_request(peer, PLAIN_BODY, headers))
+            .await
+            .status()
     }
 }
 
