@@ -137,12 +137,17 @@ impl PolicyScript {
                 "unexpected reply from the rate-limit script",
             ))
         };
-        let Value::Array(values) = reply else {
-            return Err(shape());
-        };
-        let mut values = values.into_iter();
-        let Some(Value::BulkString(packed)) = values.next() else {
-            return Err(shape());
+        // The packed decisions alone, or followed by the problems' messages.
+        let (packed, mut messages) = match reply {
+            Value::BulkString(packed) => (packed, Vec::new().into_iter()),
+            Value::Array(values) => {
+                let mut values = values.into_iter();
+                let Some(Value::BulkString(packed)) = values.next() else {
+                    return Err(shape());
+                };
+                (packed, values)
+            }
+            _ => return Err(shape()),
         };
         if packed.len() != ENTRY * n {
             return Err(shape());
@@ -165,7 +170,7 @@ impl PolicyScript {
                     number(&e[9..17])?,
                     number(&e[17..25])?,
                 ))),
-                2 => match values.next() {
+                2 => match messages.next() {
                     Some(Value::BulkString(message)) => Ok(Err(ForeignValue(
                         String::from_utf8_lossy(&message).into_owned(),
                     ))),

@@ -205,6 +205,93 @@ fn server_time_expiry_follows_each_write() {
     });
 }
 
+/// On server time a token bucket's key expires at the first whole second
+/// at or after the bucket is full again: tokens taken within that second
+/// keep the key's expiry, a token moving it past the second moves it.
+#[test]
+fn server_time_token_bucket_expiry_is_the_next_whole_second() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        // 1 ms per token: each check of 300 tokens moves the full instant by
+        // 300 ms, so six of them cross one or two whole seconds and stay
+        // within one at least three times.
+        let policy = Policy::token_bucket(2_000, 1_000, Duration::from_secs(1)).unwrap();
+        let options = RedisOptions::standalone(server.url()).with_prefix(fresh_prefix("tbexp"));
+        let limiter = RedisLimiter::connect(policy, options).await.unwrap();
+        let key = String::from_utf8(limiter.redis_key(b"k")).unwrap();
+        let wall_us = || {
+            u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros(),
+            )
+            .unwrap()
+        };
+        let mut expiries = Vec::new();
+        for _ in 0..6 {
+            let before = wall_us();
+            let d = limiter.check(b"k", 300).await.unwrap();
+            let after = wall_us();
+            assert!(d.allowed);
+            let reset_after = u64::try_from(d.reset_after.as_micros()).unwrap();
+            let at_ms: u64 = server.cli(&["PEXPIRETIME", &key]).parse().unwrap();
+            assert_eq!(at_ms % 1_000, 0, "a whole second: {at_ms}");
+            // The server's TIME and this process read the same host clock:
+            // the bucket is full again at server-now + reset_after.
+            let at = at_ms * 1_000;
+            assert!(
+                at >= before + reset_after,
+                "expires before the bucket is full"
+            );
+            assert!(
+                at < after + reset_after + 1_000_000,
+                "more than a second late"
+            );
+            expiries.push(at_ms);
+        }
+        let kept = expiries.windows(2).filter(|w| w[0] == w[1]).count();
+        assert!(kept >= 3 && kept < 5, "{expiries:?}");
+    });
+}
+
+/// A key holding a value of another type, or a string of another shape,
+/// fails its own request, also in a call of its own (no batching): the
+/// failure policy decides it and says why, and the value is left alone.
+#[test]
+fn a_foreign_value_fails_its_request_alone() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        for policy in [
+            Policy::fixed_window(10, Duration::from_secs(60)).unwrap(),
+            Policy::sliding_window(10, Duration::from_secs(60)).unwrap(),
+            Policy::token_bucket(10, 1, Duration::from_secs(1)).unwrap(),
+        ] {
+            let options = RedisOptions::standalone(server.url())
+                .with_prefix(fresh_prefix("alien"))
+                .with_max_batch(std::num::NonZeroUsize::new(1).unwrap());
+            let limiter = RedisLimiter::connect(policy, options).await.unwrap();
+            let hash = String::from_utf8(limiter.redis_key(b"hash")).unwrap();
+            let text = String::from_utf8(limiter.redis_key(b"text")).unwrap();
+            let _ = server.cli(&["HSET", &hash, "field", "1"]);
+            let _ = server.cli(&["SET", &text, "not a state"]);
+            for (key, why) in [(&b"hash"[..], "WRONGTYPE"), (b"text", "did not write")] {
+                let outcome = limiter.check_detailed(key, 1).await.unwrap();
+                assert_eq!(outcome.source, Source::FailClosed, "{policy:?}");
+                let error = limiter.last_error().unwrap();
+                assert!(error.contains(why), "{error}");
+                let peeked = limiter.peek_detailed(key).await.unwrap();
+                assert_eq!(peeked.source, Source::FailClosed);
+            }
+            assert_eq!(server.cli(&["GET", &text]), "not a state", "left as it was");
+            assert_eq!(server.cli(&["HGET", &hash, "field"]), "1");
+            assert!(!limiter.is_degraded(), "Redis itself answered");
+            let fine = limiter.check_detailed(b"fine", 1).await.unwrap();
+            assert_eq!((fine.source, fine.decision.remaining), (Source::Redis, 9));
+        }
+    });
+}
+
 /// Awkward keys land in distinct Redis keys; each carries a TTL.
 #[test]
 fn awkward_keys_are_distinct_redis_keys_with_ttls() {

@@ -3,9 +3,10 @@
 --
 -- decide(stored, now, cost) returns allowed, remaining, reset_after_us,
 -- retry_after_us and, when the request changed the state, the new packed
--- state, the instant (µs) from which it is equivalent to a key never seen
--- (Algorithm::expires_at), and whether that is the instant the stored key
--- already expires at.
+-- state, the instant (µs) its key is to expire at (from then on the state
+-- is equivalent to a key never seen: Algorithm::expires_at, or for the
+-- token bucket that instant rounded up to a whole second), and whether
+-- that is the instant the stored key already expires at.
 --
 -- A new state is stored with one SET carrying its expiry. On server time
 -- the expiry is an absolute PXAT, or the key keeps its own when it is the
@@ -14,16 +15,22 @@
 -- timeline, but at least ARGV[2] ms, because an injected clock may run
 -- slower than the wall clock or go back, and the key must outlive every
 -- instant at which its state still matters.
-local out, problems = {}, {}
 local arg = 3 + PARAMS
 local min_ttl = tonumber(ARGV[2])
 local format, call, try = string.format, redis.call, redis.pcall
--- Every state in one call. MGET answers false for a missing key and for a
--- key of another type alike; a GET tells them apart. A key may come more
--- than once: `written` holds what this call stored last for it.
-local values = call('MGET', list(KEYS))
-local written = {}
-for i = 1, #KEYS do
+-- Every state of a call of several requests in one MGET, which answers
+-- false for a missing key and for a key of another type alike; a GET
+-- tells them apart. A key may come more than once: `written` holds what
+-- this call stored last for it. A call of one request (every call at low
+-- concurrency) reads its key with one GET and keeps no tables but `out`.
+local n = #KEYS
+local values, written
+if n > 1 then
+  values = call('MGET', list(KEYS))
+  written = {}
+end
+local out, problems = {}, nil
+for i = 1, n do
   local key = KEYS[i]
   local cost = tonumber(ARGV[arg])
   local now = server_now
@@ -35,8 +42,11 @@ for i = 1, #KEYS do
   end
   -- A value of another type or shape was not written by this script:
   -- reading it would be a guess, and only this request fails.
-  local stored, problem = written[key], nil
-  if stored == nil then stored = values[i] end
+  local stored, problem
+  if written then
+    stored = written[key]
+    if stored == nil then stored = values[i] end
+  end
   if not stored then stored = try('GET', key) end
   if type(stored) == 'table' then
     problem = 'ratelimit: ' .. key .. ': ' .. stored.err
@@ -45,11 +55,12 @@ for i = 1, #KEYS do
   end
   if problem then
     out[i] = pack('<Bddd', 2, 0, 0, 0)
+    problems = problems or {}
     problems[#problems + 1] = problem
   else
     local allowed, remaining, reset_after, retry_after, state, at, same = decide(stored, now, cost)
     if state then
-      written[key] = state
+      if written then written[key] = state end
       if injected then
         call('SET', key, state, 'PX', format('%d', max(ceil((at - now) / 1000), min_ttl)))
       elseif same then
@@ -62,6 +73,12 @@ for i = 1, #KEYS do
   end
 end
 -- One string for all the decisions (cheaper to write and to read than
--- four integers each), then the problems' messages in order.
+-- four integers each). Returned alone when every request was decided (a
+-- table reply costs Redis about a microsecond more to convert); else in
+-- an array, followed by the problems' messages in order.
+if not problems then
+  if n == 1 then return out[1] end
+  return table.concat(out)
+end
 table.insert(problems, 1, table.concat(out))
 return problems

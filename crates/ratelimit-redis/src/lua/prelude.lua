@@ -13,17 +13,19 @@
 --   ARGV[3 .. 2 + PARAMS]  the policy's parameters
 --   then per request: its cost (0 for a peek) and, with an injected clock,
 --   its now in µs since the epoch
--- Returns an array: first a string of 25 bytes per request, in order,
+-- Returns a string of 25 bytes per request, in order,
 -- struct.pack('<Bddd', status, remaining, reset_after_us, retry_after_us)
 -- with status 1 (allowed), 0 (denied) or 2 (the request's key holds a
--- value this script did not write); then one message per status 2, in
--- order.
+-- value this script did not write). When some request has status 2, the
+-- reply is an array instead: that string, then one message per status 2,
+-- in order.
 --
 -- Inside Redis a decision's cost is its calls (TIME, MGET, SET: about a
 -- microsecond each) and its string work, not its arithmetic. So a request
 -- makes at most one call of its own (SET), and the call one TIME and one
--- MGET for all; the state is packed with struct (a tenth of the cost of
--- formatting and parsing decimal text); the one number passed to SET is
+-- MGET (a GET for a call of one request) for all; the state is packed
+-- with struct (a tenth of the cost of formatting and parsing decimal
+-- text); the one number passed to SET is
 -- formatted with '%d' ('%.0f' costs five times as much; Lua's '%d' takes a
 -- C long, 64 bits where Redis runs).
 --

@@ -1,12 +1,20 @@
 -- Token bucket as GCRA (SPEC 3): ARGV[3] = emission interval T in µs,
 -- ARGV[4] = capacity * T in µs. State: the theoretical arrival time in µs
 -- (missing: a full bucket).
+--
+-- The state is a full bucket again from tat on; its key expires at the
+-- first whole second at or after tat, so that the tokens taken before that
+-- second keep the key's expiry (SET ... KEEPTTL, a third cheaper inside
+-- Redis) instead of each moving it. A key outlives its state's use by
+-- less than a second.
+local SECOND = 1000000
 local interval = tonumber(ARGV[3])
 local span = tonumber(ARGV[4])
 
 local function decide(stored, now, cost)
   local tat = 0
   if stored then tat = unpack('<d', stored) end
+  local stored_tat = tat
 
   local state
   if cost > 0 then
@@ -23,6 +31,10 @@ local function decide(stored, now, cost)
   -- remaining and reset_after for the stored (or just taken) arrival time.
   local debt = max(tat - now, 0)
   local remaining = floor(max(span - debt, 0) / interval)
-  if cost > 0 or remaining > 0 then return 1, remaining, debt, 0, state, tat end
+  if cost > 0 then
+    local at = ceil(tat / SECOND) * SECOND
+    return 1, remaining, debt, 0, state, at, stored and at == ceil(stored_tat / SECOND) * SECOND
+  end
+  if remaining > 0 then return 1, remaining, debt, 0 end
   return 0, remaining, debt, max(max(tat, now) + interval - (now + span), 0)
 end
