@@ -10,7 +10,10 @@
 //! requests of one call are decided in the order they were queued.
 //!
 //! A request made while nothing is in flight goes at once, on its own: a
-//! lone caller pays no queueing.
+//! lone caller pays no queueing. On plain TCP it goes on a lean connection
+//! of its own ([`Direct`]), written and read by the caller itself; calls
+//! queued meanwhile wait for it to return, so calls still reach Redis one
+//! after the other in the order their requests were made.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,11 +22,12 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ratelimit_core::Decision;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::connection::{CallError, Connection};
 use crate::script::{ForeignValue, PolicyScript, Request};
+use crate::wire::Direct;
 
 /// Why a request got no decision from Redis.
 #[derive(Debug, Clone)]
@@ -67,15 +71,26 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// Decides `requests` in one script call, giving up at `deadline`; one
-    /// outcome per request, in order.
+    /// outcome per request, in order. The call goes on `direct` when given,
+    /// else on the shared connection.
     pub(crate) async fn run<'a>(
         &self,
         requests: impl ExactSizeIterator<Item = &'a Request> + Clone,
         deadline: Instant,
+        direct: Option<&Direct>,
     ) -> Vec<Outcome> {
         let n = requests.len();
         let evalsha = self.script.command(requests, self.min_ttl_ms);
-        let call = self.connection.evalsha(&evalsha, self.script.script());
+        let call = async {
+            match direct {
+                Some(direct) => Ok(direct.evalsha(&evalsha, &self.script).await?),
+                None => {
+                    self.connection
+                        .evalsha(&evalsha, self.script.script())
+                        .await
+                }
+            }
+        };
         let failure = match tokio::time::timeout_at(deadline, call).await {
             Ok(Ok(reply)) => match self.script.decisions(reply, n) {
                 Ok(decisions) => {
@@ -92,10 +107,11 @@ impl Caller {
         vec![Err(failure); n]
     }
 
-    /// Decides one request in a call of its own, within the timeout.
-    pub(crate) async fn run_one(&self, request: &Request) -> Outcome {
+    /// Decides one request in a call of its own, within the timeout, on
+    /// `direct` when given.
+    pub(crate) async fn run_one(&self, request: &Request, direct: Option<&Direct>) -> Outcome {
         let deadline = Instant::now() + self.timeout;
-        let mut outcomes = self.run(std::iter::once(request), deadline).await;
+        let mut outcomes = self.run(std::iter::once(request), deadline, direct).await;
         outcomes.pop().unwrap_or(Err(Failure::Timeout))
     }
 }
@@ -114,7 +130,10 @@ pub(crate) struct Batcher {
     caller: Arc<Caller>,
     queue: mpsc::UnboundedSender<Queued>,
     /// Calls on the wire, sent directly or by the batching task.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<Flight>,
+    /// The lean connection of the requests that go at once, where the
+    /// target allows one.
+    direct: Option<Direct>,
 }
 
 impl Batcher {
@@ -123,9 +142,9 @@ impl Batcher {
     ///
     /// The queue is unbounded, but holds at most one request per caller
     /// waiting on this batcher.
-    pub(crate) fn start(caller: Arc<Caller>, max_batch: usize) -> Self {
+    pub(crate) fn start(caller: Arc<Caller>, max_batch: usize, direct: Option<Direct>) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(Flight::default());
         tokio::spawn(drive(
             Arc::clone(&caller),
             receiver,
@@ -136,6 +155,7 @@ impl Batcher {
             caller,
             queue,
             in_flight,
+            direct,
         }
     }
 
@@ -145,13 +165,8 @@ impl Batcher {
     /// earliest deadline of the requests it carries (so no request needs a
     /// timer of its own).
     pub(crate) async fn decide(&self, request: Request) -> Outcome {
-        if self
-            .in_flight
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            let _in_flight = InFlight(&self.in_flight);
-            return self.caller.run_one(&request).await;
+        if let Some(_direct) = DirectCall::start(&self.in_flight) {
+            return self.caller.run_one(&request, self.direct.as_ref()).await;
         }
         let (outcome, receiver) = oneshot::channel();
         let deadline = Instant::now() + self.caller.timeout;
@@ -170,7 +185,8 @@ impl Batcher {
 impl fmt::Debug for Batcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batcher")
-            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight.count.load(Ordering::Relaxed))
+            .field("direct", &self.direct.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -182,20 +198,68 @@ fn stopped() -> Failure {
     Failure::Call(SharedError(Arc::new(e)))
 }
 
-/// Counts a call in flight until dropped (also when the caller gives up).
-struct InFlight<'a>(&'a AtomicUsize);
+/// The calls in flight: the batching task's, counted, and at most one
+/// request that went at once, as a flag.
+#[derive(Debug, Default)]
+struct Flight {
+    count: AtomicUsize,
+    /// Told when the call that went at once has returned.
+    direct_done: Notify,
+}
 
-impl<'a> InFlight<'a> {
-    /// Counts one more call in flight.
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
+/// The flag bit of a call that went at once.
+const DIRECT: usize = 1 << (usize::BITS - 1);
+
+/// A request going at once, flagged in flight until dropped (also when its
+/// caller gives up).
+struct DirectCall<'a>(&'a Flight);
+
+impl<'a> DirectCall<'a> {
+    /// Flags a call going at once, if nothing is in flight.
+    fn start(flight: &'a Flight) -> Option<Self> {
+        flight
+            .count
+            .compare_exchange(0, DIRECT, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Self(flight))
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for DirectCall<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.count.fetch_and(!DIRECT, Ordering::AcqRel);
+        self.0.direct_done.notify_waiters();
+    }
+}
+
+/// Counts one of the batching task's calls in flight until dropped.
+struct InFlight(Arc<Flight>);
+
+impl InFlight {
+    /// Counts one more call in flight: from now on no request goes at
+    /// once. Returns once a call that went at once before has returned,
+    /// so that this one reaches Redis after it.
+    async fn enter(flight: &Arc<Flight>) -> Self {
+        let done = flight.direct_done.notified();
+        tokio::pin!(done);
+        // Registered before the flag is read, so the wake-up is not lost.
+        done.as_mut().enable();
+        let before = flight.count.fetch_add(1, Ordering::AcqRel);
+        let guard = Self(Arc::clone(flight));
+        if before & DIRECT != 0 {
+            while flight.count.load(Ordering::Acquire) & DIRECT != 0 {
+                done.as_mut().await;
+                done.set(flight.direct_done.notified());
+                done.as_mut().enable();
+            }
+        }
+        guard
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -209,12 +273,13 @@ const CALLS_IN_FLIGHT: usize = 2;
 /// hands out the outcomes; with up to [`CALLS_IN_FLIGHT`] calls at once.
 ///
 /// Each call is polled, and so queued on the connection, before the next
-/// is gathered: calls reach Redis in the order their requests were queued.
+/// is gathered, and none goes while a request that went at once is on its
+/// way: calls reach Redis in the order their requests were made.
 async fn drive(
     caller: Arc<Caller>,
     mut receiver: mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<Flight>,
 ) {
     let mut calls = FuturesUnordered::new();
     let mut open = true;
@@ -228,15 +293,14 @@ async fn drive(
                 // their call then goes while this task is still busy.
                 tokio::task::yield_now().await;
             }
-            batch = gather(&mut receiver, max_batch, free), if open && free > 0 => {
+            batch = gather(&mut receiver, max_batch, free, &in_flight), if open && free > 0 => {
                 match batch {
-                    Some(batch) => {
+                    Some((entered, batch)) => {
                         // Polled at once, so that it counts as in flight and
                         // its command is queued on the connection before
                         // anything else is gathered; then the connection's
                         // task gets to write it.
-                        let mut call =
-                            Box::pin(send(Arc::clone(&caller), batch, Arc::clone(&in_flight)));
+                        let mut call = Box::pin(send(Arc::clone(&caller), entered, batch));
                         if futures_util::poll!(call.as_mut()).is_pending() {
                             calls.push(call);
                         }
@@ -249,31 +313,39 @@ async fn drive(
     }
 }
 
-/// The next requests in the queue: a share of it for each of the `free`
-/// calls that may go now, and at most `max_batch`; `None` once the batcher
-/// is gone.
+/// The next requests in the queue, counted in flight: a share of it for
+/// each of the `free` calls that may go now, and at most `max_batch`;
+/// `None` once the batcher is gone.
+///
+/// Once it holds a request it waits only for a request that went at once
+/// (see [`InFlight::enter`]), which can be in flight only while this task
+/// has no call of its own in flight: `drive` then has nothing else to
+/// select, and never drops this future holding requests.
 async fn gather(
     receiver: &mut mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
     free: usize,
-) -> Option<Vec<Queued>> {
+    flight: &Arc<Flight>,
+) -> Option<(InFlight, Vec<Queued>)> {
     let mut batch = Vec::new();
-    // Wait for the first request, then take a share of what is queued.
+    // Wait for the first request, then for the way to be clear, then take
+    // a share of what is queued.
     if receiver.recv_many(&mut batch, 1).await == 0 {
         return None;
     }
+    let entered = InFlight::enter(flight).await;
     let share = (receiver.len() + 1).div_ceil(free).clamp(1, max_batch);
     if share > 1 {
         batch.reserve(share - 1);
         receiver.recv_many(&mut batch, share - 1).await;
     }
-    Some(batch)
+    Some((entered, batch))
 }
 
 /// Decides `batch` in one call and hands out the outcomes. Requests whose
 /// deadline has passed while they waited fail without being sent.
-async fn send(caller: Arc<Caller>, mut batch: Vec<Queued>, in_flight: Arc<AtomicUsize>) {
-    let _in_flight = InFlight::enter(&in_flight);
+async fn send(caller: Arc<Caller>, entered: InFlight, mut batch: Vec<Queued>) {
+    let _in_flight = entered;
     let now = Instant::now();
     let live = batch
         .iter()
@@ -286,7 +358,9 @@ async fn send(caller: Arc<Caller>, mut batch: Vec<Queued>, in_flight: Arc<Atomic
     let Some(deadline) = batch.first().map(|q| q.deadline) else {
         return;
     };
-    let outcomes = caller.run(batch.iter().map(|q| &q.request), deadline).await;
+    let outcomes = caller
+        .run(batch.iter().map(|q| &q.request), deadline, None)
+        .await;
     for (queued, outcome) in batch.into_iter().zip(outcomes) {
         // A caller that gave up has dropped its end.
         let _ = queued.outcome.send(outcome);

@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Scri
 
 use crate::connect_error::{classify, invalid_config, redact};
 use crate::options::{ConnectionMode, RedisOptions, Target};
+use crate::wire::{Direct, WireTarget};
 use crate::ConnectError;
 
 /// One handle to Redis, cheap to clone per call. All three reconnect on
@@ -155,6 +156,29 @@ impl Connection {
         };
         Ok(())
     }
+}
+
+/// The lean connection for requests that go at once (see [`Direct`]), when
+/// `options` name one server on plain TCP reached by a multiplexed
+/// connection that batches; connected within `deadline`.
+pub(crate) async fn open_direct(
+    options: &RedisOptions,
+    deadline: Duration,
+) -> Result<Option<Direct>, ConnectError> {
+    let (Target::Standalone(url), ConnectionMode::Multiplexed) =
+        (&options.target, options.connection)
+    else {
+        return Ok(None);
+    };
+    if options.max_batch.get() == 1 {
+        return Ok(None);
+    }
+    let Some(target) = WireTarget::of(url) else {
+        return Ok(None);
+    };
+    bounded(url, deadline, Direct::connect(target))
+        .await
+        .map(Some)
 }
 
 /// A pool error as a Redis error, keeping the Redis error when there is one.

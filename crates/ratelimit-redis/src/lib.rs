@@ -12,6 +12,7 @@ mod limiter;
 mod options;
 mod outcome;
 mod script;
+mod wire;
 
 pub use config::RedisConfig;
 pub use error::{ConnectError, ConnectErrorKind};

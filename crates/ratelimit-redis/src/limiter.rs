@@ -11,7 +11,7 @@ use ratelimit_memory::MemoryLimiter;
 
 use crate::batch::{Batcher, Caller, Failure};
 use crate::breaker::Breaker;
-use crate::connection::Connection;
+use crate::connection::{open_direct, Connection};
 use crate::deny_cache::DenyCache;
 use crate::keys::{validate_prefix, KeyLayout};
 use crate::options::{validate_max_batch, ConnectionMode, FailurePolicy, RedisOptions, Target};
@@ -134,7 +134,12 @@ impl RedisLimiter {
         // connection to one server batches.
         let batcher = match (&options.target, options.connection) {
             (Target::Standalone(_), ConnectionMode::Multiplexed) if options.max_batch.get() > 1 => {
-                Some(Batcher::start(Arc::clone(&caller), options.max_batch.get()))
+                let direct = open_direct(&options, deadline).await?;
+                Some(Batcher::start(
+                    Arc::clone(&caller),
+                    options.max_batch.get(),
+                    direct,
+                ))
             }
             _ => None,
         };
@@ -288,7 +293,7 @@ impl RedisLimiter {
         // included.
         let outcome = match &self.batcher {
             Some(batcher) => batcher.decide(request).await,
-            None => self.caller.run_one(&request).await,
+            None => self.caller.run_one(&request, None).await,
         };
         match outcome {
             Ok(decision) => {

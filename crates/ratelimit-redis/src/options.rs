@@ -32,6 +32,13 @@ pub enum ConnectionMode {
     /// calls are pipelined on it, so they share round trips. The default:
     /// it was measured faster than the pool at every concurrency (see
     /// `BENCHMARKS.md`).
+    ///
+    /// With batching on (`max_batch` above 1) and a plain `redis://` URL
+    /// (not TLS, not a Unix socket, not RESP3), a second connection carries
+    /// the requests made while nothing is in flight: the calling task
+    /// writes the command and reads the reply itself, without the
+    /// multiplexed connection's task in between. Calls on the two never
+    /// overlap, so they reach Redis in the order their requests were made.
     #[default]
     Multiplexed,
     /// A `deadpool-redis` pool of connections, one call at a time each.
@@ -231,8 +238,9 @@ impl RedisOptions {
     /// atomically and in order, as if each had its own. This is what lets
     /// concurrent requests share round trips and the script's fixed cost
     /// inside Redis (see `BENCHMARKS.md`). A request made while nothing is
-    /// in flight goes at once. `1` sends every request in a call of its
-    /// own (still pipelined on the one connection). A pool sends one
+    /// in flight goes at once (see [`ConnectionMode::Multiplexed`]). `1`
+    /// sends every request in a call of its own, pipelined on the one
+    /// multiplexed connection. A pool sends one
     /// request per call, and so does a cluster, where one call may only
     /// touch keys of one slot.
     pub fn with_max_batch(mut self, max_batch: NonZeroUsize) -> Self {

@@ -36,6 +36,7 @@ impl std::error::Error for ForeignValue {}
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyScript {
     script: Script,
+    code: &'static str,
     limit: u64,
     params: Vec<u64>,
 }
@@ -85,6 +86,7 @@ impl PolicyScript {
         };
         Some(Self {
             script: Script::new(code),
+            code,
             limit: policy.limit(),
             params,
         })
@@ -93,6 +95,13 @@ impl PolicyScript {
     /// The script itself (for loading it ahead of the first call).
     pub(crate) fn script(&self) -> &Script {
         &self.script
+    }
+
+    /// `SCRIPT LOAD` of the script, for a connection that finds it missing.
+    pub(crate) fn load_command(&self) -> Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(self.code);
+        cmd
     }
 
     /// One `EVALSHA` deciding `requests` in order. They all read the

@@ -251,7 +251,7 @@ fn server_time_token_bucket_expiry_is_the_next_whole_second() {
             expiries.push(at_ms);
         }
         let kept = expiries.windows(2).filter(|w| w[0] == w[1]).count();
-        assert!(kept >= 3 && kept < 5, "{expiries:?}");
+        assert!((3..5).contains(&kept), "{expiries:?}");
     });
 }
 
@@ -289,6 +289,60 @@ fn a_foreign_value_fails_its_request_alone() {
             let fine = limiter.check_detailed(b"fine", 1).await.unwrap();
             assert_eq!((fine.source, fine.decision.remaining), (Source::Redis, 9));
         }
+    });
+}
+
+/// The user, password and database of the URL hold for every call: lone
+/// requests (which go at once, on a connection of their own) and
+/// concurrent ones (batched on the shared connection) alike.
+#[test]
+fn credentials_and_database_from_the_url_hold_for_every_call() {
+    let server = RedisServer::start_with(&["--user", "alice", "on", ">pw", "~*", "&*", "+@all"]);
+    let port = server.port();
+    runtime().block_on(async {
+        let policy = Policy::fixed_window(100, Duration::from_secs(60)).unwrap();
+        let url = format!("redis://alice:pw@127.0.0.1:{port}/3");
+        let options = RedisOptions::standalone(url).with_prefix(fresh_prefix("acl"));
+        let limiter = Arc::new(RedisLimiter::connect(policy, options).await.unwrap());
+        for _ in 0..3 {
+            assert_eq!(
+                limiter.check_detailed(b"lone", 1).await.unwrap().source,
+                Source::Redis
+            );
+        }
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                tokio::spawn(async move { limiter.check_detailed(b"many", 1).await.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().source, Source::Redis);
+        }
+        let lone = String::from_utf8(limiter.redis_key(b"lone")).unwrap();
+        let many = String::from_utf8(limiter.redis_key(b"many")).unwrap();
+        for key in [&lone, &many] {
+            assert_eq!(
+                server.cli(&["-n", "3", "EXISTS", key]),
+                "1",
+                "{key} in db 3"
+            );
+            assert_eq!(server.cli(&["EXISTS", key]), "0", "{key} not in db 0");
+        }
+        assert_eq!(limiter.peek(b"lone").await.unwrap().remaining, 97);
+        assert_eq!(limiter.peek(b"many").await.unwrap().remaining, 68);
+        // Every connection of the limiter logged in as alice (the only
+        // other client is redis-cli, listing them).
+        let clients = server.cli(&["CLIENT", "LIST"]);
+        let users: Vec<&str> = clients
+            .lines()
+            .filter(|l| !l.contains("cmd=client"))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
+            .collect();
+        assert!(
+            !users.is_empty() && users.iter().all(|u| *u == "alice"),
+            "{clients}"
+        );
     });
 }
 
