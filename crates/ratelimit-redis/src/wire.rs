@@ -303,6 +303,8 @@ mod tests {
         assert_eq!(handshake.len(), 2);
         assert!(handshake[0].contains("AUTH") && handshake[0].contains("user"));
         assert!(handshake[0].contains("secret") && handshake[1].contains("SELECT"));
+        let v6 = WireTarget::of("redis://[::1]:6390").unwrap();
+        assert_eq!(v6.host, "::1", "no brackets: it is given to connect as is");
         assert!(WireTarget::of("rediss://127.0.0.1:6390").is_none());
         assert!(WireTarget::of("redis+unix:///tmp/redis.sock").is_none());
         assert!(WireTarget::of("redis://127.0.0.1:6390?protocol=resp3").is_none());

@@ -1,0 +1,275 @@
+//! Where one task's latency goes: the same fixed-window decision sent one
+//! at a time by several clients, against one private `redis-server`.
+//!
+//! Run with: `cargo bench -p ratelimit-benches --bench redis_one_task`
+//! (`REDIS_ONE_TASK_ROUNDS`, default 5, interleaved rounds of
+//! `REDIS_ONE_TASK_CALLS`, default 40,000, sequential calls per client).
+//!
+//! Clients, each round in this order:
+//!
+//! - `redis-benchmark -c 1` with the minimal `INCR` + `PEXPIRE` script (the
+//!   figure the goal compares with), and with this crate's fixed-window
+//!   script and arguments;
+//! - a bare tokio `TcpStream` writing the packed `EVALSHA` and reading the
+//!   32-byte reply: the floor of a tokio client;
+//! - redis-rs's multiplexed connection and its `ConnectionManager` (what
+//!   the limiter's batched calls use);
+//! - the limiter itself (`check_one`, default options).
+//!
+//! Each line gives the p50 in µs per round and this process's CPU time
+//! per call (user + system, from `/proc/self/stat`, so 10 ms ticks over
+//! the round). redis-benchmark's p50 is the top of an 8 µs histogram
+//! bucket (its resolution at this range), the others' exact.
+
+// This bench's output is its report.
+#![allow(clippy::print_stdout)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ratelimit_core::{Limiter, Policy};
+use ratelimit_redis::{RedisLimiter, RedisOptions};
+use ratelimit_redis_harness::{redis_benchmark, RedisServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MINIMAL_SCRIPT: &str =
+    "local v = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], 60000) return v";
+/// This crate's fixed-window script, as `ratelimit-redis` builds it.
+const FIXED_WINDOW_SCRIPT: &str = concat!(
+    "local SIZE, PARAMS = 16, 2\n",
+    include_str!("../../crates/ratelimit-redis/src/lua/prelude.lua"),
+    include_str!("../../crates/ratelimit-redis/src/lua/fixed_window.lua"),
+    include_str!("../../crates/ratelimit-redis/src/lua/decide_all.lua")
+);
+/// Its arguments after the key: server time, no TTL floor, limit, window
+/// in µs, cost.
+const FIXED_WINDOW_ARGS: [&str; 5] = ["", "0", "1000000000", "60000000", "1"];
+const KEYS: usize = 10_000;
+/// `$25\r\n` + 25 bytes + `\r\n`: one decision.
+const REPLY_BYTES: usize = 32;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// This process's CPU time so far, in µs (10 ms resolution).
+fn cpu_micros() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // utime and stime are fields 14 and 15, counted after the `(comm)`.
+    let after_comm = &stat[stat.rfind(')').expect("a comm field") + 2..];
+    let ticks: f64 = after_comm
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<f64>().expect("a tick count"))
+        .sum();
+    ticks * 10_000.0
+}
+
+/// One client's figures over the rounds.
+struct Line {
+    what: &'static str,
+    p50_us: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+impl Line {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            p50_us: Vec::new(),
+            cpu_us: Vec::new(),
+        }
+    }
+
+    fn print(&self) {
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut sorted = self.p50_us.clone();
+        sorted.sort_by(f64::total_cmp);
+        print!(
+            "| {} | {:.1} | {} |",
+            self.what,
+            sorted[sorted.len() / 2],
+            show(&self.p50_us)
+        );
+        if self.cpu_us.is_empty() {
+            println!(" – |");
+        } else {
+            println!(" {} |", show(&self.cpu_us));
+        }
+    }
+}
+
+/// `redis-benchmark -c 1` p50 in µs for `command`.
+fn redis_benchmark_p50(server: &RedisServer, calls: usize, command: &[&str]) -> f64 {
+    let out = Command::new(redis_benchmark())
+        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+        .args(["-c", "1", "-n", &calls.to_string(), "-r", &KEYS.to_string()])
+        .arg("--csv")
+        .args(command)
+        .output()
+        .expect("redis-benchmark runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg","min","p50","p95","p99","max"
+    let fields: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split("\",\"")
+        .skip(1)
+        .filter_map(|f| f.trim_matches('"').parse().ok())
+        .collect();
+    assert!(
+        fields.len() >= 4,
+        "unexpected redis-benchmark output: {text}"
+    );
+    fields[3] * 1e3
+}
+
+/// The limiter's call for key `i`, by hand.
+fn fixed_window_call(sha: &str, i: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha)
+        .arg(1)
+        .arg(format!("one:fw:{{user:{}}}", i % KEYS))
+        .arg(&FIXED_WINDOW_ARGS[..]);
+    cmd
+}
+
+fn main() {
+    let rounds = env("REDIS_ONE_TASK_ROUNDS", 5);
+    let calls = env("REDIS_ONE_TASK_CALLS", 40_000);
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime builds");
+    let minimal_sha = server.cli(&["SCRIPT", "LOAD", MINIMAL_SCRIPT]);
+    let sha = server.cli(&["SCRIPT", "LOAD", FIXED_WINDOW_SCRIPT]);
+    assert_eq!(sha, redis::Script::new(FIXED_WINDOW_SCRIPT).get_hash());
+
+    let mut rb_minimal = Line::new("redis-benchmark -c 1, minimal script");
+    let mut rb_ours = Line::new("redis-benchmark -c 1, this crate's script");
+    let mut lines = [
+        Line::new("tokio TcpStream by hand, this crate's script"),
+        Line::new("redis-rs multiplexed connection, this crate's script"),
+        Line::new("redis-rs ConnectionManager, this crate's script"),
+        Line::new("ratelimit-redis `check_one`"),
+    ];
+    let url = server.url();
+    let port = server.port();
+    for _ in 0..rounds {
+        let p50 = redis_benchmark_p50(
+            &server,
+            calls,
+            &["EVALSHA", &minimal_sha, "1", "rb:__rand_int__"],
+        );
+        rb_minimal.p50_us.push(p50);
+        let mut command = vec!["EVALSHA", &sha, "1", "one:fw:{user:__rand_int__}"];
+        command.extend(FIXED_WINDOW_ARGS);
+        rb_ours
+            .p50_us
+            .push(redis_benchmark_p50(&server, calls, &command));
+
+        // In a spawned task, as a request handler runs.
+        let (url, sha) = (url.clone(), sha.clone());
+        let rounds_lines = rt
+            .block_on(rt.spawn(async move {
+                let mut latencies: [Vec<Duration>; 4] = Default::default();
+                let mut cpu = [0.0; 4];
+
+                let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).expect("TCP_NODELAY");
+                let mut reply = [0u8; 256];
+                let mut packed = Vec::new();
+                cpu[0] = cpu_micros();
+                for i in 0..calls {
+                    packed.clear();
+                    fixed_window_call(&sha, i).write_packed_command(&mut packed);
+                    let at = Instant::now();
+                    stream.write_all(&packed).await.expect("write");
+                    let mut got = 0;
+                    while got < REPLY_BYTES {
+                        got += stream.read(&mut reply[got..]).await.expect("read");
+                    }
+                    latencies[0].push(at.elapsed());
+                }
+
+                let client = redis::Client::open(url.as_str()).expect("a valid URL");
+                let mut multiplexed = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect");
+                cpu[1] = cpu_micros();
+                for i in 0..calls {
+                    let cmd = fixed_window_call(&sha, i);
+                    let at = Instant::now();
+                    let _: redis::Value = cmd.query_async(&mut multiplexed).await.expect("a reply");
+                    latencies[1].push(at.elapsed());
+                }
+
+                let mut manager = redis::aio::ConnectionManager::new(client)
+                    .await
+                    .expect("connect");
+                cpu[2] = cpu_micros();
+                for i in 0..calls {
+                    let cmd = fixed_window_call(&sha, i);
+                    let at = Instant::now();
+                    let _: redis::Value = cmd.query_async(&mut manager).await.expect("a reply");
+                    latencies[2].push(at.elapsed());
+                }
+
+                let policy =
+                    Policy::fixed_window(1_000_000_000, Duration::from_secs(60)).expect("valid");
+                let limiter = RedisLimiter::connect(
+                    policy,
+                    RedisOptions::standalone(url).with_prefix("one-limiter:"),
+                )
+                .await
+                .expect("connect");
+                let keys: Vec<Vec<u8>> = (0..KEYS)
+                    .map(|i| format!("user:{i}").into_bytes())
+                    .collect();
+                cpu[3] = cpu_micros();
+                for i in 0..calls {
+                    let at = Instant::now();
+                    let decision = limiter
+                        .check_one(&keys[i % KEYS])
+                        .await
+                        .expect("Redis decides");
+                    latencies[3].push(at.elapsed());
+                    assert!(decision.allowed);
+                }
+                (latencies, cpu)
+            }))
+            .expect("the round's task finishes");
+        // Each client's CPU is read from its start to the next one's.
+        let (latencies, cpu) = rounds_lines;
+        let ends = [cpu[1], cpu[2], cpu[3], cpu_micros()];
+        for (i, (line, latencies)) in lines.iter_mut().zip(latencies).enumerate() {
+            let n = latencies.len() as f64;
+            let mut sorted = latencies;
+            sorted.sort_unstable();
+            line.p50_us
+                .push(sorted[sorted.len() / 2].as_secs_f64() * 1e6);
+            line.cpu_us.push((ends[i] - cpu[i]) / n);
+        }
+    }
+    println!("| client, one call at a time | p50 µs (median) | p50 µs per round | client CPU µs per call, per round |");
+    println!("|---|---:|---|---|");
+    rb_minimal.print();
+    rb_ours.print();
+    for line in &lines {
+        line.print();
+    }
+}
