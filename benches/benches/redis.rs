@@ -30,7 +30,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +58,7 @@ impl Mode {
         }
     }
 }
-use ratelimit_redis_harness::{redis_benchmark, RedisServer};
+use ratelimit_redis_harness::RedisServer;
 
 const KEYS: usize = 10_000;
 /// The one-key script `redis-benchmark` runs: the floor of a Lua decision.
@@ -477,37 +476,25 @@ fn client_commands(server: &RedisServer) -> f64 {
 fn redis_benchmark_row(server: &RedisServer, extra: &[&str], requests: u64) -> Row {
     let sha = server.cli(&["SCRIPT", "LOAD", MINIMAL_SCRIPT]);
     let measurement = Measurement::start(server);
-    let out = Command::new(redis_benchmark())
-        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-        .args(extra)
-        .args([
-            "-n",
-            &requests.to_string(),
-            "-r",
-            &KEYS.to_string(),
-            "--csv",
-        ])
-        .args(["EVALSHA", &sha, "1", "rb:__rand_int__"])
-        .output()
-        .expect("redis-benchmark runs");
+    let (n, keys) = (requests.to_string(), KEYS.to_string());
+    let mut args = extra.to_vec();
+    args.extend([
+        "-n",
+        &n,
+        "-r",
+        &keys,
+        "EVALSHA",
+        &sha,
+        "1",
+        "rb:__rand_int__",
+    ]);
+    let summary = server.benchmark(&args);
     let redis_cpu = measurement.redis_cpu(server);
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "test","rps","avg","min","p50","p95","p99","max"
-    let line = text.lines().last().unwrap_or_default();
-    let fields: Vec<f64> = line
-        .split("\",\"")
-        .skip(1)
-        .filter_map(|f| f.trim_matches('"').parse().ok())
-        .collect();
-    assert!(
-        fields.len() >= 6,
-        "unexpected redis-benchmark output: {text}"
-    );
     Row {
         what: format!("redis-benchmark EVALSHA INCR+PEXPIRE {}", extra.join(" ")),
-        rate: fields[0],
-        p50_ms: fields[3],
-        p99_ms: fields[5],
+        rate: summary.requests_per_second,
+        p50_ms: summary.p50_ms,
+        p99_ms: summary.p99_ms,
         commands: None,
         redis_cpu: Some(redis_cpu),
         // One decision per call.

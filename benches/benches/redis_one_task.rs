@@ -24,12 +24,11 @@
 // This bench's output is its report.
 #![allow(clippy::print_stdout)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ratelimit_core::{Limiter, Policy};
 use ratelimit_redis::{RedisLimiter, RedisOptions};
-use ratelimit_redis_harness::{redis_benchmark, RedisServer};
+use ratelimit_redis_harness::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MINIMAL_SCRIPT: &str =
@@ -110,28 +109,10 @@ impl Line {
 
 /// `redis-benchmark -c 1` p50 in µs for `command`.
 fn redis_benchmark_p50(server: &RedisServer, calls: usize, command: &[&str]) -> f64 {
-    let out = Command::new(redis_benchmark())
-        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-        .args(["-c", "1", "-n", &calls.to_string(), "-r", &KEYS.to_string()])
-        .arg("--csv")
-        .args(command)
-        .output()
-        .expect("redis-benchmark runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "test","rps","avg","min","p50","p95","p99","max"
-    let fields: Vec<f64> = text
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .split("\",\"")
-        .skip(1)
-        .filter_map(|f| f.trim_matches('"').parse().ok())
-        .collect();
-    assert!(
-        fields.len() >= 4,
-        "unexpected redis-benchmark output: {text}"
-    );
-    fields[3] * 1e3
+    let (n, keys) = (calls.to_string(), KEYS.to_string());
+    let mut args = vec!["-c", "1", "-n", &n, "-r", &keys];
+    args.extend(command);
+    server.benchmark(&args).p50_ms * 1e3
 }
 
 /// The limiter's call for key `i`, by hand.
@@ -142,6 +123,22 @@ fn fixed_window_call(sha: &str, i: usize) -> redis::Cmd {
         .arg(format!("one:fw:{{user:{}}}", i % KEYS))
         .arg(&FIXED_WINDOW_ARGS[..]);
     cmd
+}
+
+/// `calls` sequential calls on a redis-rs connection, timed.
+async fn redis_rs_calls(
+    connection: &mut impl redis::aio::ConnectionLike,
+    sha: &str,
+    calls: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let cmd = fixed_window_call(sha, i);
+        let at = Instant::now();
+        let _: redis::Value = cmd.query_async(connection).await.expect("a reply");
+        latencies.push(at.elapsed());
+    }
+    latencies
 }
 
 fn main() {
@@ -181,7 +178,7 @@ fn main() {
 
         // In a spawned task, as a request handler runs.
         let (url, sha) = (url.clone(), sha.clone());
-        let rounds_lines = rt
+        let (latencies, cpu) = rt
             .block_on(rt.spawn(async move {
                 let mut latencies: [Vec<Duration>; 4] = Default::default();
                 let mut cpu = [0.0; 4];
@@ -211,23 +208,12 @@ fn main() {
                     .await
                     .expect("connect");
                 cpu[1] = cpu_micros();
-                for i in 0..calls {
-                    let cmd = fixed_window_call(&sha, i);
-                    let at = Instant::now();
-                    let _: redis::Value = cmd.query_async(&mut multiplexed).await.expect("a reply");
-                    latencies[1].push(at.elapsed());
-                }
-
+                latencies[1] = redis_rs_calls(&mut multiplexed, &sha, calls).await;
                 let mut manager = redis::aio::ConnectionManager::new(client)
                     .await
                     .expect("connect");
                 cpu[2] = cpu_micros();
-                for i in 0..calls {
-                    let cmd = fixed_window_call(&sha, i);
-                    let at = Instant::now();
-                    let _: redis::Value = cmd.query_async(&mut manager).await.expect("a reply");
-                    latencies[2].push(at.elapsed());
-                }
+                latencies[2] = redis_rs_calls(&mut manager, &sha, calls).await;
 
                 let policy =
                     Policy::fixed_window(1_000_000_000, Duration::from_secs(60)).expect("valid");
@@ -254,7 +240,6 @@ fn main() {
             }))
             .expect("the round's task finishes");
         // Each client's CPU is read from its start to the next one's.
-        let (latencies, cpu) = rounds_lines;
         let ends = [cpu[1], cpu[2], cpu[3], cpu_micros()];
         for (i, (line, latencies)) in lines.iter_mut().zip(latencies).enumerate() {
             let n = latencies.len() as f64;

@@ -30,5 +30,5 @@ mod tls;
 pub use binaries::{redis_benchmark, redis_cli, redis_server};
 pub use cluster::RedisCluster;
 pub use ports::{free_port, free_port_with_bus};
-pub use server::RedisServer;
+pub use server::{BenchmarkSummary, RedisServer};
 pub use tls::TestCertificates;

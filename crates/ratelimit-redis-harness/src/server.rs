@@ -9,10 +9,23 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{free_port, redis_cli, redis_server};
+use crate::{free_port, redis_benchmark, redis_cli, redis_server};
 
 /// How long a server may take to accept connections after it is spawned.
 const START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What one `redis-benchmark` run measured ([`RedisServer::benchmark`]).
+/// Its latencies are the tops of its histogram's buckets (8 µs wide below
+/// about 2 ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BenchmarkSummary {
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Median latency in ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency in ms.
+    pub p99_ms: f64,
+}
 
 /// A `redis-server` on `127.0.0.1`, persisting nothing, in its own
 /// temporary directory; killed on drop.
@@ -157,6 +170,42 @@ impl RedisServer {
     #[must_use]
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)
+    }
+
+    /// Runs `redis-benchmark` against this server with `args` (its options
+    /// and the command) and reads its `--csv` summary.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-benchmark` cannot be run or prints no summary.
+    #[must_use]
+    pub fn benchmark(&self, args: &[&str]) -> BenchmarkSummary {
+        let out = Command::new(redis_benchmark())
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--csv"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-benchmark: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",
+        // "p95_latency_ms","p99_latency_ms","max_latency_ms"
+        let fields: Vec<f64> = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split("\",\"")
+            .skip(1)
+            .filter_map(|f| f.trim_matches('"').parse().ok())
+            .collect();
+        assert!(
+            fields.len() >= 6,
+            "unexpected redis-benchmark output: {text}"
+        );
+        BenchmarkSummary {
+            requests_per_second: fields[0],
+            p50_ms: fields[3],
+            p99_ms: fields[5],
+        }
     }
 
     /// A field of `INFO commandstats` for `command` since the server
