@@ -184,9 +184,11 @@ impl Batcher {
 
 impl fmt::Debug for Batcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.in_flight.count.load(Ordering::Relaxed);
         f.debug_struct("Batcher")
-            .field("in_flight", &self.in_flight.count.load(Ordering::Relaxed))
-            .field("direct", &self.direct.is_some())
+            .field("batches_in_flight", &(count & !DIRECT))
+            .field("direct_in_flight", &(count & DIRECT != 0))
+            .field("direct_connection", &self.direct.is_some())
             .finish_non_exhaustive()
     }
 }
