@@ -131,17 +131,22 @@ fn failure_policies_when_redis_stops_or_hangs() {
 }
 
 /// A restarted Redis (empty, no scripts loaded) is used again by the same
-/// limiter: it reconnects and reloads its script.
+/// limiter: it reconnects and reloads its script, on the lean connection of
+/// lone requests, on the multiplexed connection (batching off) and on a
+/// pool.
 #[test]
 fn recovers_after_a_restart() {
     let rt = runtime();
-    for mode in [ConnectionMode::Multiplexed, ConnectionMode::Pool] {
+    for (mode, max_batch) in [
+        (ConnectionMode::Multiplexed, 128),
+        (ConnectionMode::Multiplexed, 1),
+        (ConnectionMode::Pool, 128),
+    ] {
         let mut server = RedisServer::start();
         rt.block_on(async {
-            let limiter =
-                RedisLimiter::connect(policy(), options(&server, FailurePolicy::FailClosed, mode))
-                    .await
-                    .unwrap();
+            let options = options(&server, FailurePolicy::FailClosed, mode)
+                .with_max_batch(std::num::NonZeroUsize::new(max_batch).unwrap());
+            let limiter = RedisLimiter::connect(policy(), options).await.unwrap();
             assert_eq!(timed_check(&limiter, b"k").await.decision.remaining, 2);
             server.restart();
             let after = until_redis_decides(&limiter, b"k").await;
@@ -182,27 +187,27 @@ fn recovers_after_a_hang() {
 }
 
 /// After `SCRIPT FLUSH` the next call reloads the script itself: no failed
-/// call at all.
+/// call at all, on the lean connection of lone requests (batching on) and
+/// on the multiplexed one (batching off).
 #[test]
 fn recovers_after_script_flush() {
     let server = RedisServer::start();
     runtime().block_on(async {
-        let limiter = RedisLimiter::connect(
-            policy(),
-            options(
+        for max_batch in [128, 1] {
+            let options = options(
                 &server,
                 FailurePolicy::FailClosed,
                 ConnectionMode::Multiplexed,
-            ),
-        )
-        .await
-        .unwrap();
-        assert_eq!(timed_check(&limiter, b"k").await.source, Source::Redis);
-        assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
-        let after = timed_check(&limiter, b"k").await;
-        assert_eq!(after.source, Source::Redis);
-        assert_eq!(after.decision.remaining, 1);
-        assert_eq!(limiter.degraded_decisions(), 0);
+            )
+            .with_max_batch(std::num::NonZeroUsize::new(max_batch).unwrap());
+            let limiter = RedisLimiter::connect(policy(), options).await.unwrap();
+            assert_eq!(timed_check(&limiter, b"k").await.source, Source::Redis);
+            assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+            let after = timed_check(&limiter, b"k").await;
+            assert_eq!(after.source, Source::Redis, "max_batch {max_batch}");
+            assert_eq!(after.decision.remaining, 1);
+            assert_eq!(limiter.degraded_decisions(), 0);
+        }
     });
 }
 
