@@ -10,8 +10,9 @@
 //! - `redis-benchmark -c 1` with the minimal `INCR` + `PEXPIRE` script (the
 //!   figure the goal compares with), and with this crate's fixed-window
 //!   script and arguments;
-//! - a bare tokio `TcpStream` writing the packed `EVALSHA` and reading the
-//!   32-byte reply: the floor of a tokio client;
+//! - a blocking `std::net::TcpStream` writing the packed `EVALSHA` and
+//!   reading the 32-byte reply: the floor of any client;
+//! - the same on a tokio `TcpStream`: the floor of a tokio client;
 //! - redis-rs's multiplexed connection and its `ConnectionManager` (what
 //!   the limiter's batched calls use);
 //! - the limiter itself (`check_one`, default options).
@@ -20,6 +21,9 @@
 //! per call (user + system, from `/proc/self/stat`, so 10 ms ticks over
 //! the round). redis-benchmark's p50 is the top of an 8 µs histogram
 //! bucket (its resolution at this range), the others' exact.
+//!
+//! `taskset -c 1 cargo bench …` runs everything, the server included, on
+//! one core: no cross-core wake-ups.
 
 // This bench's output is its report.
 #![allow(clippy::print_stdout)]
@@ -163,7 +167,34 @@ fn main() {
     ];
     let url = server.url();
     let port = server.port();
+    let mut blocking = Line::new("std TcpStream, blocking, this crate's script");
     for _ in 0..rounds {
+        // Blocking system calls, no runtime: the floor of any client.
+        {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+            let mut reply = [0u8; 256];
+            let mut packed = Vec::new();
+            let mut latencies = Vec::with_capacity(calls);
+            let cpu0 = cpu_micros();
+            for i in 0..calls {
+                packed.clear();
+                fixed_window_call(&sha, i).write_packed_command(&mut packed);
+                let at = Instant::now();
+                stream.write_all(&packed).expect("write");
+                let mut got = 0;
+                while got < REPLY_BYTES {
+                    got += stream.read(&mut reply[got..]).expect("read");
+                }
+                latencies.push(at.elapsed());
+            }
+            blocking.cpu_us.push((cpu_micros() - cpu0) / calls as f64);
+            latencies.sort_unstable();
+            blocking
+                .p50_us
+                .push(latencies[calls / 2].as_secs_f64() * 1e6);
+        }
         let p50 = redis_benchmark_p50(
             &server,
             calls,
@@ -254,6 +285,7 @@ fn main() {
     println!("|---|---:|---|---|");
     rb_minimal.print();
     rb_ours.print();
+    blocking.print();
     for line in &lines {
         line.print();
     }
