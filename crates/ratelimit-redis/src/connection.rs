@@ -120,7 +120,7 @@ impl Connection {
     /// server, `SCRIPT FLUSH`) loads the script and runs the call again.
     pub(crate) async fn evalsha(&self, evalsha: &Cmd, script: &Script) -> Result<Value, CallError> {
         match self.query(evalsha).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            Err(e) if is_noscript(&e) => {
                 self.load(script).await?;
                 Ok(self.query(evalsha).await?)
             }
@@ -158,27 +158,25 @@ impl Connection {
     }
 }
 
-/// The lean connection for requests that go at once (see [`Direct`]), when
-/// `options` name one server on plain TCP reached by a multiplexed
-/// connection that batches; connected within `deadline`.
+/// The lean connection for the requests a batching multiplexed connection
+/// to the server at `url` sends at once (see [`Direct`]), when the URL
+/// allows one (plain TCP, RESP2); connected within `deadline`.
 pub(crate) async fn open_direct(
-    options: &RedisOptions,
+    url: &str,
     deadline: Duration,
 ) -> Result<Option<Direct>, ConnectError> {
-    let (Target::Standalone(url), ConnectionMode::Multiplexed) =
-        (&options.target, options.connection)
-    else {
-        return Ok(None);
-    };
-    if options.max_batch.get() == 1 {
-        return Ok(None);
-    }
     let Some(target) = WireTarget::of(url) else {
         return Ok(None);
     };
     bounded(url, deadline, Direct::connect(target))
         .await
         .map(Some)
+}
+
+/// True when Redis no longer has the script (a restart, `SCRIPT FLUSH`):
+/// load it and run the call again.
+pub(crate) fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 /// A pool error as a Redis error, keeping the Redis error when there is one.

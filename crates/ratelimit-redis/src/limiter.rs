@@ -133,8 +133,10 @@ impl RedisLimiter {
         // connection carries one call at a time: only a multiplexed
         // connection to one server batches.
         let batcher = match (&options.target, options.connection) {
-            (Target::Standalone(_), ConnectionMode::Multiplexed) if options.max_batch.get() > 1 => {
-                let direct = open_direct(&options, deadline).await?;
+            (Target::Standalone(url), ConnectionMode::Multiplexed)
+                if options.max_batch.get() > 1 =>
+            {
+                let direct = open_direct(url, deadline).await?;
                 Some(Batcher::start(
                     Arc::clone(&caller),
                     options.max_batch.get(),

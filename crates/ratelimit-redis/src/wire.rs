@@ -11,12 +11,12 @@
 use std::sync::{Mutex, PoisonError};
 
 use redis::{
-    Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, ProtocolVersion, RedisError,
-    ServerErrorKind, Value,
+    Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, ProtocolVersion, RedisError, Value,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::connection::is_noscript;
 use crate::script::PolicyScript;
 
 /// Where a [`Wire`] connects, and the commands it sends first.
@@ -152,7 +152,7 @@ impl Direct {
             None => Wire::connect(&self.target).await?,
         };
         let mut reply = wire.call(evalsha).await;
-        if matches!(&reply, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) {
+        if matches!(&reply, Err(e) if is_noscript(e)) {
             // A restarted server, or SCRIPT FLUSH.
             reply = match wire.call(&script.load_command()).await {
                 Ok(_) => wire.call(evalsha).await,
@@ -281,10 +281,7 @@ mod tests {
             Value::Array(vec![Value::BulkString(b"a".to_vec()), Value::Int(7)])
         );
         let e = parse(b"-NOSCRIPT No matching script.\r\n").unwrap_err();
-        assert_eq!(
-            e.kind(),
-            ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        );
+        assert!(is_noscript(&e), "{e}");
         let e = parse(b"-WRONGPASS invalid username-password pair\r\n").unwrap_err();
         assert!(e.to_string().contains("WRONGPASS"), "{e}");
     }
