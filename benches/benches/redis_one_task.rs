@@ -88,6 +88,14 @@ impl Line {
         }
     }
 
+    /// Records a round: its latencies and the CPU µs it used.
+    fn record(&mut self, mut latencies: Vec<Duration>, cpu_us: f64) {
+        self.cpu_us.push(cpu_us / latencies.len() as f64);
+        latencies.sort_unstable();
+        self.p50_us
+            .push(latencies[latencies.len() / 2].as_secs_f64() * 1e6);
+    }
+
     fn print(&self) {
         let show = |v: &[f64]| {
             v.iter()
@@ -189,11 +197,7 @@ fn main() {
                 }
                 latencies.push(at.elapsed());
             }
-            blocking.cpu_us.push((cpu_micros() - cpu0) / calls as f64);
-            latencies.sort_unstable();
-            blocking
-                .p50_us
-                .push(latencies[calls / 2].as_secs_f64() * 1e6);
+            blocking.record(latencies, cpu_micros() - cpu0);
         }
         let p50 = redis_benchmark_p50(
             &server,
@@ -273,12 +277,7 @@ fn main() {
         // Each client's CPU is read from its start to the next one's.
         let ends = [cpu[1], cpu[2], cpu[3], cpu_micros()];
         for (i, (line, latencies)) in lines.iter_mut().zip(latencies).enumerate() {
-            let n = latencies.len() as f64;
-            let mut sorted = latencies;
-            sorted.sort_unstable();
-            line.p50_us
-                .push(sorted[sorted.len() / 2].as_secs_f64() * 1e6);
-            line.cpu_us.push((ends[i] - cpu[i]) / n);
+            line.record(latencies, ends[i] - cpu[i]);
         }
     }
     println!("| client, one call at a time | p50 µs (median) | p50 µs per round | client CPU µs per call, per round |");
