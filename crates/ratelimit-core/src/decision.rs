@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::FailurePolicy;
+
 /// The outcome of one check (or peek) against one policy.
 ///
 /// A denial is data, not an error: a limiter returns
@@ -38,6 +40,11 @@ pub struct Decision {
     /// Only when denied: the smallest wait after which the same cost would
     /// be allowed if nothing else arrives.
     pub retry_after: Option<Duration>,
+    /// `Some` when the store could not decide and a [`FailurePolicy`]
+    /// did instead: the numbers then describe no real quota (fail closed,
+    /// fail open) or only a local one (fallback). `None` on every decision
+    /// a store makes, so backends agree field for field.
+    pub degraded: Option<FailurePolicy>,
 }
 
 impl Decision {
@@ -59,6 +66,7 @@ impl Decision {
             remaining,
             reset_after,
             retry_after: None,
+            degraded: None,
         }
     }
 
@@ -86,6 +94,7 @@ impl Decision {
             remaining,
             reset_after,
             retry_after: Some(retry_after),
+            degraded: None,
         }
     }
 
@@ -120,6 +129,33 @@ impl Decision {
             } else {
                 Some(Duration::from_micros(retry_after_us))
             },
+            degraded: None,
         }
+    }
+
+    /// This decision, marked as made by `policy` while the store could
+    /// not decide.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelimit_core::{Decision, FailurePolicy};
+    /// let d = Decision::denied(5, 0, Duration::ZERO, Duration::from_secs(1))
+    ///     .with_degraded(FailurePolicy::Closed);
+    /// assert!(d.is_degraded());
+    /// assert_eq!(d.degraded, Some(FailurePolicy::Closed));
+    /// ```
+    #[must_use]
+    pub const fn with_degraded(mut self, policy: FailurePolicy) -> Self {
+        self.degraded = Some(policy);
+        self
+    }
+
+    /// True when a [`FailurePolicy`] made this decision instead of the
+    /// store.
+    #[must_use]
+    pub const fn is_degraded(&self) -> bool {
+        self.degraded.is_some()
     }
 }

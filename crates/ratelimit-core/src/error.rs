@@ -120,6 +120,12 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, ErrorKind::Timeout)
     }
+
+    /// This error and its causes, for a log line: see [`ErrorChain`].
+    #[must_use]
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
 }
 
 impl fmt::Display for Error {
@@ -130,10 +136,9 @@ impl fmt::Display for Error {
                 "cost {cost} exceeds the policy's limit of {limit} and can never be allowed"
             ),
             ErrorKind::ZeroCost => f.write_str("cost must be at least 1; use peek to read a key"),
-            ErrorKind::Backend => match &self.source {
-                Some(source) => write!(f, "rate-limit backend failed: {source}"),
-                None => f.write_str("rate-limit backend failed"),
-            },
+            // The cause is the `source`, printed by whoever prints the
+            // chain (see `ErrorChain`), so it is never printed twice.
+            ErrorKind::Backend => f.write_str("rate-limit backend failed"),
             ErrorKind::Timeout => f.write_str("rate-limit backend timed out"),
         }
     }
@@ -144,6 +149,52 @@ impl StdError for Error {
         self.source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Prints an error and each of its causes, separated by `": "`, each
+/// once: `Display` of the errors of this workspace leaves the cause to
+/// [`source`](StdError::source), as the Rust API guidelines ask, and this
+/// is how a log line shows the whole story.
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_core::{Error, ErrorChain};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+/// let err = Error::backend(io);
+/// assert_eq!(err.to_string(), "rate-limit backend failed");
+/// assert_eq!(
+///     ErrorChain(&err).to_string(),
+///     "rate-limit backend failed: Connection refused"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut previous = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            // Some errors (io's among them) repeat their inner error's text
+            // in their own: print each distinct text once.
+            if !previous.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            previous = text;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
