@@ -1,4 +1,4 @@
-//! The rate-limit header fields written on every limited response.
+//! The rate-limit header fields written on limited responses.
 
 use std::time::Duration;
 
@@ -70,6 +70,16 @@ pub struct RateLimitHeaders {
     quoted_name: String,
 }
 
+/// What the layer derives once from the limiter's policies, rather than
+/// per response: they do not change.
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyFields {
+    /// `RateLimit-Policy`; `None` when the limiter names no policy.
+    header: Option<HeaderValue>,
+    /// The policy a decision describes (the first).
+    first: Option<Policy>,
+}
+
 impl Default for RateLimitHeaders {
     fn default() -> Self {
         Self::new("default")
@@ -123,7 +133,7 @@ impl RateLimitHeaders {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ratelimit_core::Decision;
+    /// use ratelimit_core::{Decision, Policy};
     /// use ratelimit_tower::RateLimitHeaders;
     ///
     /// let mut headers = http::HeaderMap::new();
@@ -134,21 +144,19 @@ impl RateLimitHeaders {
     /// assert!(headers.get("ratelimit-policy").is_none(), "no policy to describe");
     /// ```
     pub fn write(&self, headers: &mut HeaderMap, decision: &Decision, policies: &[Policy]) {
-        self.write_decision(headers, decision, self.policy_value(policies).as_ref());
+        self.write_decision(headers, decision, &self.policy_fields(policies));
     }
 
-    /// [`write`](Self::write) with the `RateLimit-Policy` value computed
-    /// beforehand: the limiter's policies do not change, so the layer
-    /// formats that field once rather than per response.
+    /// [`write`](Self::write) with the policy fields derived beforehand.
     pub(crate) fn write_decision(
         &self,
         headers: &mut HeaderMap,
         decision: &Decision,
-        policy: Option<&HeaderValue>,
+        policy: &PolicyFields,
     ) {
         let reset = ceil_seconds(decision.reset_after);
-        if let Some(policy) = policy {
-            headers.insert(RATELIMIT_POLICY, policy.clone());
+        if let Some(value) = &policy.header {
+            headers.insert(RATELIMIT_POLICY, value.clone());
         }
         headers.insert(
             RATELIMIT,
@@ -161,16 +169,36 @@ impl RateLimitHeaders {
         headers.insert(X_REMAINING, HeaderValue::from(decision.remaining));
         headers.insert(X_RESET, HeaderValue::from(reset));
         match decision.retry_after {
-            // A denial always waits at least a second: `0` would invite
-            // the client to retry at once and be refused again.
-            Some(wait) => headers.insert(RETRY_AFTER, HeaderValue::from(ceil_seconds(wait).max(1))),
-            None => headers.remove(RETRY_AFTER),
-        };
+            Some(wait) => write_retry_after(headers, wait),
+            None => {
+                headers.remove(RETRY_AFTER);
+            }
+        }
+    }
+
+    /// Only what the policy says, not the key's state: `RateLimit-Policy`
+    /// and `X-RateLimit-Limit`. For a request whose cost can never fit,
+    /// where the limiter read no state to report.
+    pub(crate) fn write_policy(&self, headers: &mut HeaderMap, policy: &PolicyFields) {
+        if let Some(value) = &policy.header {
+            headers.insert(RATELIMIT_POLICY, value.clone());
+        }
+        if let Some(first) = &policy.first {
+            headers.insert(X_LIMIT, HeaderValue::from(first.limit()));
+        }
+    }
+
+    /// The fields of `policies` that every response shares.
+    pub(crate) fn policy_fields(&self, policies: &[Policy]) -> PolicyFields {
+        PolicyFields {
+            header: self.policy_value(policies),
+            first: policies.first().copied(),
+        }
     }
 
     /// The `RateLimit-Policy` value of `policies`; `None` when there are
     /// none to describe.
-    pub(crate) fn policy_value(&self, policies: &[Policy]) -> Option<HeaderValue> {
+    fn policy_value(&self, policies: &[Policy]) -> Option<HeaderValue> {
         if policies.is_empty() {
             return None;
         }
@@ -196,6 +224,12 @@ impl RateLimitHeaders {
         }
         Some(text(&value))
     }
+}
+
+/// `Retry-After: wait`, in whole seconds rounded up and at least `1`: `0`
+/// would invite the client to retry at once and be refused again.
+pub(crate) fn write_retry_after(headers: &mut HeaderMap, wait: Duration) {
+    headers.insert(RETRY_AFTER, HeaderValue::from(ceil_seconds(wait).max(1)));
 }
 
 /// A header value of text built from printable ASCII only.
