@@ -138,7 +138,7 @@ async fn degraded_headers_when_asked_for() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_quota_headers(res.headers());
-    assert_eq!(header(res.headers(), "ratelimit"), r#""default";r=0;t=20"#);
+    assert_eq!(header(res.headers(), "ratelimit"), r#""default";r=0;t=4"#);
     assert_eq!(header(res.headers(), "retry-after"), "4");
 
     limiter.set(Answer::Decide(fallback_allowed()));
