@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::{forwarded, KeyExtractor, PeerAddr, PrefixLenError};
+use crate::{hops, KeyExtractor, PeerAddr, PrefixLenError};
 
 /// Which header a trusted proxy uses to name the address it saw.
 ///
@@ -246,8 +246,8 @@ impl ClientIp {
             return client;
         }
         let hops = match self.header {
-            ProxyHeader::XForwardedFor => forwarded::x_forwarded_for(headers),
-            ProxyHeader::Forwarded => forwarded::forwarded(headers),
+            ProxyHeader::XForwardedFor => hops::x_forwarded_for(headers),
+            ProxyHeader::Forwarded => hops::forwarded(headers),
         };
         for hop in hops.into_iter().rev() {
             // An unreadable hop was written by the trusted proxy to its

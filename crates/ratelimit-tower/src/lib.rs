@@ -6,6 +6,7 @@ mod cost;
 mod error;
 mod forwarded;
 mod headers;
+mod hops;
 mod key;
 mod layer;
 mod outage;
