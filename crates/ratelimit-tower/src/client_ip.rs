@@ -22,7 +22,11 @@ pub enum ProxyHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2`.
     #[default]
     XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239), parsed by its
+    /// grammar: a node with a port or an IPv6 address is quoted
+    /// (`for="[2001:db8::1]:4711"`), and an element that breaks the
+    /// grammar, repeats a parameter or names no address (`unknown`,
+    /// `_hidden`) is a hop that cannot be read.
     Forwarded,
 }
 
