@@ -1,5 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
 mod body;
 mod client_ip;
 mod cost;
