@@ -1,6 +1,8 @@
 //! What the fuzz targets share: turning fuzzer bytes into a valid policy
 //! and an operation sequence, and the checks they run.
 
+pub mod forwarded;
+
 use arbitrary::Arbitrary;
 use ratelimit_conformance::invariants::{check_sequence, Invariant};
 use ratelimit_conformance::ops::{Op, Step};

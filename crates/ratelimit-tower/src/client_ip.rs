@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::{forwarded, KeyExtractor, PeerAddr, PrefixLenError};
+use crate::{hops, KeyExtractor, PeerAddr, PrefixLenError};
 
 /// Which header a trusted proxy uses to name the address it saw.
 ///
@@ -22,7 +22,11 @@ pub enum ProxyHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2`.
     #[default]
     XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239), parsed by its
+    /// grammar: a node with a port or an IPv6 address is quoted
+    /// (`for="[2001:db8::1]:4711"`), and an element that breaks the
+    /// grammar, repeats a parameter or names no address (`unknown`,
+    /// `_hidden`) is a hop that cannot be read.
     Forwarded,
 }
 
@@ -246,8 +250,8 @@ impl ClientIp {
             return client;
         }
         let hops = match self.header {
-            ProxyHeader::XForwardedFor => forwarded::x_forwarded_for(headers),
-            ProxyHeader::Forwarded => forwarded::forwarded(headers),
+            ProxyHeader::XForwardedFor => hops::x_forwarded_for(headers),
+            ProxyHeader::Forwarded => hops::forwarded(headers),
         };
         for hop in hops.into_iter().rev() {
             // An unreadable hop was written by the trusted proxy to its

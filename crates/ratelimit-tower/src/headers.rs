@@ -1,4 +1,4 @@
-//! The rate-limit header fields written on every limited response.
+//! The rate-limit header fields written on limited responses.
 
 use std::time::Duration;
 
@@ -35,14 +35,27 @@ pub const fn ceil_seconds(d: Duration) -> u64 {
 /// | field | example | meaning |
 /// |---|---|---|
 /// | `RateLimit-Policy` | `"default";q=5;w=30` | quota `q` per window `w` seconds (IETF draft) |
-/// | `RateLimit` | `"default";r=4;t=30` | `r` remaining, full again in `t` seconds (IETF draft) |
+/// | `RateLimit` | `"default";r=4;t=30` | `r` remaining; `t`, the seconds until the quota resets (below) |
 /// | `X-RateLimit-Limit` | `5` | the quota |
 /// | `X-RateLimit-Remaining` | `4` | what is left |
-/// | `X-RateLimit-Reset` | `30` | seconds until the quota is full again |
+/// | `X-RateLimit-Reset` | `30` | the same `t` |
 /// | `Retry-After` | `30` | denials only: seconds until the same request fits |
 ///
-/// Every duration is rounded up to whole seconds ([`ceil_seconds`]). A
-/// token bucket's `w` is the time an empty bucket takes to fill.
+/// `t` is the time until the quota resets in the policy's own terms, and
+/// never more than its `w`:
+///
+/// - **fixed window**: the end of the current window, when the whole
+///   quota is back;
+/// - **sliding window**: the end of the current window, when the count
+///   taken in it starts to expire (it then weighs less and less over the
+///   next window); the previous window no longer counts from then on;
+/// - **token bucket**: the time until the bucket is full again (`w` is
+///   the time an empty bucket takes to fill).
+///
+/// On a denial `t` is at most the `Retry-After`, as the draft asks. Every
+/// duration is rounded up to whole seconds ([`ceil_seconds`]). The
+/// reasoning is in the workspace's `docs/semantics.md`, "What the
+/// RateLimit header's t means".
 ///
 /// # Examples
 ///
@@ -68,6 +81,17 @@ pub const fn ceil_seconds(d: Duration) -> u64 {
 pub struct RateLimitHeaders {
     /// The policy name as a structured-field string, quotes included.
     quoted_name: String,
+}
+
+/// What the layer derives once from the limiter's policies, rather than
+/// per response: they do not change.
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyFields {
+    /// `RateLimit-Policy`; `None` when the limiter names no policy.
+    header: Option<HeaderValue>,
+    /// The policy a decision describes (the first), which says how to read
+    /// its `reset_after` as a `t`.
+    first: Option<Policy>,
 }
 
 impl Default for RateLimitHeaders {
@@ -123,7 +147,7 @@ impl RateLimitHeaders {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ratelimit_core::Decision;
+    /// use ratelimit_core::{Decision, Policy};
     /// use ratelimit_tower::RateLimitHeaders;
     ///
     /// let mut headers = http::HeaderMap::new();
@@ -132,23 +156,29 @@ impl RateLimitHeaders {
     /// assert_eq!(headers["ratelimit"], r#""default";r=4;t=30"#);
     /// assert!(headers.get("retry-after").is_none());
     /// assert!(headers.get("ratelimit-policy").is_none(), "no policy to describe");
+    ///
+    /// // A sliding window is full again only at the end of the next
+    /// // window (45 s here); `t` is the end of the current one.
+    /// let sliding = Policy::sliding_window(5, Duration::from_secs(30)).unwrap();
+    /// let allowed = Decision::allowed(5, 4, Duration::from_secs(45));
+    /// RateLimitHeaders::default().write(&mut headers, &allowed, &[sliding]);
+    /// assert_eq!(headers["ratelimit"], r#""default";r=4;t=15"#);
+    /// assert_eq!(headers["x-ratelimit-reset"], "15");
     /// ```
     pub fn write(&self, headers: &mut HeaderMap, decision: &Decision, policies: &[Policy]) {
-        self.write_decision(headers, decision, self.policy_value(policies).as_ref());
+        self.write_decision(headers, decision, &self.policy_fields(policies));
     }
 
-    /// [`write`](Self::write) with the `RateLimit-Policy` value computed
-    /// beforehand: the limiter's policies do not change, so the layer
-    /// formats that field once rather than per response.
+    /// [`write`](Self::write) with the policy fields derived beforehand.
     pub(crate) fn write_decision(
         &self,
         headers: &mut HeaderMap,
         decision: &Decision,
-        policy: Option<&HeaderValue>,
+        policy: &PolicyFields,
     ) {
-        let reset = ceil_seconds(decision.reset_after);
-        if let Some(policy) = policy {
-            headers.insert(RATELIMIT_POLICY, policy.clone());
+        let reset = ceil_seconds(reset(decision, policy.first.as_ref()));
+        if let Some(value) = &policy.header {
+            headers.insert(RATELIMIT_POLICY, value.clone());
         }
         headers.insert(
             RATELIMIT,
@@ -161,16 +191,36 @@ impl RateLimitHeaders {
         headers.insert(X_REMAINING, HeaderValue::from(decision.remaining));
         headers.insert(X_RESET, HeaderValue::from(reset));
         match decision.retry_after {
-            // A denial always waits at least a second: `0` would invite
-            // the client to retry at once and be refused again.
-            Some(wait) => headers.insert(RETRY_AFTER, HeaderValue::from(ceil_seconds(wait).max(1))),
-            None => headers.remove(RETRY_AFTER),
-        };
+            Some(wait) => write_retry_after(headers, wait),
+            None => {
+                headers.remove(RETRY_AFTER);
+            }
+        }
+    }
+
+    /// Only what the policy says, not the key's state: `RateLimit-Policy`
+    /// and `X-RateLimit-Limit`. For a request whose cost can never fit,
+    /// where the limiter read no state to report.
+    pub(crate) fn write_policy(&self, headers: &mut HeaderMap, policy: &PolicyFields) {
+        if let Some(value) = &policy.header {
+            headers.insert(RATELIMIT_POLICY, value.clone());
+        }
+        if let Some(first) = &policy.first {
+            headers.insert(X_LIMIT, HeaderValue::from(first.limit()));
+        }
+    }
+
+    /// The fields of `policies` that every response shares.
+    pub(crate) fn policy_fields(&self, policies: &[Policy]) -> PolicyFields {
+        PolicyFields {
+            header: self.policy_value(policies),
+            first: policies.first().copied(),
+        }
     }
 
     /// The `RateLimit-Policy` value of `policies`; `None` when there are
     /// none to describe.
-    pub(crate) fn policy_value(&self, policies: &[Policy]) -> Option<HeaderValue> {
+    fn policy_value(&self, policies: &[Policy]) -> Option<HeaderValue> {
         if policies.is_empty() {
             return None;
         }
@@ -198,9 +248,110 @@ impl RateLimitHeaders {
     }
 }
 
+/// `Retry-After: wait`, in whole seconds rounded up and at least `1`: `0`
+/// would invite the client to retry at once and be refused again.
+pub(crate) fn write_retry_after(headers: &mut HeaderMap, wait: Duration) {
+    headers.insert(RETRY_AFTER, HeaderValue::from(ceil_seconds(wait).max(1)));
+}
+
+/// The `t` of the `RateLimit` field (and `X-RateLimit-Reset`): the time
+/// until the quota resets in `policy`'s terms, never past its window, and
+/// never past the decision's `retry_after`.
+///
+/// A decision's `reset_after` is the time until the key is entirely full
+/// (SPEC section 2). That is the reset of a fixed window and of a token
+/// bucket. A sliding window is entirely full only at the end of the
+/// **next** window (its current count decays over that one), up to two
+/// windows away, so its `t` is the end of the current window, read back
+/// from `reset_after` with SPEC section 3's formula: `reset_after` is the
+/// end of the next window when the current count is not zero, which is
+/// exactly when it exceeds one window; otherwise it is the end of this
+/// window (or zero).
+fn reset(decision: &Decision, policy: Option<&Policy>) -> Duration {
+    let full = decision.reset_after;
+    let reset = match policy {
+        Some(Policy::SlidingWindow(p)) => {
+            let window = p.window();
+            let end = full.checked_sub(window).filter(|end| !end.is_zero());
+            // The cap only matters after the clock went back before the
+            // stored window, where `reset_after` counts from the earlier
+            // instant.
+            end.unwrap_or(full).min(window)
+        }
+        // Fixed windows, token buckets, and any policy added later:
+        // `reset_after` is the time to a full quota, the natural reset.
+        _ => full,
+    };
+    // The draft: Retry-After SHOULD NOT point earlier than `t`. A denied
+    // cost fits after `retry_after`, which for a sliding window can come
+    // before the window's end (the previous window decays) and for a
+    // token bucket comes before the bucket is full.
+    match decision.retry_after {
+        Some(wait) => reset.min(wait),
+        None => reset,
+    }
+}
+
 /// A header value of text built from printable ASCII only.
 fn text(s: &str) -> HeaderValue {
     // The name is filtered to printable ASCII and the rest are digits and
     // punctuation, which are always valid in a header value.
     HeaderValue::from_str(s).expect("rate-limit fields are printable ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn sliding() -> Policy {
+        Policy::sliding_window(5, 30 * S).unwrap()
+    }
+
+    #[test]
+    fn fixed_window_and_token_bucket_reset_when_full() {
+        let fixed = Policy::fixed_window(5, 30 * S).unwrap();
+        let bucket = Policy::token_bucket(5, 1, 6 * S).unwrap();
+        let allowed = Decision::allowed(5, 3, 12 * S);
+        assert_eq!(reset(&allowed, Some(&fixed)), 12 * S);
+        assert_eq!(reset(&allowed, Some(&bucket)), 12 * S);
+        assert_eq!(reset(&allowed, None), 12 * S);
+    }
+
+    #[test]
+    fn sliding_window_resets_at_the_end_of_the_current_window() {
+        // Current count > 0: full at the end of the next window.
+        let allowed = Decision::allowed(5, 4, 58 * S);
+        assert_eq!(reset(&allowed, Some(&sliding())), 28 * S);
+        // Exactly two windows away (taken at the window's first instant).
+        let allowed = Decision::allowed(5, 4, 60 * S);
+        assert_eq!(reset(&allowed, Some(&sliding())), 30 * S);
+        // Only the previous window counts: full at the end of this one.
+        let peek = Decision::allowed(5, 2, 7 * S);
+        assert_eq!(reset(&peek, Some(&sliding())), 7 * S);
+        // Exactly one window away: only the previous window counts, read
+        // at this window's first instant (a current count would put the
+        // reset past one window).
+        let start = Decision::allowed(5, 2, 30 * S);
+        assert_eq!(reset(&start, Some(&sliding())), 30 * S);
+        // Clock went back: never past one window.
+        let back = Decision::allowed(5, 4, 95 * S);
+        assert_eq!(reset(&back, Some(&sliding())), 30 * S);
+        assert_eq!(
+            reset(&Decision::allowed(5, 5, Duration::ZERO), Some(&sliding())),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_denial_resets_no_later_than_its_retry_after() {
+        let denied = Decision::denied(5, 0, 50 * S, 3 * S);
+        assert_eq!(reset(&denied, Some(&sliding())), 3 * S);
+        let denied = Decision::denied(5, 0, 50 * S, 25 * S);
+        assert_eq!(reset(&denied, Some(&sliding())), 20 * S);
+        let bucket = Policy::token_bucket(5, 1, 6 * S).unwrap();
+        let denied = Decision::denied(5, 0, 30 * S, 6 * S);
+        assert_eq!(reset(&denied, Some(&bucket)), 6 * S);
+    }
 }

@@ -8,9 +8,10 @@ use http::StatusCode;
 use ratelimit_core::Limiter;
 use tower_layer::Layer;
 
+use crate::outage::Outage;
 use crate::{
-    ClientIp, CostFunction, FailureMode, KeyExtractor, PlainResponse, RateLimitHeaders,
-    RateLimitService, UnitCost,
+    ClientIp, CostFunction, KeyExtractor, PlainResponse, RateLimitHeaders, RateLimitService,
+    UnitCost,
 };
 
 /// Wraps a service in a [`RateLimitService`]: each request is checked
@@ -18,9 +19,16 @@ use crate::{
 ///
 /// Defaults: keys from [`ClientIp::new`] (the peer address, no trusted
 /// proxies), [`UnitCost`], a `429` with body `Ratelimited!` as
-/// `text/plain`, [`FailureMode::Closed`] with a `503`, a `400` when the
-/// request has no key, the policy named `default` in the headers, and a
-/// one-second timeout on each check.
+/// `text/plain`, a `503` when the limiter cannot decide, a `400` when the
+/// request has no key, the policy named `default` in the headers, no quota
+/// headers on degraded decisions, and a one-second timeout on each check.
+///
+/// The layer applies no failure policy of its own: a limiter that should
+/// fail open, fail closed or fall back is wrapped in one (the
+/// `ratelimit-layers` crate's `Failover`), and its decisions arrive marked
+/// [`Decision::degraded`](ratelimit_core::Decision::degraded). The layer
+/// answers those honestly (see the crate documentation); an error that
+/// still reaches it is a `503`.
 ///
 /// # Examples
 ///
@@ -29,15 +37,15 @@ use crate::{
 /// use std::time::Duration;
 /// use http::StatusCode;
 /// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
-/// use ratelimit_tower::{ClientIp, FailureMode, PlainResponse, RateLimitLayer};
+/// use ratelimit_tower::{ClientIp, PlainResponse, RateLimitLayer};
 ///
 /// let policy = Policy::fixed_window(5, Duration::from_secs(30)).unwrap();
 /// let limiter: Arc<dyn Limiter> = Arc::new(ReferenceLimiter::new(policy));
 /// let layer = RateLimitLayer::new(limiter)
 ///     .with_key_extractor(ClientIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]))
-///     .with_failure_mode(FailureMode::Open)
 ///     .with_denied_response(PlainResponse::new(StatusCode::TOO_MANY_REQUESTS, "Slow down"));
-/// assert_eq!(layer.failure_mode(), FailureMode::Open);
+/// assert_eq!(layer.denied_response().body(), "Slow down");
+/// assert!(!layer.degraded_headers());
 /// ```
 #[derive(Clone)]
 pub struct RateLimitLayer<K = ClientIp, C = UnitCost> {
@@ -51,12 +59,15 @@ pub(crate) struct Settings<K, C> {
     pub(crate) limiter: Arc<dyn Limiter>,
     pub(crate) key: K,
     pub(crate) cost: C,
-    pub(crate) failure: FailureMode,
     pub(crate) denied: PlainResponse,
     pub(crate) missing_key: PlainResponse,
     pub(crate) unavailable: PlainResponse,
     pub(crate) headers: RateLimitHeaders,
+    pub(crate) degraded_headers: bool,
     pub(crate) check_timeout: Option<Duration>,
+    /// Shared by every service of this layer (and its clones), so one
+    /// outage logs one WARN however many routes the layer wraps.
+    pub(crate) outage: Arc<Outage>,
 }
 
 impl RateLimitLayer {
@@ -81,7 +92,6 @@ impl RateLimitLayer {
                 limiter,
                 key: ClientIp::new(),
                 cost: UnitCost,
-                failure: FailureMode::Closed,
                 denied: PlainResponse::new(StatusCode::TOO_MANY_REQUESTS, "Ratelimited!"),
                 missing_key: PlainResponse::new(
                     StatusCode::BAD_REQUEST,
@@ -92,7 +102,9 @@ impl RateLimitLayer {
                     "Rate limiting is unavailable; try again shortly.",
                 ),
                 headers: RateLimitHeaders::default(),
+                degraded_headers: false,
                 check_timeout: Some(Duration::from_secs(1)),
+                outage: Arc::default(),
             },
         }
     }
@@ -121,12 +133,13 @@ impl<K, C> RateLimitLayer<K, C> {
                 limiter: s.limiter,
                 key,
                 cost: s.cost,
-                failure: s.failure,
                 denied: s.denied,
                 missing_key: s.missing_key,
                 unavailable: s.unavailable,
                 headers: s.headers,
+                degraded_headers: s.degraded_headers,
                 check_timeout: s.check_timeout,
+                outage: s.outage,
             },
         }
     }
@@ -151,32 +164,15 @@ impl<K, C> RateLimitLayer<K, C> {
                 limiter: s.limiter,
                 key: s.key,
                 cost,
-                failure: s.failure,
                 denied: s.denied,
                 missing_key: s.missing_key,
                 unavailable: s.unavailable,
                 headers: s.headers,
+                degraded_headers: s.degraded_headers,
                 check_timeout: s.check_timeout,
+                outage: s.outage,
             },
         }
-    }
-
-    /// What to do when the limiter fails or times out.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use std::{sync::Arc, time::Duration};
-    /// # use ratelimit_core::{Policy, ReferenceLimiter};
-    /// # let limiter = Arc::new(ReferenceLimiter::new(Policy::fixed_window(5, Duration::from_secs(30)).unwrap()));
-    /// use ratelimit_tower::FailureMode;
-    /// let layer = ratelimit_tower::RateLimitLayer::new(limiter).with_failure_mode(FailureMode::Open);
-    /// assert_eq!(layer.failure_mode(), FailureMode::Open);
-    /// ```
-    #[must_use]
-    pub fn with_failure_mode(mut self, mode: FailureMode) -> Self {
-        self.settings.failure = mode;
-        self
     }
 
     /// The answer to a denied request (its status is the caller's choice;
@@ -219,8 +215,10 @@ impl<K, C> RateLimitLayer<K, C> {
         self
     }
 
-    /// The answer under [`FailureMode::Closed`] when the limiter fails.
-    /// Default `503`.
+    /// The answer when the limiter cannot decide (an error, or no answer
+    /// within the check timeout) and to a decision a fail-closed policy
+    /// made while the store was away. Default `503`; a `Retry-After` is
+    /// added to it.
     ///
     /// # Examples
     ///
@@ -258,8 +256,30 @@ impl<K, C> RateLimitLayer<K, C> {
         self
     }
 
-    /// The longest wait for the limiter; past it the check counts as a
-    /// backend failure. `None` waits as long as the limiter does.
+    /// Whether degraded decisions (made by a failure policy while the store
+    /// was away, [`Decision::degraded`](ratelimit_core::Decision::degraded))
+    /// carry the quota headers. Off by default: their numbers describe no
+    /// real quota (fail closed, fail open) or only this process's share of
+    /// it (a fallback limiter), and a client would pace itself on them.
+    /// `Retry-After` is written on a degraded denial either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use ratelimit_core::{Policy, ReferenceLimiter};
+    /// # let limiter = Arc::new(ReferenceLimiter::new(Policy::fixed_window(5, Duration::from_secs(30)).unwrap()));
+    /// let layer = ratelimit_tower::RateLimitLayer::new(limiter).with_degraded_headers(true);
+    /// assert!(layer.degraded_headers());
+    /// ```
+    #[must_use]
+    pub fn with_degraded_headers(mut self, enabled: bool) -> Self {
+        self.settings.degraded_headers = enabled;
+        self
+    }
+
+    /// The longest wait for the limiter; past it the check counts as an
+    /// error (a `503`). `None` waits as long as the limiter does.
     ///
     /// # Examples
     ///
@@ -277,7 +297,7 @@ impl<K, C> RateLimitLayer<K, C> {
         self
     }
 
-    /// The failure mode.
+    /// Whether degraded decisions carry quota headers.
     ///
     /// # Examples
     ///
@@ -286,11 +306,11 @@ impl<K, C> RateLimitLayer<K, C> {
     /// # use ratelimit_core::{Policy, ReferenceLimiter};
     /// # let limiter = Arc::new(ReferenceLimiter::new(Policy::fixed_window(5, Duration::from_secs(30)).unwrap()));
     /// let layer = ratelimit_tower::RateLimitLayer::new(limiter);
-    /// assert_eq!(layer.failure_mode(), ratelimit_tower::FailureMode::Closed);
+    /// assert!(!layer.degraded_headers());
     /// ```
     #[must_use]
-    pub fn failure_mode(&self) -> FailureMode {
-        self.settings.failure
+    pub fn degraded_headers(&self) -> bool {
+        self.settings.degraded_headers
     }
 
     /// The denial response.
@@ -325,7 +345,7 @@ impl<K, C> RateLimitLayer<K, C> {
         &self.settings.missing_key
     }
 
-    /// The fail-closed response.
+    /// The response when the limiter cannot decide.
     ///
     /// # Examples
     ///
@@ -378,11 +398,11 @@ impl<S, K: Clone, C: Clone> Layer<S> for RateLimitLayer<K, C> {
     type Service = RateLimitService<S, K, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let policy_header = self
+        let policy = self
             .settings
             .headers
-            .policy_value(self.settings.limiter.policies());
-        RateLimitService::new(inner, self.settings.clone(), policy_header)
+            .policy_fields(self.settings.limiter.policies());
+        RateLimitService::new(inner, self.settings.clone(), policy)
     }
 }
 
@@ -390,7 +410,7 @@ impl<K, C> fmt::Debug for RateLimitLayer<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("policies", &self.settings.limiter.policies())
-            .field("failure", &self.settings.failure)
+            .field("degraded_headers", &self.settings.degraded_headers)
             .field("check_timeout", &self.settings.check_timeout)
             .finish_non_exhaustive()
     }

@@ -1,14 +1,18 @@
 #![doc = include_str!("../README.md")]
 
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
 mod body;
 mod client_ip;
 mod cost;
 mod error;
-mod failure;
 mod forwarded;
 mod headers;
+mod hops;
 mod key;
 mod layer;
+mod outage;
 mod peer;
 mod responses;
 mod service;
@@ -17,7 +21,6 @@ pub use body::RateLimitBody;
 pub use client_ip::{ClientIp, ProxyHeader};
 pub use cost::{CostFunction, UnitCost};
 pub use error::PrefixLenError;
-pub use failure::FailureMode;
 pub use headers::{ceil_seconds, RateLimitHeaders};
 pub use key::KeyExtractor;
 pub use layer::RateLimitLayer;

@@ -6,12 +6,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
-use ratelimit_core::{Decision, Error};
+use http::{Request, Response};
+use ratelimit_core::{Decision, Error, FailurePolicy};
 use tower_service::Service;
 
+use crate::headers::{write_retry_after, PolicyFields};
 use crate::layer::Settings;
-use crate::{CostFunction, FailureMode, KeyExtractor, RateLimitBody};
+use crate::{CostFunction, KeyExtractor, PlainResponse, RateLimitBody};
+
+/// The `Retry-After` of a `503` for a limiter error. The layer cannot know
+/// when the store comes back; one second is the shortest wait the field
+/// can say, so clients back off a little without being told of an outage
+/// length nobody knows.
+const ERROR_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A service that checks each request against a limiter before its inner
 /// service sees it; built by [`RateLimitLayer`](crate::RateLimitLayer).
@@ -26,22 +33,16 @@ pub struct RateLimitService<S, K, C> {
 /// The layer's settings plus what is derived from them once per service.
 struct Shared<K, C> {
     settings: Settings<K, C>,
-    /// `RateLimit-Policy`, the same on every response.
-    policy_header: Option<HeaderValue>,
+    /// The header fields the limiter's policies give, the same on every
+    /// response.
+    policy: PolicyFields,
 }
 
 impl<S, K, C> RateLimitService<S, K, C> {
-    pub(crate) fn new(
-        inner: S,
-        settings: Settings<K, C>,
-        policy_header: Option<HeaderValue>,
-    ) -> Self {
+    pub(crate) fn new(inner: S, settings: Settings<K, C>, policy: PolicyFields) -> Self {
         Self {
             inner,
-            shared: Arc::new(Shared {
-                settings,
-                policy_header,
-            }),
+            shared: Arc::new(Shared { settings, policy }),
         }
     }
 }
@@ -127,7 +128,11 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
     {
         let (parts, body) = req.into_parts();
         let Some(key) = self.settings.key.extract(&parts) else {
-            tracing::warn!(uri = %parts.uri, "no rate-limit key for the request; answering without calling the service");
+            // The path only: a query string may carry credentials.
+            tracing::warn!(
+                path = parts.uri.path(),
+                "no rate-limit key for the request; answering without calling the service"
+            );
             return Ok(self.settings.missing_key.to_response());
         };
         let cost = self.settings.cost.cost(&parts);
@@ -136,40 +141,54 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
             return Ok(inner.call(req).await?.map(RateLimitBody::inner));
         }
 
-        match self.check(&key, cost).await {
-            Ok(decision) if decision.allowed => {
+        let decision = match self.check(&key, cost).await {
+            Ok(decision) => {
+                self.settings.outage.answered();
+                decision
+            }
+            Err(err) if err.is_cost_rejected() => {
+                tracing::debug!(error = %err.chain(), "request cost can never fit the limit");
+                return Ok(self.cost_rejected());
+            }
+            Err(err) => {
+                self.settings.outage.failed(&err);
+                return Ok(self.refuse(&self.settings.unavailable, None, ERROR_RETRY_AFTER));
+            }
+        };
+
+        let Some(policy) = decision.degraded else {
+            return if decision.allowed {
                 let mut res = inner.call(req).await?;
                 self.write_headers(&mut res, &decision);
                 Ok(res.map(RateLimitBody::inner))
+            } else {
+                let mut res = self.settings.denied.to_response();
+                self.write_headers(&mut res, &decision);
+                Ok(res)
+            };
+        };
+
+        // The failure policy that made the decision (`Failover`) logs the
+        // outage; a second WARN here would double every transition.
+        tracing::debug!(%policy, allowed = decision.allowed, "degraded rate-limit decision");
+        let quota = self.settings.degraded_headers.then_some(&decision);
+        if decision.allowed {
+            let mut res = inner.call(req).await?;
+            if let Some(decision) = quota {
+                self.write_headers(&mut res, decision);
             }
-            Ok(decision) => Ok(self.denial(&decision)),
-            Err(err) if err.is_cost_rejected() => {
-                tracing::debug!(%err, "request cost can never fit the limit");
-                // Never allowed: no Retry-After would help, so none is sent.
-                let limit = self
-                    .settings
-                    .limiter
-                    .policies()
-                    .first()
-                    .map_or(0, |p| p.limit());
-                // A denial without `retry_after`, which no constructor
-                // builds: no wait makes this cost fit. `remaining` is 0 for
-                // this cost whatever the key's state.
-                let mut decision = Decision::allowed(limit, 0, std::time::Duration::ZERO);
-                decision.allowed = false;
-                Ok(self.denial(&decision))
-            }
-            Err(err) => match self.settings.failure {
-                FailureMode::Open => {
-                    tracing::warn!(error = %err, "rate limiter failed; letting the request through (fail open)");
-                    Ok(inner.call(req).await?.map(RateLimitBody::inner))
-                }
-                _ => {
-                    tracing::error!(error = %err, "rate limiter failed; refusing the request (fail closed)");
-                    Ok(self.settings.unavailable.to_response())
-                }
-            },
+            return Ok(res.map(RateLimitBody::inner));
         }
+        let answer = match policy {
+            // Nothing was counted: the service is unavailable, not the
+            // client over its quota.
+            FailurePolicy::Closed => &self.settings.unavailable,
+            // A fallback limiter's count is real, if only this process's.
+            // Open never denies; should it, it is a denial all the same.
+            FailurePolicy::Fallback | FailurePolicy::Open => &self.settings.denied,
+        };
+        let wait = decision.retry_after.unwrap_or(ERROR_RETRY_AFTER);
+        Ok(self.refuse(answer, quota, wait))
     }
 
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
@@ -182,17 +201,38 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
         }
     }
 
-    fn denial<B>(&self, decision: &Decision) -> Response<RateLimitBody<B>> {
+    /// `answer` with `Retry-After: wait`, and the quota headers of
+    /// `quota` when given (`wait` is then its `retry_after`, if it has one).
+    fn refuse<B>(
+        &self,
+        answer: &PlainResponse,
+        quota: Option<&Decision>,
+        wait: std::time::Duration,
+    ) -> Response<RateLimitBody<B>> {
+        let mut res = answer.to_response();
+        if let Some(decision) = quota {
+            self.write_headers(&mut res, decision);
+        }
+        // Written last: the quota headers remove a `Retry-After` when the
+        // decision has none, and a refusal always says when to come back.
+        write_retry_after(res.headers_mut(), wait);
+        res
+    }
+
+    /// A cost above the limit: never allowed, so no `Retry-After` would
+    /// help and none is sent. The limiter read no state, so only the
+    /// policy's fields are written: `r` and `t` would be made up.
+    fn cost_rejected<B>(&self) -> Response<RateLimitBody<B>> {
         let mut res = self.settings.denied.to_response();
-        self.write_headers(&mut res, decision);
+        self.settings
+            .headers
+            .write_policy(res.headers_mut(), &self.policy);
         res
     }
 
     fn write_headers<B>(&self, res: &mut Response<B>, decision: &Decision) {
-        self.settings.headers.write_decision(
-            res.headers_mut(),
-            decision,
-            self.policy_header.as_ref(),
-        );
+        self.settings
+            .headers
+            .write_decision(res.headers_mut(), decision, &self.policy);
     }
 }

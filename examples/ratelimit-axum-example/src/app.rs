@@ -9,7 +9,7 @@ use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::Router;
 use ratelimit_core::Limiter;
-use ratelimit_tower::{ClientIp, FailureMode, PlainResponse, RateLimitLayer};
+use ratelimit_tower::{ClientIp, PlainResponse, RateLimitLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -22,8 +22,6 @@ use crate::{generate, Config, Model};
 pub struct AppOptions {
     /// How clients are told apart.
     pub client_ip: ClientIp,
-    /// What happens when the limiter fails.
-    pub failure: FailureMode,
     /// The longest wait for one check.
     pub check_timeout: Duration,
     /// The largest body accepted.
@@ -54,7 +52,6 @@ impl AppOptions {
         config.validate()?;
         Ok(Self {
             client_ip: config.client_ip_extractor()?,
-            failure: config.backend.failure.into(),
             // A backstop behind the backend's own per-call timeout (which
             // Redis answers with its failure policy): twice as long, so the
             // backend's answer normally wins.
@@ -113,7 +110,6 @@ pub(crate) struct AppState {
 pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model>) -> Router {
     let rate_limit = RateLimitLayer::new(limiter)
         .with_key_extractor(options.client_ip.clone())
-        .with_failure_mode(options.failure)
         .with_check_timeout(Some(options.check_timeout))
         .with_denied_response(PlainResponse::new(
             StatusCode::TOO_MANY_REQUESTS,

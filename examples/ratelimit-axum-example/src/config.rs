@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use ipnet::IpNet;
 use ratelimit_core::Policy;
-use ratelimit_tower::{FailureMode, ProxyHeader};
+use ratelimit_tower::ProxyHeader;
 use serde::{Deserialize, Deserializer};
 
 /// Everything the service reads at start-up. Every field has a default,
@@ -91,16 +91,6 @@ pub enum FailureConfig {
     Closed,
     /// Redis only: count in this process while Redis is away.
     Fallback,
-}
-
-impl From<FailureConfig> for FailureMode {
-    /// What the layer does with an error the limiter still returns.
-    fn from(f: FailureConfig) -> Self {
-        match f {
-            FailureConfig::Open => FailureMode::Open,
-            FailureConfig::Closed | FailureConfig::Fallback => FailureMode::Closed,
-        }
-    }
 }
 
 /// `[client_ip]`.

@@ -1,0 +1,48 @@
+//! Logging a failing limiter by its transitions, not once per request.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use ratelimit_core::Error;
+
+/// Whether the limiter's last answer was an error, shared by every service
+/// a layer builds.
+///
+/// An outage of the store fails every request: a WARN per request would
+/// bury the one line that matters. So the first error after answers logs
+/// one WARN with its cause, the errors after it log at DEBUG, and the
+/// first answer after errors logs one INFO with how many there were.
+///
+/// Relaxed ordering throughout: the flag orders nothing else, and two
+/// requests racing over a transition can at worst log it twice or count
+/// an error on the wrong side of it.
+#[derive(Debug, Default)]
+pub(crate) struct Outage {
+    failing: AtomicBool,
+    /// Errors since the outage began, reported when it ends.
+    errors: AtomicU64,
+}
+
+impl Outage {
+    /// The limiter answered (a decision of the store or of a failure
+    /// policy). While healthy this is the hot path: one relaxed load.
+    #[inline]
+    pub(crate) fn answered(&self) {
+        if self.failing.load(Relaxed) && self.failing.swap(false, Relaxed) {
+            let errors = self.errors.swap(0, Relaxed);
+            tracing::info!(errors, "rate limiter answers again");
+        }
+    }
+
+    /// The limiter could not decide (an error or the check timeout).
+    pub(crate) fn failed(&self, err: &Error) {
+        self.errors.fetch_add(1, Relaxed);
+        if self.failing.swap(true, Relaxed) {
+            tracing::debug!(error = %err.chain(), "rate limiter failed; answering 503");
+        } else {
+            tracing::warn!(
+                error = %err.chain(),
+                "rate limiter failed; answering 503 until it answers again"
+            );
+        }
+    }
+}
