@@ -23,12 +23,14 @@ pub struct RawStep {
 /// A fuzzer-chosen policy, sequence, and one arbitrary raw state.
 #[derive(Debug, Arbitrary)]
 pub struct Input {
+    /// The algorithm, for [`run_any`]: an index into `AlgorithmName::ALL`.
+    algorithm: u8,
     limit: u64,
     window_ms: u64,
     refill: u32,
     start: u64,
     steps: Vec<RawStep>,
-    raw_state: (u64, u64, u64),
+    raw_state: (u64, u32, u32),
     raw_now: u64,
     raw_cost: u64,
 }
@@ -41,11 +43,31 @@ fn policy(algorithm: AlgorithmName, input: &Input) -> Option<Policy> {
         1 + input.limit % 16
     };
     let window = std::time::Duration::from_millis(1 + input.window_ms % MAX_PERIOD_MS);
+    // No wildcard arms here or below: a new algorithm fails to compile
+    // until the fuzzer can build its policy and an arbitrary state of it.
     match algorithm {
         AlgorithmName::FixedWindow => Policy::fixed_window(limit, window).ok(),
         AlgorithmName::SlidingWindow => Policy::sliding_window(limit, window).ok(),
-        _ => Policy::token_bucket(limit, u64::from(input.refill.max(1)), window).ok(),
+        AlgorithmName::TokenBucket => {
+            Policy::token_bucket(limit, u64::from(input.refill.max(1)), window).ok()
+        }
     }
+}
+
+/// A state of `policy`'s algorithm made of arbitrary fields.
+fn raw_state(policy: &Policy, (a, b, c): (u64, u32, u32)) -> PolicyState {
+    match policy {
+        Policy::FixedWindow(_) => PolicyState::FixedWindow(FixedWindowState::new(a, b)),
+        Policy::SlidingWindow(_) => PolicyState::SlidingWindow(SlidingWindowState::new(a, b, c)),
+        Policy::TokenBucket(_) => PolicyState::TokenBucket(TokenBucketState::new(a)),
+    }
+}
+
+/// [`run`] on the algorithm the input picks from `AlgorithmName::ALL`, so
+/// that a new algorithm is fuzzed with no new target.
+pub fn run_any(input: &Input) {
+    let all = AlgorithmName::ALL;
+    run(all[usize::from(input.algorithm) % all.len()], input);
 }
 
 /// Runs the fuzzer's sequence on `algorithm` and panics on any broken
@@ -90,14 +112,7 @@ pub fn run(algorithm: AlgorithmName, input: &Input) {
         panic!("{violation}\npolicy: {policy:?}\nstart: {start}\nsteps: {steps:?}");
     }
 
-    let (a, b, c) = input.raw_state;
-    let state = match algorithm {
-        AlgorithmName::FixedWindow => PolicyState::FixedWindow(FixedWindowState::new(a, b)),
-        AlgorithmName::SlidingWindow => {
-            PolicyState::SlidingWindow(SlidingWindowState::new(a, b, c))
-        }
-        _ => PolicyState::TokenBucket(TokenBucketState::new(a)),
-    };
+    let state = raw_state(&policy, input.raw_state);
     let _ = policy.check(&state, input.raw_now, input.raw_cost);
     let _ = policy.peek(&state, input.raw_now);
     let _ = policy.expires_at(&state);

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::{Decision, ErrorKind, Limiter, ManualClock, Policy};
+use ratelimit_core::{AlgorithmName, Decision, ErrorKind, Limiter, ManualClock, Policy};
 
 use crate::strategy::awkward_keys;
 use crate::{ensure, Violation};
@@ -17,17 +17,43 @@ use crate::{ensure, Violation};
 /// An instant on a 30-second boundary (2023-11-14T22:13:30Z), in µs.
 pub const ALIGNED: u64 = 1_700_000_010_000_000;
 
-/// The sample policies [`run_all`] uses: a fixed window of 5 per 30 s, a
-/// sliding window of 10 per 10 s, and a token bucket of 4 refilled at 1
-/// per 500 ms.
+/// The sample policy of `algorithm` that [`run_all`] and the known-answer
+/// vectors use: a fixed window of 5 per 30 s, a sliding window of 10 per
+/// 10 s, a token bucket of 4 refilled at 1 per 500 ms.
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_conformance::scenarios::sample_policy;
+/// use ratelimit_core::AlgorithmName;
+///
+/// assert_eq!(sample_policy(AlgorithmName::FixedWindow).limit(), 5);
+/// ```
 #[must_use]
-pub fn sample_policies() -> [Policy; 3] {
+pub fn sample_policy(algorithm: AlgorithmName) -> Policy {
     // These literals are inside the exact domain, so construction cannot fail.
-    [
-        Policy::fixed_window(5, Duration::from_secs(30)).expect("valid literal policy"),
-        Policy::sliding_window(10, Duration::from_secs(10)).expect("valid literal policy"),
-        Policy::token_bucket(4, 1, Duration::from_millis(500)).expect("valid literal policy"),
-    ]
+    match algorithm {
+        AlgorithmName::FixedWindow => Policy::fixed_window(5, Duration::from_secs(30)),
+        AlgorithmName::SlidingWindow => Policy::sliding_window(10, Duration::from_secs(10)),
+        AlgorithmName::TokenBucket => Policy::token_bucket(4, 1, Duration::from_millis(500)),
+    }
+    .expect("valid literal policy")
+}
+
+/// [`sample_policy`] of every algorithm of [`AlgorithmName::ALL`], in order.
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_conformance::scenarios::sample_policies;
+/// use ratelimit_core::AlgorithmName;
+///
+/// let algorithms = sample_policies().map(|p| p.algorithm());
+/// assert_eq!(algorithms, AlgorithmName::ALL);
+/// ```
+#[must_use]
+pub fn sample_policies() -> [Policy; AlgorithmName::ALL.len()] {
+    AlgorithmName::ALL.map(sample_policy)
 }
 
 /// Runs every scenario on every sample policy.
@@ -43,15 +69,23 @@ where
     F: Fn(Policy, ManualClock) -> Fut,
     Fut: Future<Output = Arc<dyn Limiter>>,
 {
-    upstash_generate_route(&make)
-        .await
-        .map_err(|v| v.context("upstash_generate_route"))?;
-    sliding_window_vectors(&make)
-        .await
-        .map_err(|v| v.context("sliding_window_vectors"))?;
-    token_bucket_vectors(&make)
-        .await
-        .map_err(|v| v.context("token_bucket_vectors"))?;
+    for algorithm in AlgorithmName::ALL {
+        // No wildcard arm: every algorithm has its known-answer vectors.
+        let (name, vectors) = match algorithm {
+            AlgorithmName::FixedWindow => (
+                "upstash_generate_route",
+                upstash_generate_route(&make).await,
+            ),
+            AlgorithmName::SlidingWindow => (
+                "sliding_window_vectors",
+                sliding_window_vectors(&make).await,
+            ),
+            AlgorithmName::TokenBucket => {
+                ("token_bucket_vectors", token_bucket_vectors(&make).await)
+            }
+        };
+        vectors.map_err(|v| v.context(name))?;
+    }
     for policy in sample_policies() {
         let name = policy.algorithm_name();
         liveness_and_retry(&make, policy)
@@ -121,7 +155,7 @@ where
     F: Fn(Policy, ManualClock) -> Fut,
     Fut: Future<Output = Arc<dyn Limiter>>,
 {
-    let policy = sample_policies()[0];
+    let policy = sample_policy(AlgorithmName::FixedWindow);
     let (limiter, clock) = build(make, policy, ALIGNED + 10_000_000).await;
     let ip = b"203.0.113.7";
     for i in 0..5u64 {
@@ -159,7 +193,7 @@ where
     F: Fn(Policy, ManualClock) -> Fut,
     Fut: Future<Output = Arc<dyn Limiter>>,
 {
-    let policy = sample_policies()[1];
+    let policy = sample_policy(AlgorithmName::SlidingWindow);
     // ALIGNED is also on a 10 s boundary.
     let (limiter, clock) = build(make, policy, ALIGNED + 1_000_000).await;
     let k = b"sliding";
@@ -202,7 +236,7 @@ where
     F: Fn(Policy, ManualClock) -> Fut,
     Fut: Future<Output = Arc<dyn Limiter>>,
 {
-    let policy = sample_policies()[2];
+    let policy = sample_policy(AlgorithmName::TokenBucket);
     let (limiter, clock) = build(make, policy, ALIGNED).await;
     let k = b"bucket";
     let d = check(&*limiter, k, 3).await?;

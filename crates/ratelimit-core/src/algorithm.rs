@@ -14,6 +14,25 @@ use crate::{Decision, Error};
 /// the policies never panic and never admit more than the latest time
 /// already seen would.
 ///
+/// # States are small, fixed-size and `Copy`
+///
+/// Every state is a few integers with no heap part, and its size is a
+/// property of the algorithm alone (never of the traffic a key saw),
+/// because every store relies on it:
+///
+/// - an in-process store keeps each key's state in a fixed slot of an
+///   open-addressing table beside the key's fingerprint, and may update
+///   it by compare-and-swap: a state is read out, passed to
+///   [`check`](Self::check) by reference, and the result written back
+///   whole, with no allocation and no destructor under the lock;
+/// - the Redis store keeps it as one string of a fixed length, read and
+///   written whole by one Lua script, so a value of any other length is
+///   known not to be this policy's;
+/// - bytes per key are what a limiter of millions of keys pays for, so
+///   states hold the fewest bits that are exact: counts never exceed the
+///   limit, which is at most [`MAX_LIMIT`](crate::MAX_LIMIT)` = 2^32 - 1`,
+///   and are `u32`; window indices and instants are `u64`.
+///
 /// # Examples
 ///
 /// ```

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::algorithm_name::Expected;
 use crate::domain::{validate_limit, validate_period};
 use crate::duration::{duration, rate};
-use crate::{ConfigError, Policy};
+use crate::{AlgorithmName, ConfigError, Policy};
 
 /// The flat, human-written form of a [`Policy`], as it appears in a TOML,
 /// YAML or JSON file. [`Policy`] deserializes through it and validates.
@@ -84,19 +85,6 @@ pub struct PolicyConfig {
         deserialize_with = "de_period"
     )]
     pub period: Option<String>,
-}
-
-/// The `algorithm` of a [`PolicyConfig`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum AlgorithmName {
-    /// [`FixedWindow`](crate::FixedWindow).
-    FixedWindow,
-    /// [`SlidingWindow`](crate::SlidingWindow).
-    SlidingWindow,
-    /// [`TokenBucket`](crate::TokenBucket).
-    TokenBucket,
 }
 
 impl PolicyConfig {
@@ -198,38 +186,27 @@ impl TryFrom<PolicyConfig> for Policy {
 
     fn try_from(c: PolicyConfig) -> Result<Self, ConfigError> {
         let algorithm = c.algorithm.ok_or_else(|| {
-            ConfigError::new(
-                "algorithm",
-                "is missing; expected \"fixed_window\", \"sliding_window\" or \"token_bucket\"",
-            )
+            ConfigError::new("algorithm", format!("is missing; expected {Expected}"))
         })?;
+        let windowed = |make: fn(u64, Duration) -> Result<Policy, ConfigError>| {
+            c.reject(
+                algorithm.as_str(),
+                &[
+                    ("capacity", c.capacity.is_some()),
+                    ("refill", c.refill.is_some()),
+                    ("period", c.period.is_some()),
+                ],
+                "use `limit` and `window` (or `rate`)",
+            )?;
+            let (limit, window) = c.pair(("limit", c.limit), ("window", c.window.as_deref()))?;
+            make(limit, window)
+        };
         match algorithm {
-            AlgorithmName::FixedWindow | AlgorithmName::SlidingWindow => {
-                let name = if algorithm == AlgorithmName::FixedWindow {
-                    "fixed_window"
-                } else {
-                    "sliding_window"
-                };
-                c.reject(
-                    name,
-                    &[
-                        ("capacity", c.capacity.is_some()),
-                        ("refill", c.refill.is_some()),
-                        ("period", c.period.is_some()),
-                    ],
-                    "use `limit` and `window` (or `rate`)",
-                )?;
-                let (limit, window) =
-                    c.pair(("limit", c.limit), ("window", c.window.as_deref()))?;
-                if algorithm == AlgorithmName::FixedWindow {
-                    Policy::fixed_window(limit, window)
-                } else {
-                    Policy::sliding_window(limit, window)
-                }
-            }
+            AlgorithmName::FixedWindow => windowed(Policy::fixed_window),
+            AlgorithmName::SlidingWindow => windowed(Policy::sliding_window),
             AlgorithmName::TokenBucket => {
                 c.reject(
-                    "token_bucket",
+                    algorithm.as_str(),
                     &[("limit", c.limit.is_some()), ("window", c.window.is_some())],
                     "use `capacity`, and `refill` and `period` (or `rate`)",
                 )?;

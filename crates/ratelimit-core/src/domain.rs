@@ -42,6 +42,15 @@ pub(crate) const fn div_ceil(a: u64, b: u64) -> u64 {
     a.div_ceil(b)
 }
 
+/// A count as a state stores it: `n` is at most the policy's limit.
+#[inline]
+pub(crate) fn stored_count(n: u64) -> u32 {
+    // Cannot fail: callers pass a count they have just checked against the
+    // limit, and `validate_limit` keeps every limit at most
+    // `MAX_LIMIT = u32::MAX`.
+    u32::try_from(n).expect("a stored count is at most the limit, which fits 32 bits")
+}
+
 /// Checks a window policy's `limit` and window against the exact domain and
 /// returns `(limit, window_ms)`.
 pub(crate) fn validate_window_policy(

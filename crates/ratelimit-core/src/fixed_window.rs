@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::validate_window_policy;
+use crate::domain::{stored_count, validate_window_policy};
 use crate::{Algorithm, ConfigError, Decision, Error};
 
 /// At most `limit` cost per aligned window of length `window`
@@ -36,20 +36,31 @@ pub struct FixedWindow {
     window_us: u64,
 }
 
-/// The stored state of a [`FixedWindow`] key.
+/// The stored state of a [`FixedWindow`] key: 16 bytes (see
+/// [`Algorithm`] for why states are small, fixed-size and `Copy`).
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_core::FixedWindowState;
+///
+/// let state = FixedWindowState::new(56_666_667, 3);
+/// assert_eq!((state.window, state.count), (56_666_667, 3));
+/// assert_eq!(std::mem::size_of::<FixedWindowState>(), 16);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct FixedWindowState {
     /// Index of the window the count belongs to (`floor(t / window)`).
     pub window: u64,
-    /// Cost taken in that window.
-    pub count: u64,
+    /// Cost taken in that window: at most the limit, so 32 bits.
+    pub count: u32,
 }
 
 impl FixedWindowState {
     /// A state with the given window index and count.
     #[must_use]
-    pub const fn new(window: u64, count: u64) -> Self {
+    pub const fn new(window: u64, count: u32) -> Self {
         Self { window, count }
     }
 }
@@ -166,7 +177,7 @@ impl FixedWindow {
         Decision::from_micros(
             allowed,
             self.limit,
-            self.limit.saturating_sub(s.count),
+            self.limit.saturating_sub(u64::from(s.count)),
             reset_after,
             wait,
         )
@@ -190,8 +201,9 @@ impl Algorithm for FixedWindow {
     ) -> Result<(Decision, FixedWindowState), Error> {
         self.validate_cost(cost)?;
         let s = self.current(state, now);
-        if s.count.saturating_add(cost) <= self.limit {
-            let next = FixedWindowState::new(s.window, s.count + cost);
+        let count = u64::from(s.count) + cost;
+        if count <= self.limit {
+            let next = FixedWindowState::new(s.window, stored_count(count));
             Ok((self.decide(&next, now, true), next))
         } else {
             Ok((self.decide(&s, now, false), *state))
@@ -201,7 +213,7 @@ impl Algorithm for FixedWindow {
     #[inline]
     fn peek(&self, state: &FixedWindowState, now: u64) -> Decision {
         let s = self.current(state, now);
-        self.decide(&s, now, s.count < self.limit)
+        self.decide(&s, now, u64::from(s.count) < self.limit)
     }
 
     #[inline]

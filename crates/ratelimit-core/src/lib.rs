@@ -44,6 +44,7 @@
 //! ```
 
 mod algorithm;
+mod algorithm_name;
 mod clock;
 mod config;
 mod decision;
@@ -59,8 +60,9 @@ mod sliding_window;
 mod token_bucket;
 
 pub use algorithm::Algorithm;
+pub use algorithm_name::{AlgorithmName, ParseAlgorithmNameError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AlgorithmName, PolicyConfig};
+pub use config::PolicyConfig;
 pub use decision::Decision;
 pub use domain::{MAX_BUCKET_SPAN_US, MAX_LIMIT, MAX_PERIOD_MS, MAX_PRODUCT, MAX_TIMESTAMP_US};
 pub use duration::{parse_duration, parse_rate};

@@ -6,14 +6,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PolicyConfig;
 use crate::{
-    Algorithm, ConfigError, Decision, Error, FixedWindow, FixedWindowState, SlidingWindow,
-    SlidingWindowState, TokenBucket, TokenBucketState,
+    Algorithm, AlgorithmName, ConfigError, Decision, Error, FixedWindow, FixedWindowState,
+    SlidingWindow, SlidingWindowState, TokenBucket, TokenBucketState,
 };
 
 /// One of the three algorithms, chosen at run time (from configuration).
 ///
 /// Deserializes from the flat form documented on [`PolicyConfig`], so an
 /// application swaps algorithms by editing its config file.
+///
+/// # Why a closed enum
+///
+/// `Policy`, [`PolicyState`] and [`AlgorithmName`] are deliberately not
+/// `#[non_exhaustive]`. Every backend must implement every algorithm (a
+/// memory table, a Redis Lua script and key tag, a property-test strategy,
+/// a throughput bound), and the workspace's crates ship in lockstep. With
+/// `#[non_exhaustive]`, every `match` outside this crate needs a wildcard
+/// arm, and a forgotten algorithm would only show at run time (a panic, an
+/// error at connect, a wrong fallback, or silently never being tested).
+/// Closed, each of those sites is a compile error until the new algorithm
+/// is handled there. An application's own `match` breaks the same way, on
+/// purpose: a new algorithm is a new major version.
+///
+/// A visitor (`policy.visit(v)` calling one generic `v.run::<A: Algorithm>`)
+/// was the alternative. It fits code that is the same for every algorithm,
+/// but most per-algorithm sites are not: the Redis script, the key tag and
+/// the throughput bound differ in kind, and a generic function cannot ask
+/// for facts the [`Algorithm`] trait does not carry without a second,
+/// backend-side trait per algorithm, whose implementations the compiler
+/// again cannot list. An exhaustive `match` lists them.
 ///
 /// # Examples
 ///
@@ -37,7 +58,6 @@ use crate::{
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "PolicyConfig", into = "PolicyConfig")]
-#[non_exhaustive]
 pub enum Policy {
     /// See [`FixedWindow`].
     FixedWindow(FixedWindow),
@@ -50,9 +70,9 @@ pub enum Policy {
 /// The stored state of a key under a [`Policy`].
 ///
 /// A state of another algorithm than the policy's (after a configuration
-/// change) is read as a key never seen.
+/// change) is read as a key never seen. Closed, as [`Policy`] is, for the
+/// reason given there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum PolicyState {
     /// A key never seen.
     #[default]
@@ -139,15 +159,39 @@ impl Policy {
         }
     }
 
+    /// The policy's algorithm.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelimit_core::{AlgorithmName, Policy};
+    /// let p = Policy::token_bucket(10, 1, Duration::from_secs(1)).unwrap();
+    /// assert_eq!(p.algorithm(), AlgorithmName::TokenBucket);
+    /// ```
+    #[must_use]
+    pub const fn algorithm(&self) -> AlgorithmName {
+        match self {
+            Self::FixedWindow(_) => AlgorithmName::FixedWindow,
+            Self::SlidingWindow(_) => AlgorithmName::SlidingWindow,
+            Self::TokenBucket(_) => AlgorithmName::TokenBucket,
+        }
+    }
+
     /// The configuration name of the algorithm: `fixed_window`,
-    /// `sliding_window` or `token_bucket`.
+    /// `sliding_window` or `token_bucket` (`self.algorithm().as_str()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelimit_core::Policy;
+    /// let p = Policy::sliding_window(5, Duration::from_secs(1)).unwrap();
+    /// assert_eq!(p.algorithm_name(), "sliding_window");
+    /// ```
     #[must_use]
     pub const fn algorithm_name(&self) -> &'static str {
-        match self {
-            Self::FixedWindow(_) => "fixed_window",
-            Self::SlidingWindow(_) => "sliding_window",
-            Self::TokenBucket(_) => "token_bucket",
-        }
+        self.algorithm().as_str()
     }
 
     /// The window of the window policies; for a token bucket, the time an

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{div_ceil, validate_window_policy};
+use crate::domain::{div_ceil, stored_count, validate_window_policy};
 use crate::{Algorithm, ConfigError, Decision, Error};
 
 /// At most `limit` cost in any `window`, estimated from two counters: the
@@ -37,22 +37,33 @@ pub struct SlidingWindow {
     window_ms: u64,
 }
 
-/// The stored state of a [`SlidingWindow`] key.
+/// The stored state of a [`SlidingWindow`] key: 16 bytes (see
+/// [`Algorithm`] for why states are small, fixed-size and `Copy`).
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_core::SlidingWindowState;
+///
+/// let state = SlidingWindowState::new(170_000_001, 7, 2);
+/// assert_eq!((state.window, state.previous, state.current), (170_000_001, 7, 2));
+/// assert_eq!(std::mem::size_of::<SlidingWindowState>(), 16);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct SlidingWindowState {
     /// Index of the current window (`floor(t / window)`).
     pub window: u64,
-    /// Cost taken in the window before it.
-    pub previous: u64,
-    /// Cost taken in the current window.
-    pub current: u64,
+    /// Cost taken in the window before it: at most the limit, so 32 bits.
+    pub previous: u32,
+    /// Cost taken in the current window: at most the limit, so 32 bits.
+    pub current: u32,
 }
 
 impl SlidingWindowState {
     /// A state with the given window index and counters.
     #[must_use]
-    pub const fn new(window: u64, previous: u64, current: u64) -> Self {
+    pub const fn new(window: u64, previous: u32, current: u32) -> Self {
         Self {
             window,
             previous,
@@ -183,8 +194,8 @@ impl SlidingWindow {
         let start = s.window.saturating_mul(self.window_us);
         let elapsed_ms = now.saturating_sub(start) / 1000;
         let estimate = self
-            .weighted(s.previous, elapsed_ms)
-            .saturating_add(s.current);
+            .weighted(u64::from(s.previous), elapsed_ms)
+            .saturating_add(u64::from(s.current));
         View { state: s, estimate }
     }
 
@@ -202,14 +213,14 @@ impl SlidingWindow {
                 .checked_div(count)
                 .map_or(0, |keep| self.window_ms.saturating_sub(keep))
         };
-        if let Some(budget) = self.limit.checked_sub(s.current.saturating_add(cost)) {
-            let e = first_ms(s.previous, budget);
+        if let Some(budget) = self.limit.checked_sub(u64::from(s.current) + cost) {
+            let e = first_ms(u64::from(s.previous), budget);
             if e < self.window_ms {
                 return start.saturating_add(e * 1000);
             }
         }
         let next = start.saturating_add(self.window_us);
-        let e = first_ms(s.current, self.limit - cost);
+        let e = first_ms(u64::from(s.current), self.limit - cost);
         if e < self.window_ms {
             return next.saturating_add(e * 1000);
         }
@@ -251,7 +262,9 @@ impl Algorithm for SlidingWindow {
         self.validate_cost(cost)?;
         let View { state: s, estimate } = self.view(state, now);
         if estimate.saturating_add(cost) <= self.limit {
-            let next = SlidingWindowState::new(s.window, s.previous, s.current + cost);
+            // current <= estimate, so current + cost <= limit.
+            let current = stored_count(u64::from(s.current) + cost);
+            let next = SlidingWindowState::new(s.window, s.previous, current);
             let remaining = self.limit - estimate - cost;
             let reset_after = self.reset_at(&next).saturating_sub(now);
             Ok((

@@ -40,7 +40,17 @@ pub struct TokenBucket {
     span: u64,
 }
 
-/// The stored state of a [`TokenBucket`] key.
+/// The stored state of a [`TokenBucket`] key: 8 bytes (see [`Algorithm`]
+/// for why states are small, fixed-size and `Copy`).
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_core::TokenBucketState;
+///
+/// assert_eq!(TokenBucketState::new(1_700_000_000_000_000).tat, 1_700_000_000_000_000);
+/// assert_eq!(std::mem::size_of::<TokenBucketState>(), 8);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct TokenBucketState {

@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-mod compact;
 mod fingerprint;
 mod limiter;
 mod options;

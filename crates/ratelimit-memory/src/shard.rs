@@ -1,8 +1,7 @@
 //! One independently locked part of the table, and the rules it applies.
 
-use ratelimit_core::{Decision, Error};
+use ratelimit_core::{Algorithm, Decision, Error};
 
-use crate::compact::Compact;
 use crate::fingerprint::Fingerprint;
 use crate::slots::Slots;
 use crate::WhenFull;
@@ -29,20 +28,20 @@ pub(crate) struct Rules<A> {
     pub(crate) grace_us: u64,
 }
 
-impl<A: Compact> Rules<A> {
+impl<A: Algorithm> Rules<A> {
     /// The first instant from which a stored state may be forgotten.
     #[inline]
-    fn forget_at(&self, packed: A::Packed) -> u64 {
+    fn forget_at(&self, state: A::State) -> u64 {
         self.algorithm
-            .expires_at(&A::unpack(packed))
+            .expires_at(&state)
             .saturating_add(self.grace_us)
     }
 }
 
 /// A table of entries with an incremental sweeper.
 #[derive(Debug)]
-pub(crate) struct Shard<A: Compact> {
-    slots: Slots<A::Packed>,
+pub(crate) struct Shard<A: Algorithm> {
+    slots: Slots<A::State>,
     /// The next slot the sweeper examines.
     cursor: usize,
     /// Checks of stored keys, counting towards the next sweep step.
@@ -67,7 +66,7 @@ pub(crate) struct Shard<A: Compact> {
     pass_exact: bool,
 }
 
-impl<A: Compact> Default for Shard<A> {
+impl<A: Algorithm> Default for Shard<A> {
     fn default() -> Self {
         Self {
             slots: Slots::default(),
@@ -82,7 +81,7 @@ impl<A: Compact> Default for Shard<A> {
     }
 }
 
-impl<A: Compact> Shard<A> {
+impl<A: Algorithm> Shard<A> {
     /// `Algorithm::check` on the key's stored state, storing the result.
     #[inline]
     pub(crate) fn check(
@@ -93,12 +92,9 @@ impl<A: Compact> Shard<A> {
         cost: u64,
     ) -> Result<Decision, Error> {
         if let Some(at) = self.slots.find(fp) {
-            let (decision, next) =
-                rules
-                    .algorithm
-                    .check(&A::unpack(self.slots.state(at)), now, cost)?;
+            let (decision, next) = rules.algorithm.check(&self.slots.state(at), now, cost)?;
             if decision.allowed {
-                self.slots.set_state(at, A::pack(&next));
+                self.slots.set_state(at, next);
             }
             self.hits = self.hits.wrapping_add(1);
             if self.eager || self.hits % HIT_SWEEP_PERIOD == 0 {
@@ -131,11 +127,10 @@ impl<A: Compact> Shard<A> {
                 WhenFull::AllowUnlimited => decision,
             });
         }
-        let packed = A::pack(&next);
-        let forget_at = rules.forget_at(packed);
+        let forget_at = rules.forget_at(next);
         self.earliest_forget = self.earliest_forget.min(forget_at);
         self.pass_earliest = self.pass_earliest.min(forget_at);
-        if self.slots.insert_new(fp, packed) {
+        if self.slots.insert_new(fp, next) {
             self.pass_exact = false;
         }
         self.sweep_step(rules, now);
@@ -148,7 +143,7 @@ impl<A: Compact> Shard<A> {
         let state = self
             .slots
             .find(fp)
-            .map_or_else(A::State::default, |at| A::unpack(self.slots.state(at)));
+            .map_or_else(A::State::default, |at| self.slots.state(at));
         rules.algorithm.peek(&state, now)
     }
 
@@ -165,8 +160,8 @@ impl<A: Compact> Shard<A> {
     pub(crate) fn purge(&mut self, rules: &Rules<A>, now: u64) -> usize {
         let before = self.slots.len();
         let mut earliest = u64::MAX;
-        self.slots.retain(|packed| {
-            let at = rules.forget_at(packed);
+        self.slots.retain(|state| {
+            let at = rules.forget_at(state);
             let keep = now < at;
             if keep {
                 earliest = earliest.min(at);
@@ -220,13 +215,13 @@ impl<A: Compact> Shard<A> {
             match self.slots.occupied(self.cursor) {
                 // Removal shifts the next entry into this slot: look at it
                 // again on the next turn.
-                Some(packed) if now >= rules.forget_at(packed) => {
+                Some(state) if now >= rules.forget_at(state) => {
                     self.slots.remove_at(self.cursor);
                     self.pass_forgot = true;
                     self.eager = true;
                 }
-                Some(packed) => {
-                    self.pass_earliest = self.pass_earliest.min(rules.forget_at(packed));
+                Some(state) => {
+                    self.pass_earliest = self.pass_earliest.min(rules.forget_at(state));
                     self.cursor += 1;
                 }
                 None => self.cursor += 1,

@@ -221,6 +221,16 @@ mod tests {
     use crate::fingerprint::Keyer;
 
     #[test]
+    fn slots_hold_the_core_states_with_no_padding_of_their_own() {
+        use ratelimit_core::{FixedWindowState, SlidingWindowState, TokenBucketState};
+        // The bytes per key the README states: a 16-byte fingerprint and
+        // the core's state, as it is.
+        assert_eq!(std::mem::size_of::<Slot<TokenBucketState>>(), 24);
+        assert_eq!(std::mem::size_of::<Slot<FixedWindowState>>(), 32);
+        assert_eq!(std::mem::size_of::<Slot<SlidingWindowState>>(), 32);
+    }
+
+    #[test]
     fn inserts_finds_and_removes_like_a_map() {
         let keyer = Keyer::new();
         let mut slots = Slots::<u64>::default();

@@ -1,15 +1,16 @@
 //! The table of the policy's algorithm, chosen once at construction.
 
-use ratelimit_core::{Decision, Error, FixedWindow, Policy, SlidingWindow, TokenBucket};
+use ratelimit_core::{Algorithm, Decision, Error, FixedWindow, Policy, SlidingWindow, TokenBucket};
 
-use crate::compact::Compact;
 use crate::fingerprint::Fingerprint;
 use crate::shard::Rules;
 use crate::table::Table;
 use crate::MemoryLimiterOptions;
 
 /// One monomorphic table per algorithm: the per-call `match` is a
-/// predictable branch, and each table stores its own compact state.
+/// predictable branch, and each table stores its algorithm's state as it
+/// is (16 bytes or less, see `ratelimit_core::Algorithm`) beside the key's
+/// fingerprint.
 #[derive(Debug)]
 pub(crate) enum Store {
     FixedWindow(Table<FixedWindow>),
@@ -28,7 +29,7 @@ macro_rules! each {
     };
 }
 
-fn table<A: Compact>(algorithm: A, options: &MemoryLimiterOptions) -> Table<A> {
+fn table<A: Algorithm>(algorithm: A, options: &MemoryLimiterOptions) -> Table<A> {
     let shards = options.shard_count();
     let cap = options
         .max_keys_value()
@@ -49,9 +50,6 @@ impl Store {
             Policy::FixedWindow(p) => Self::FixedWindow(table(p, options)),
             Policy::SlidingWindow(p) => Self::SlidingWindow(table(p, options)),
             Policy::TokenBucket(p) => Self::TokenBucket(table(p, options)),
-            // `Policy` is non-exhaustive; an algorithm added to the core
-            // without a table here is a bug of this crate, caught by its tests.
-            _ => unreachable!("ratelimit-memory has no table for {policy:?}"),
         }
     }
 

@@ -1,9 +1,8 @@
 //! The sharded table: fingerprints to states, one lock per shard.
 
 use parking_lot::Mutex;
-use ratelimit_core::{Decision, Error};
+use ratelimit_core::{Algorithm, Decision, Error};
 
-use crate::compact::Compact;
 use crate::fingerprint::Fingerprint;
 use crate::shard::{Rules, Shard};
 
@@ -20,13 +19,13 @@ struct Padded<T>(T);
 /// Every operation takes one shard lock for one table probe and one state
 /// update; no lock is held across an `.await` (there is none inside).
 #[derive(Debug)]
-pub(crate) struct Table<A: Compact> {
+pub(crate) struct Table<A: Algorithm> {
     shards: Box<[Padded<Mutex<Shard<A>>>]>,
     mask: usize,
     rules: Rules<A>,
 }
 
-impl<A: Compact> Table<A> {
+impl<A: Algorithm> Table<A> {
     /// A table of `shards` shards (a power of two).
     pub(crate) fn new(rules: Rules<A>, shards: usize) -> Self {
         debug_assert!(shards.is_power_of_two());

@@ -9,9 +9,10 @@ use ratelimit_core::{ConfigError, Policy};
 /// distinct user keys never share a Redis key, and the braces around it are
 /// the first and only ones in the Redis key (the prefix may not contain any),
 /// so the whole escaped key is the cluster hash tag: one limiter key is one
-/// Redis key in one slot, whatever bytes it holds. The algorithm is part of
-/// the key so that a key is never read with another algorithm's layout
-/// after a configuration change.
+/// Redis key in one slot, whatever bytes it holds. The algorithm's
+/// [`key_tag`](ratelimit_core::AlgorithmName::key_tag) is part of the key
+/// so that a key is never read with another algorithm's layout after a
+/// configuration change.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyLayout {
     head: Vec<u8>,
@@ -19,12 +20,7 @@ pub(crate) struct KeyLayout {
 
 impl KeyLayout {
     pub(crate) fn new(prefix: &str, policy: &Policy) -> Self {
-        let algorithm = match policy.algorithm_name() {
-            "fixed_window" => "fw",
-            "sliding_window" => "sw",
-            "token_bucket" => "tb",
-            other => other,
-        };
+        let algorithm = policy.algorithm().key_tag();
         let mut head = Vec::with_capacity(prefix.len() + algorithm.len() + 2);
         head.extend_from_slice(prefix.as_bytes());
         head.extend_from_slice(algorithm.as_bytes());

@@ -105,15 +105,7 @@ impl RedisLimiter {
                 "invalid `timeout`: must be longer than zero",
             ));
         }
-        let script = PolicyScript::new(&policy).ok_or_else(|| {
-            ConnectError::new(
-                ConnectErrorKind::InvalidConfig,
-                format!(
-                    "the Redis backend has no script for the {} algorithm",
-                    policy.algorithm_name()
-                ),
-            )
-        })?;
+        let script = PolicyScript::new(&policy);
         let deadline = (options.timeout * 5).max(Duration::from_secs(2));
         let connection = Connection::open(&options, script.script(), deadline).await?;
         let fallback = options

@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use ratelimit_core::{Decision, Policy};
+use ratelimit_core::{Decision, FixedWindow, Policy, SlidingWindow, TokenBucket};
 use redis::{Cmd, Script, Value};
 
-/// Bytes per request in a reply: `struct.pack('<Bddd', ...)`.
+/// Bytes per request in a reply: the size of `REPLY` in `lua/prelude.lua`
+/// (checked by a test).
 const ENTRY: usize = 25;
 
 /// One request of a script call.
@@ -32,6 +33,67 @@ impl fmt::Display for ForeignValue {
 
 impl std::error::Error for ForeignValue {}
 
+/// One parameter of a script: its name in the Lua file's `params(...)`
+/// line, and its value for a policy.
+type Param<P> = (&'static str, fn(&P) -> u64);
+
+/// How one algorithm's script is called: its source and its parameters.
+///
+/// The layout itself (the stored state's format and the parameters' order)
+/// is declared once, at the top of the algorithm's `.lua` file (see
+/// `lua/prelude.lua`); `params` lists the same names in the same order,
+/// each beside the accessor that computes it, and the tests below check
+/// the two against each other.
+struct Layout<P: 'static> {
+    /// The whole script: the prelude, the algorithm's file, decide_all.
+    code: &'static str,
+    /// The algorithm's own file, where its layout is declared.
+    #[cfg_attr(not(test), allow(dead_code))]
+    lua: &'static str,
+    /// The parameters, in the order the Lua file names them.
+    params: &'static [Param<P>],
+}
+
+/// The whole script of the algorithm whose file is `$file`.
+macro_rules! script {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!($file),
+            include_str!("lua/decide_all.lua")
+        )
+    };
+}
+
+const FIXED_WINDOW: Layout<FixedWindow> = Layout {
+    code: script!("lua/fixed_window.lua"),
+    lua: include_str!("lua/fixed_window.lua"),
+    params: &[
+        ("limit", FixedWindow::limit),
+        ("window_us", FixedWindow::window_micros),
+    ],
+};
+
+const SLIDING_WINDOW: Layout<SlidingWindow> = Layout {
+    code: script!("lua/sliding_window.lua"),
+    lua: include_str!("lua/sliding_window.lua"),
+    params: &[
+        ("limit", SlidingWindow::limit),
+        ("window_us", SlidingWindow::window_micros),
+        ("window_ms", |p| p.window_micros() / 1000),
+    ],
+};
+
+const TOKEN_BUCKET: Layout<TokenBucket> = Layout {
+    code: script!("lua/token_bucket.lua"),
+    lua: include_str!("lua/token_bucket.lua"),
+    params: &[
+        ("interval_us", TokenBucket::emission_interval_micros),
+        // capacity * interval < 2^51: checked when the bucket was built.
+        ("span_us", |p| p.capacity() * p.emission_interval_micros()),
+    ],
+};
+
 /// One policy's script and the parameters passed with every call.
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyScript {
@@ -42,54 +104,28 @@ pub(crate) struct PolicyScript {
 }
 
 impl PolicyScript {
-    /// The script for `policy`, or `None` for an algorithm this backend does
-    /// not know (the policy enum is non-exhaustive).
-    pub(crate) fn new(policy: &Policy) -> Option<Self> {
-        // One script per policy, loaded and cached by its own SHA1: the
-        // size of the packed state and the number of parameters, the shared
-        // prelude, the policy's `decide`, and the loop running it for each
-        // request of the call (see the Lua files for the calling convention).
-        let (code, params) = match policy {
-            Policy::FixedWindow(p) => (
-                concat!(
-                    "local SIZE, PARAMS = 16, 2\n",
-                    include_str!("lua/prelude.lua"),
-                    include_str!("lua/fixed_window.lua"),
-                    include_str!("lua/decide_all.lua")
-                ),
-                vec![p.limit(), p.window_micros()],
-            ),
-            Policy::SlidingWindow(p) => (
-                concat!(
-                    "local SIZE, PARAMS = 24, 3\n",
-                    include_str!("lua/prelude.lua"),
-                    include_str!("lua/sliding_window.lua"),
-                    include_str!("lua/decide_all.lua")
-                ),
-                vec![p.limit(), p.window_micros(), p.window_micros() / 1000],
-            ),
-            Policy::TokenBucket(p) => {
-                let interval = p.emission_interval_micros();
-                (
-                    concat!(
-                        "local SIZE, PARAMS = 8, 2\n",
-                        include_str!("lua/prelude.lua"),
-                        include_str!("lua/token_bucket.lua"),
-                        include_str!("lua/decide_all.lua")
-                    ),
-                    // capacity * interval < 2^51: checked when the bucket
-                    // was built.
-                    vec![interval, p.capacity() * interval],
-                )
-            }
-            _ => return None,
-        };
-        Some(Self {
-            script: Script::new(code),
-            code,
-            limit: policy.limit(),
-            params,
-        })
+    /// The script for `policy`: one per algorithm, loaded and cached by its
+    /// own SHA1, with the parameters its layout declares.
+    pub(crate) fn new(policy: &Policy) -> Self {
+        // No wildcard arm: an algorithm without a script is a compile error.
+        match policy {
+            Policy::FixedWindow(p) => Self::with_layout(&FIXED_WINDOW, p, policy.limit()),
+            Policy::SlidingWindow(p) => Self::with_layout(&SLIDING_WINDOW, p, policy.limit()),
+            Policy::TokenBucket(p) => Self::with_layout(&TOKEN_BUCKET, p, policy.limit()),
+        }
+    }
+
+    fn with_layout<P>(layout: &Layout<P>, policy: &P, limit: u64) -> Self {
+        Self {
+            script: Script::new(layout.code),
+            code: layout.code,
+            limit,
+            params: layout
+                .params
+                .iter()
+                .map(|(_, value)| value(policy))
+                .collect(),
+        }
     }
 
     /// The script itself (for loading it ahead of the first call).
@@ -188,5 +224,195 @@ impl PolicyScript {
                 _ => Err(shape()),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    use ratelimit_conformance::strategy::policy_of;
+    use ratelimit_core::{Algorithm, AlgorithmName};
+    use ratelimit_redis_harness::RedisServer;
+
+    use super::*;
+
+    /// `algorithm`'s Lua file and the parameter names the Rust side sends,
+    /// in order. No wildcard arm: a new algorithm's layout is checked too.
+    fn layout(algorithm: AlgorithmName) -> (&'static str, Vec<&'static str>) {
+        fn erase<P>(layout: &Layout<P>) -> (&'static str, Vec<&'static str>) {
+            (
+                layout.lua,
+                layout.params.iter().map(|(name, _)| *name).collect(),
+            )
+        }
+        match algorithm {
+            AlgorithmName::FixedWindow => erase(&FIXED_WINDOW),
+            AlgorithmName::SlidingWindow => erase(&SLIDING_WINDOW),
+            AlgorithmName::TokenBucket => erase(&TOKEN_BUCKET),
+        }
+    }
+
+    /// The right-hand side of the one line of `lua` that starts with
+    /// `local <names> = ` followed by `rhs_start`, and the names.
+    fn declaration<'a>(lua: &'a str, rhs_start: &str) -> (Vec<&'a str>, &'a str) {
+        let found: Vec<(Vec<&str>, &str)> = lua
+            .lines()
+            .filter_map(|line| {
+                let (names, rhs) = line.strip_prefix("local ")?.split_once(" = ")?;
+                rhs.starts_with(rhs_start)
+                    .then(|| (names.split(',').map(str::trim).collect(), rhs))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "want one `local … = {rhs_start}…` line");
+        found.into_iter().next().expect("one line, just checked")
+    }
+
+    /// The string literal of `local <name> = '<format>'`.
+    fn format_of<'a>(lua: &'a str, name: &str) -> &'a str {
+        let (names, rhs) = declaration(lua, "'");
+        assert_eq!(names, [name]);
+        rhs.trim_matches('\'')
+    }
+
+    /// What `struct.size` answers for a little-endian format of `B` and `d`.
+    fn struct_size(format: &str) -> usize {
+        let fields = format.strip_prefix('<').expect("little-endian formats");
+        fields
+            .chars()
+            .map(|c| match c {
+                'B' => 1,
+                'd' => 8,
+                other => panic!("format {format:?}: unexpected {other:?}"),
+            })
+            .sum()
+    }
+
+    /// The first argument of every call of `function` in `lua`.
+    fn first_arguments<'a>(lua: &'a str, function: &str) -> Vec<&'a str> {
+        let call = format!("{function}(");
+        lua.match_indices(&call)
+            .filter(|(at, _)| {
+                // `encode(` must not match inside `xencode(`.
+                !lua[..*at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            })
+            .map(|(at, _)| {
+                let rest = &lua[at + call.len()..];
+                rest[..rest.find([',', ')']).expect("a closed call")].trim()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_lua_layout_matches_the_parameters_rust_sends() {
+        for algorithm in AlgorithmName::ALL {
+            let (lua, rust) = layout(algorithm);
+            let (locals, rhs) = declaration(lua, "params(");
+            let lua_names: Vec<&str> = rhs
+                .trim_start_matches("params(")
+                .trim_end_matches(')')
+                .split(',')
+                .map(|name| name.trim().trim_matches('\''))
+                .collect();
+            assert_eq!(lua_names, rust, "{algorithm}: parameter order");
+            assert_eq!(locals.len(), rust.len(), "{algorithm}: one local each");
+            // Parameters are read through `params` only.
+            assert!(!lua.contains("ARGV"), "{algorithm} reads ARGV itself");
+        }
+    }
+
+    #[test]
+    fn states_and_replies_are_encoded_only_through_their_declared_formats() {
+        for algorithm in AlgorithmName::ALL {
+            let (lua, _) = layout(algorithm);
+            let state = format_of(lua, "STATE");
+            assert!(
+                state.len() > 1 && state[1..].chars().all(|c| c == 'd'),
+                "{algorithm}: STATE {state:?} is not little-endian doubles"
+            );
+            for function in ["encode", "decode"] {
+                let firsts = first_arguments(lua, function);
+                assert!(!firsts.is_empty(), "{algorithm} never calls {function}");
+                assert!(
+                    firsts.iter().all(|a| *a == "STATE"),
+                    "{algorithm}: {firsts:?}"
+                );
+            }
+            assert!(!lua.contains("struct."), "{algorithm} calls struct itself");
+        }
+        let prelude = include_str!("lua/prelude.lua");
+        assert_eq!(struct_size(format_of(prelude, "REPLY")), ENTRY);
+        let all = include_str!("lua/decide_all.lua");
+        for (function, format) in [("encode", "REPLY"), ("encoded_size", "STATE")] {
+            let firsts = first_arguments(all, function);
+            assert!(
+                !firsts.is_empty() && firsts.iter().all(|a| *a == format),
+                "{firsts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn prelude_leaves_luas_unpack_alone() {
+        let prelude = include_str!("lua/prelude.lua");
+        for file in [prelude, include_str!("lua/decide_all.lua")]
+            .into_iter()
+            .chain(AlgorithmName::ALL.map(|a| layout(a).0))
+        {
+            // No `local unpack = …` nor `local a, unpack = …`.
+            let shadows = file.lines().any(|line| {
+                line.strip_prefix("local ")
+                    .and_then(|l| l.split_once('='))
+                    .is_some_and(|(names, _)| names.split(',').any(|n| n.trim() == "unpack"))
+            });
+            assert!(!shadows, "a script shadows Lua's unpack");
+        }
+    }
+
+    /// One policy of `algorithm`, from the conformance strategies.
+    fn sample(algorithm: AlgorithmName) -> Policy {
+        let mut runner = TestRunner::deterministic();
+        policy_of(algorithm)
+            .new_tree(&mut runner)
+            .expect("the strategy generates policies")
+            .current()
+    }
+
+    #[test]
+    fn redis_stores_the_declared_state_size_and_decides_as_the_core() {
+        let server = RedisServer::start();
+        let client = redis::Client::open(server.url()).expect("a loopback URL");
+        let mut connection = client.get_connection().expect("the server is up");
+        let now = 1_700_000_000_123_456;
+        for algorithm in AlgorithmName::ALL {
+            let policy = sample(algorithm);
+            let script = PolicyScript::new(&policy);
+            let request = Request {
+                redis_key: format!("layout:{algorithm}:{{k}}").into_bytes(),
+                cost: 1,
+                now: Some(now),
+            };
+            let reply: Value = script
+                .load_command()
+                .query(&mut connection)
+                .and_then(|_: Value| {
+                    script
+                        .command(std::iter::once(&request), 1_000)
+                        .query(&mut connection)
+                })
+                .expect("the script runs");
+            let decisions = script.decisions(reply, 1).expect("a reply of the script");
+            let (expected, _) = policy
+                .check(&Default::default(), now, 1)
+                .expect("cost 1 is valid");
+            assert_eq!(decisions, [Ok(expected)], "{algorithm}: {policy:?}");
+
+            let stored: usize = redis::cmd("STRLEN")
+                .arg(&request.redis_key[..])
+                .query(&mut connection)
+                .expect("STRLEN answers");
+            let declared = struct_size(format_of(layout(algorithm).0, "STATE"));
+            assert_eq!(stored, declared, "{algorithm}: stored state size");
+        }
     }
 }

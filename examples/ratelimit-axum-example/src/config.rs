@@ -375,18 +375,22 @@ impl Config {
                     .with_context(|| format!("RATELIMIT_RATE={text:?}"))?,
                 None => (self.limit.limit(), self.limit.window()),
             };
-            let name = algorithm
-                .clone()
-                .unwrap_or_else(|| self.limit.algorithm_name().to_owned());
-            self.limit = match name.as_str() {
-                "fixed_window" => Policy::fixed_window(limit, window),
-                "sliding_window" => Policy::sliding_window(limit, window),
-                "token_bucket" => Policy::token_bucket(limit, limit, window),
-                other => bail!(
-                    "RATELIMIT_ALGORITHM={other:?}; expected fixed_window, sliding_window or token_bucket"
-                ),
+            use ratelimit_core::AlgorithmName;
+            let name = match &algorithm {
+                // The parse error names the value and every algorithm.
+                Some(text) => text
+                    .parse::<AlgorithmName>()
+                    .map_err(|e| anyhow::anyhow!("RATELIMIT_ALGORITHM: {e}"))?,
+                None => self.limit.algorithm(),
+            };
+            self.limit = match name {
+                AlgorithmName::FixedWindow => Policy::fixed_window(limit, window),
+                AlgorithmName::SlidingWindow => Policy::sliding_window(limit, window),
+                AlgorithmName::TokenBucket => Policy::token_bucket(limit, limit, window),
             }
-            .with_context(|| format!("RATELIMIT_ALGORITHM/RATELIMIT_RATE ({name}, {limit} per {window:?})"))?;
+            .with_context(|| {
+                format!("RATELIMIT_ALGORITHM/RATELIMIT_RATE ({name}, {limit} per {window:?})")
+            })?;
         }
         if let Some(v) = var("RATELIMIT_FAILURE") {
             self.backend.failure = match v.as_str() {

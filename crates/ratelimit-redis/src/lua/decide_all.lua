@@ -1,7 +1,8 @@
 -- Shared tail of every policy script: runs the policy's `decide` for each
 -- request of the call (see prelude.lua for the calling convention).
 --
--- decide(stored, now, cost) returns allowed, remaining, reset_after_us,
+-- decide(stored, now, cost) gets the stored value (false for a missing
+-- key; else a string of encoded_size(STATE) bytes) and returns allowed, remaining, reset_after_us,
 -- retry_after_us and, when the request changed the state, the new packed
 -- state, the instant (µs) its key is to expire at (from then on the state
 -- is equivalent to a key never seen: Algorithm::expires_at, or for the
@@ -15,7 +16,8 @@
 -- timeline, but at least ARGV[2] ms, because an injected clock may run
 -- slower than the wall clock or go back, and the key must outlive every
 -- instant at which its state still matters.
-local arg = 3 + PARAMS
+local arg = 3 + NPARAMS
+local SIZE = encoded_size(STATE)
 local min_ttl = tonumber(ARGV[2])
 local format, call, try = string.format, redis.call, redis.pcall
 -- Every state of a call of several requests in one MGET, which answers
@@ -26,7 +28,7 @@ local format, call, try = string.format, redis.call, redis.pcall
 local n = #KEYS
 local values, written
 if n > 1 then
-  values = call('MGET', list(KEYS))
+  values = call('MGET', unpack(KEYS))
   written = {}
 end
 local out, problems = {}, nil
@@ -54,7 +56,7 @@ for i = 1, n do
     problem = 'ratelimit: ' .. key .. ' holds a value this policy did not write'
   end
   if problem then
-    out[i] = pack('<Bddd', 2, 0, 0, 0)
+    out[i] = encode(REPLY, 2, 0, 0, 0)
     problems = problems or {}
     problems[#problems + 1] = problem
   else
@@ -69,7 +71,7 @@ for i = 1, n do
         call('SET', key, state, 'PXAT', format('%d', ceil(at / 1000)))
       end
     end
-    out[i] = pack('<Bddd', allowed, remaining, reset_after, retry_after)
+    out[i] = encode(REPLY, allowed, remaining, reset_after, retry_after)
   end
 end
 -- One string for all the decisions (cheaper to write and to read than

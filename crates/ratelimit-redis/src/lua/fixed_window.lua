@@ -1,11 +1,13 @@
--- Fixed window (SPEC 3): ARGV[3] = limit, ARGV[4] = window in µs.
--- State: the window index and the cost taken in it.
-local limit = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
+-- Fixed window (SPEC 3).
+
+-- Layout (see prelude.lua): the state is the window index and the cost
+-- taken in it; the parameters are the limit and the window in µs.
+local STATE = '<dd'
+local limit, window = params('limit', 'window_us')
 
 local function decide(stored, now, cost)
   local k_s, count = 0, 0
-  if stored then k_s, count = unpack('<dd', stored) end
+  if stored then k_s, count = decode(STATE, stored) end
 
   -- A later window starts empty; an earlier one (the clock went back)
   -- keeps the stored window, which is never reopened.
@@ -22,7 +24,7 @@ local function decide(stored, now, cost)
     allowed = count + cost <= limit
     if allowed then
       count = count + cost
-      state, at = pack('<dd', k_s, count), (k_s + 1) * window
+      state, at = encode(STATE, k_s, count), (k_s + 1) * window
     end
   else
     allowed = count < limit

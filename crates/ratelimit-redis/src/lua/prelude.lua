@@ -1,20 +1,27 @@
--- Shared head of every policy script. The build puts one line before it,
--- `local SIZE, PARAMS = <bytes of packed state>, <number of parameters>`,
--- and after it the policy's `decide` and then decide_all.lua, so that each
--- policy is still one script, loaded and cached by its own SHA1.
+-- Shared head of every policy script. The build puts after it the
+-- policy's file and then decide_all.lua, so that each policy is still one
+-- script, loaded and cached by its own SHA1.
+--
+-- Each policy's file opens with its layout, the one source of truth for
+-- how that script is called and what it stores (script.rs's tests check
+-- the Rust side against it):
+--   local STATE = '<dd'                        the struct format of its
+--                                              stored state
+--   local a, b = params('name_a', 'name_b')    its parameters, in order
+-- and then defines decide(stored, now, cost) (see decide_all.lua).
 --
 -- One call decides one or more requests, in order, as if each were its own
 -- call (a later request on the same key sees what an earlier one stored):
 --   KEYS[i]   the i-th request's limiter key; its value is the policy's
---             state packed with struct.pack as little-endian doubles
+--             state, encode(STATE, ...): little-endian doubles
 --   ARGV[1]   '' to read the server's TIME once for the whole call, or
 --             'injected' when each request carries its own now
 --   ARGV[2]   with an injected clock, the least TTL in ms (see decide_all)
---   ARGV[3 .. 2 + PARAMS]  the policy's parameters
+--   ARGV[3 .. 2 + NPARAMS]  the policy's parameters, as params() names them
 --   then per request: its cost (0 for a peek) and, with an injected clock,
 --   its now in µs since the epoch
--- Returns a string of 25 bytes per request, in order,
--- struct.pack('<Bddd', status, remaining, reset_after_us, retry_after_us)
+-- Returns a string of encoded_size(REPLY) = 25 bytes per request, in order,
+-- encode(REPLY, status, remaining, reset_after_us, retry_after_us)
 -- with status 1 (allowed), 0 (denied) or 2 (the request's key holds a
 -- value this script did not write). When some request has status 2, the
 -- reply is an array instead: that string, then one message per status 2,
@@ -43,5 +50,21 @@ if not injected then
   server_now = t[1] * 1000000 + t[2]
 end
 local floor, ceil, max = math.floor, math.ceil, math.max
-local list = unpack
-local pack, unpack = struct.pack, struct.unpack
+-- struct's functions under names of their own, so that Lua's `unpack`
+-- (a table's items as values) keeps its meaning.
+local encode, decode, encoded_size = struct.pack, struct.unpack, struct.size
+
+-- One request's entry in the reply; script.rs reads entries of its size.
+local REPLY = '<Bddd'
+
+-- The policy's parameters: ARGV[3], ARGV[4], ... as numbers, one for each
+-- name, in order. The names are the layout's documentation, checked
+-- against script.rs's by its tests; NPARAMS tells decide_all where the
+-- requests' arguments start.
+local NPARAMS = 0
+local function params(...)
+  NPARAMS = select('#', ...)
+  local values = {}
+  for i = 1, NPARAMS do values[i] = tonumber(ARGV[2 + i]) end
+  return unpack(values, 1, NPARAMS)
+end

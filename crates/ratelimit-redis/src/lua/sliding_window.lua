@@ -1,9 +1,10 @@
--- Sliding window (SPEC 3): ARGV[3] = limit, ARGV[4] = window in µs,
--- ARGV[5] = window in ms. State: the current window index, the cost taken
--- in the window before it and the cost taken in the current one.
-local limit = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local window_ms = tonumber(ARGV[5])
+-- Sliding window (SPEC 3).
+
+-- Layout (see prelude.lua): the state is the current window index, the
+-- cost taken in the window before it and the cost taken in the current
+-- one; the parameters are the limit and the window in µs and in ms.
+local STATE = '<ddd'
+local limit, window, window_ms = params('limit', 'window_us', 'window_ms')
 
 -- The first instant at which `c` fits with no other traffic, for a window
 -- starting at `start` with counts `prev` and `curr`: in this window once
@@ -26,7 +27,7 @@ end
 
 local function decide(stored, now, cost)
   local k_s, prev, curr = 0, 0, 0
-  if stored then k_s, prev, curr = unpack('<ddd', stored) end
+  if stored then k_s, prev, curr = decode(STATE, stored) end
 
   -- Roll forward. If the clock went back before the stored window, the
   -- stored window is kept and read at its start, where its estimate is
@@ -53,7 +54,7 @@ local function decide(stored, now, cost)
     -- expires then unless the window rolled.
     local reset_at = start + 2 * window
     return 1, limit - estimate - cost, max(reset_at - now, 0), 0,
-      pack('<ddd', k_s, prev, curr), reset_at, not rolled
+      encode(STATE, k_s, prev, curr), reset_at, not rolled
   end
 
   local reset_at = 0

@@ -1,19 +1,22 @@
--- Token bucket as GCRA (SPEC 3): ARGV[3] = emission interval T in µs,
--- ARGV[4] = capacity * T in µs. State: the theoretical arrival time in µs
--- (missing: a full bucket).
+-- Token bucket as GCRA (SPEC 3).
 --
 -- The state is a full bucket again from tat on; its key expires at the
 -- first whole second at or after tat, so that the tokens taken before that
 -- second keep the key's expiry (SET ... KEEPTTL, a third cheaper inside
 -- Redis) instead of each moving it. A key outlives its state's use by
 -- less than a second.
+
+-- Layout (see prelude.lua): the state is the theoretical arrival time in
+-- µs (a missing key is a full bucket); the parameters are the emission
+-- interval T and the span capacity * T, both in µs.
+local STATE = '<d'
+local interval, span = params('interval_us', 'span_us')
+
 local SECOND = 1000000
-local interval = tonumber(ARGV[3])
-local span = tonumber(ARGV[4])
 
 local function decide(stored, now, cost)
   local tat = 0
-  if stored then tat = unpack('<d', stored) end
+  if stored then tat = decode(STATE, stored) end
   local stored_tat = tat
 
   local state
@@ -25,7 +28,7 @@ local function decide(stored, now, cost)
       return 0, floor(max(span - debt, 0) / interval), debt, next_tat - limit_at
     end
     tat = next_tat
-    state = pack('<d', tat)
+    state = encode(STATE, tat)
   end
 
   -- remaining and reset_after for the stored (or just taken) arrival time.
