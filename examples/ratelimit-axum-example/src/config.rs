@@ -11,6 +11,8 @@ use ratelimit_core::Policy;
 use ratelimit_tower::{FailureMode, ProxyHeader};
 use serde::{Deserialize, Deserializer};
 
+use crate::{Secret, SecretUrl};
+
 /// Everything the service reads at start-up. Every field has a default,
 /// so an empty file (or none) is the documented default service: five
 /// requests per 30 s per client IP, fixed window, in memory, on
@@ -47,11 +49,12 @@ pub struct BackendConfig {
     #[serde(default)]
     pub kind: BackendKind,
     /// The Redis URL (`redis://host:6379`); also `--redis-url`/`REDIS_URL`.
+    /// A password in it is never printed.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<SecretUrl>,
     /// Or the node URLs of a Redis Cluster.
     #[serde(default)]
-    pub cluster: Option<Vec<String>>,
+    pub cluster: Option<Vec<SecretUrl>>,
     /// The Redis key prefix (default `ratelimit:`).
     #[serde(default)]
     pub prefix: Option<String>,
@@ -150,13 +153,14 @@ pub struct ModelConfig {
     /// The provider's model name (`OPENAI_MODEL`).
     #[serde(default = "default_model_name")]
     pub name: String,
-    /// The provider's base URL (`OPENAI_BASE_URL`).
+    /// The provider's base URL (`OPENAI_BASE_URL`); credentials in it are
+    /// never printed.
     #[serde(default = "default_base_url")]
-    pub base_url: String,
-    /// The API key: from `OPENAI_API_KEY` only, never from the file, so
-    /// the file can be committed.
-    #[serde(skip)]
-    pub api_key: Option<String>,
+    pub base_url: SecretUrl,
+    /// The API key (`OPENAI_API_KEY`, which overrides it). Prefer the
+    /// variable: a file holding a key must not be committed. Never printed.
+    #[serde(default)]
+    pub api_key: Option<Secret<String>>,
     /// The offline model's pause before each delta, e.g. `"40ms"`.
     #[serde(default = "default_delta_delay", deserialize_with = "duration")]
     pub delta_delay: Duration,
@@ -203,8 +207,8 @@ fn default_denied_body() -> String {
 fn default_model_name() -> String {
     "gpt-4o-mini".into()
 }
-fn default_base_url() -> String {
-    "https://api.openai.com/v1".into()
+fn default_base_url() -> SecretUrl {
+    SecretUrl::new("https://api.openai.com/v1")
 }
 fn default_delta_delay() -> Duration {
     Duration::from_millis(40)
@@ -216,6 +220,35 @@ fn default_connect_timeout() -> Duration {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     ratelimit_core::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Where a TOML error is and what it says, without the excerpt of the
+/// file that `toml`'s own message quotes: that line may hold an API key or
+/// a Redis password (a typo in a secret is still a secret). The key of
+/// the line is named, never its value.
+fn located(err: &toml::de::Error, text: &str) -> String {
+    let Some(span) = err.span() else {
+        return err.message().to_owned();
+    };
+    // A span always falls on a character boundary; `get` only keeps a
+    // surprise from becoming a panic.
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    match key_of(line_text) {
+        Some(key) => format!("line {line}, column {column}, `{key}`: {}", err.message()),
+        None => format!("line {line}, column {column}: {}", err.message()),
+    }
+}
+
+/// The bare (or dotted) key of a `key = value` line.
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _value) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
 }
 
 fn proxy_header<'de, D: Deserializer<'de>>(d: D) -> Result<ProxyHeader, D::Error> {
@@ -331,8 +364,13 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                Self::from_toml_str(&text)
-                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+                Self::from_toml_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid config file {}: {}",
+                        path.display(),
+                        located(&e, &text)
+                    )
+                })?
             }
             None => Self::default(),
         };
@@ -424,13 +462,13 @@ impl Config {
         }
         if let Some(v) = var("REDIS_URL").filter(|v| !v.is_empty()) {
             self.backend.kind = BackendKind::Redis;
-            self.backend.url = Some(v);
+            self.backend.url = Some(SecretUrl::new(v));
         }
         if let Some(v) = var("OPENAI_API_KEY").filter(|v| !v.is_empty()) {
-            self.model.api_key = Some(v);
+            self.model.api_key = Some(Secret::new(v));
         }
         if let Some(v) = var("OPENAI_BASE_URL").filter(|v| !v.is_empty()) {
-            self.model.base_url = v;
+            self.model.base_url = SecretUrl::new(v);
         }
         if let Some(v) = var("OPENAI_MODEL").filter(|v| !v.is_empty()) {
             self.model.name = v;

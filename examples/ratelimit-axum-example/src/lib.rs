@@ -13,6 +13,8 @@ mod error;
 mod generate;
 mod limiter;
 pub mod model;
+mod secret;
+mod secret_url;
 mod ui_stream;
 
 pub use app::{app, AppOptions};
@@ -24,6 +26,8 @@ pub use config::{
 pub use error::AppError;
 pub use limiter::build_limiter;
 pub use model::{build_model, Model, ModelError, OfflineModel, OpenAiCompatible};
+pub use secret::Secret;
+pub use secret_url::{redact_url, SecretUrl};
 pub use ui_stream::{UiChunk, UI_MESSAGE_STREAM_HEADERS};
 
 // The workspace README's Rust examples use this crate's dependencies (the

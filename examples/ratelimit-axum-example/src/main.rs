@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use clap::Parser;
-use ratelimit_axum_example::{app, build_limiter, build_model, AppOptions, BackendKind, Config};
+use ratelimit_axum_example::{
+    app, build_limiter, build_model, AppOptions, BackendKind, Config, SecretUrl,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Command-line options; each overrides the file and the environment.
@@ -27,7 +29,7 @@ struct Cli {
     bind: Option<SocketAddr>,
     /// Count in Redis at this URL instead of in memory.
     #[arg(long)]
-    redis_url: Option<String>,
+    redis_url: Option<SecretUrl>,
 }
 
 fn main() -> ExitCode {
