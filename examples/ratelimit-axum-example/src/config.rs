@@ -2,6 +2,7 @@
 //! environment variables.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub struct Config {
     /// Which model answers.
     #[serde(default)]
     pub model: ModelConfig,
+    /// How connections are served.
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 /// `[backend]`.
@@ -133,10 +137,16 @@ pub struct HttpConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// The longest time until the response starts, e.g. `"30s"`.
-    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "positive_duration"
+    )]
     pub request_timeout: Duration,
     /// The longest wait for the model's next delta, e.g. `"30s"`.
-    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "positive_duration"
+    )]
     pub stream_idle_timeout: Duration,
     /// The body of a `429` (default `Ratelimited!`).
     #[serde(default = "default_denied_body")]
@@ -165,8 +175,44 @@ pub struct ModelConfig {
     #[serde(default = "default_delta_delay", deserialize_with = "duration")]
     pub delta_delay: Duration,
     /// The provider's connect timeout.
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "positive_duration"
+    )]
     pub connect_timeout: Duration,
+}
+
+/// `[server]`: how connections are held and let go (HTTP/1.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The longest a connection may take to send a complete request head,
+    /// counted from its first byte, or from the connection's start for
+    /// its first request (default `"10s"`).
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "positive_duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// The longest a kept-alive connection may sit silent between two
+    /// requests (default `"60s"`).
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "positive_duration"
+    )]
+    pub idle_timeout: Duration,
+    /// The most connections served at once (default 1024). Beyond it a
+    /// new connection is accepted and closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: NonZeroUsize,
+    /// On SIGTERM or SIGINT, how long in-flight requests and streams may
+    /// take to finish before their connections are closed (default
+    /// `"10s"`).
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "positive_duration"
+    )]
+    pub shutdown_grace: Duration,
 }
 
 /// Which model answers.
@@ -216,10 +262,34 @@ fn default_delta_delay() -> Duration {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> NonZeroUsize {
+    NonZeroUsize::new(1024).expect("1024 is not zero")
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     ratelimit_core::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// A timeout: zero would fail every request (or, for the server's own,
+/// close every connection) at once, so it is refused where it is written.
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a timeout must be longer than zero",
+        ));
+    }
+    Ok(value)
 }
 
 /// Where a TOML error is and what it says, without the excerpt of the
@@ -315,6 +385,17 @@ impl Default for ModelConfig {
     }
 }
 
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -324,6 +405,7 @@ impl Default for Config {
             client_ip: ClientIpConfig::default(),
             http: HttpConfig::default(),
             model: ModelConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -476,14 +558,45 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what serde cannot: prefix ranges and a Redis URL when the
-    /// Redis backend is chosen.
+    /// Checks what serde cannot: prefix ranges, a Redis URL when the
+    /// Redis backend is chosen, and (again, for configurations built in
+    /// code) that no timeout is zero.
     ///
     /// # Errors
     ///
     /// Naming the field at fault.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_axum_example::Config;
+    ///
+    /// let mut config = Config::default();
+    /// assert!(config.validate().is_ok());
+    /// config.server.idle_timeout = Duration::ZERO;
+    /// let err = config.validate().unwrap_err().to_string();
+    /// assert_eq!(err, "invalid `server.idle_timeout`: must be longer than zero");
+    /// ```
     pub fn validate(&self) -> anyhow::Result<()> {
         self.client_ip_extractor()?;
+        // A zero timeout fails every request (or closes every connection)
+        // at once: a typo, never a wish.
+        let timeouts = [
+            ("backend.timeout", self.backend.timeout),
+            ("http.request_timeout", self.http.request_timeout),
+            ("http.stream_idle_timeout", self.http.stream_idle_timeout),
+            ("model.connect_timeout", self.model.connect_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.shutdown_grace", self.server.shutdown_grace),
+        ];
+        if let Some((field, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
+            bail!("invalid `{field}`: must be longer than zero");
+        }
         let b = &self.backend;
         if b.kind == BackendKind::Redis && b.url.is_none() && b.cluster.is_none() {
             bail!("backend.kind = \"redis\" needs backend.url or backend.cluster (or --redis-url / REDIS_URL)");

@@ -3,8 +3,9 @@
 //! v5 UI message stream format (`toUIMessageStreamResponse()`), so a
 //! `useChat` front end consumes it unchanged.
 //!
-//! The binary (`src/main.rs`) reads the configuration and serves [`app`];
-//! tests drive [`app`] directly with `oneshot`, or serve it on a socket.
+//! The binary (`src/main.rs`) reads the configuration and serves [`app`]
+//! with [`serve`]; tests drive [`app`] directly with `oneshot`, or serve it
+//! on a socket.
 
 mod app;
 mod chat;
@@ -15,19 +16,21 @@ mod limiter;
 pub mod model;
 mod secret;
 mod secret_url;
+mod server;
 mod ui_stream;
 
 pub use app::{app, AppOptions};
 pub use chat::{parse_chat_request, ChatMessage, Role};
 pub use config::{
     BackendConfig, BackendKind, ClientIpConfig, Config, FailureConfig, HttpConfig, ModelConfig,
-    ProviderKind,
+    ProviderKind, ServerConfig,
 };
 pub use error::AppError;
 pub use limiter::build_limiter;
 pub use model::{build_model, Model, ModelError, OfflineModel, OpenAiCompatible};
 pub use secret::Secret;
 pub use secret_url::{redact_url, SecretUrl};
+pub use server::serve;
 pub use ui_stream::{UiChunk, UI_MESSAGE_STREAM_HEADERS};
 
 // The workspace README's Rust examples use this crate's dependencies (the
