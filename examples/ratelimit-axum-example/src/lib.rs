@@ -12,6 +12,7 @@ mod chat;
 mod config;
 mod error;
 mod generate;
+mod json_body;
 mod limiter;
 pub mod model;
 mod secret;
