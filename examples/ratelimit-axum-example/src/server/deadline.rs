@@ -21,7 +21,7 @@ use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,15 +49,27 @@ enum Phase {
 /// The phase of one connection, shared by its socket, its service and
 /// its response bodies.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnPhase(Arc<Mutex<Phase>>);
+pub(crate) struct ConnPhase(Arc<Mutex<State>>);
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// The task of a read left pending while busy, without a deadline:
+    /// it must be woken to arm the idle deadline when the response ends,
+    /// since a silent client would never wake it.
+    reader: Option<Waker>,
+}
 
 impl ConnPhase {
     /// A new connection: its first request head is due within the head's
     /// budget from now. A client has no reason to open a connection and
     /// say nothing, so a silent one gets no idle allowance.
     pub(crate) fn new() -> Self {
-        Self(Arc::new(Mutex::new(Phase::Head {
-            since: Instant::now(),
+        Self(Arc::new(Mutex::new(State {
+            phase: Phase::Head {
+                since: Instant::now(),
+            },
+            reader: None,
         })))
     }
 
@@ -66,12 +78,24 @@ impl ConnPhase {
         self.set(|_| Phase::Busy);
     }
 
+    /// Whether a request is being answered.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self.lock().phase, Phase::Busy)
+    }
+
     /// The response is written (its body dropped): the wait for the next
     /// request starts.
     fn idle(&self) {
-        self.set(|_| Phase::Idle {
-            since: Instant::now(),
-        });
+        let reader = {
+            let mut state = self.lock();
+            state.phase = Phase::Idle {
+                since: Instant::now(),
+            };
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
     }
 
     /// Bytes arrived: if the connection was idle, a request head starts.
@@ -86,21 +110,43 @@ impl ConnPhase {
 
     /// When the current phase must end, and its name for the error.
     fn deadline(&self, limits: Limits) -> Option<(Instant, &'static str)> {
-        match *self.lock() {
-            Phase::Idle { since } => Some((since + limits.idle, "idle timeout")),
-            Phase::Head { since } => Some((since + limits.header_read, "header read timeout")),
-            Phase::Busy => None,
+        deadline(self.lock().phase, limits)
+    }
+
+    /// The deadline, as [`deadline`](Self::deadline); with none (busy),
+    /// `waker` is kept to be woken when the connection turns idle.
+    fn deadline_or_wake_later(
+        &self,
+        limits: Limits,
+        waker: &Waker,
+    ) -> Option<(Instant, &'static str)> {
+        let mut state = self.lock();
+        let deadline = deadline(state.phase, limits);
+        if deadline.is_none() {
+            match &mut state.reader {
+                Some(kept) => kept.clone_from(waker),
+                None => state.reader = Some(waker.clone()),
+            }
         }
+        deadline
     }
 
     fn set(&self, next: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.lock();
-        *phase = next(*phase);
+        let mut state = self.lock();
+        state.phase = next(state.phase);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
-        // A plain Copy value cannot be left half-written by a panic.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every write is a whole value: a panic cannot leave half of one.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn deadline(phase: Phase, limits: Limits) -> Option<(Instant, &'static str)> {
+    match phase {
+        Phase::Idle { since } => Some((since + limits.idle, "idle timeout")),
+        Phase::Head { since } => Some((since + limits.header_read, "header read timeout")),
+        Phase::Busy => None,
     }
 }
 
@@ -130,7 +176,8 @@ impl<S> DeadlineIo<S> {
     /// Called when a read is pending: registers the phase's deadline with
     /// the task, and fails the read once it has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some((deadline, what)) = self.phase.deadline(self.limits) else {
+        let Some((deadline, what)) = self.phase.deadline_or_wake_later(self.limits, cx.waker())
+        else {
             return Poll::Pending;
         };
         if self.timer.deadline() != deadline {
@@ -279,6 +326,32 @@ mod tests {
             Some((head_since + LIMITS.header_read, "header read timeout")),
             "more bytes of the same head do not extend its deadline"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_left_pending_while_busy_gets_the_idle_deadline_when_the_response_ends() {
+        let (_client, server) = tokio::io::duplex(64);
+        let phase = ConnPhase::new();
+        phase.busy();
+        let mut io = DeadlineIo::new(server, phase.clone(), LIMITS);
+        let read = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            tokio::io::AsyncReadExt::read(&mut io, &mut buf).await
+        });
+        tokio::time::advance(Duration::from_secs(100)).await;
+        tokio::task::yield_now().await;
+        assert!(!read.is_finished(), "no deadline while answering");
+
+        drop(ResponseBody::new(axum::body::Body::empty(), phase.clone()));
+        let ended = Instant::now();
+        // A silent client never wakes the read: the end of the response must.
+        let err = tokio::time::timeout(Duration::from_secs(3600), read)
+            .await
+            .expect("the idle deadline was armed")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "idle timeout");
+        assert_eq!(ended.elapsed(), LIMITS.idle);
     }
 
     #[tokio::test(start_paused = true)]

@@ -159,6 +159,7 @@ async fn connection(
     }
     let phase = ConnPhase::new();
     let io = TokioIo::new(DeadlineIo::new(stream, phase.clone(), limits));
+    let answering = phase.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         phase.busy();
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -178,8 +179,13 @@ async fn connection(
     let closed = tokio::select! {
         closed = conn.as_mut() => closed,
         () = stopped(&mut stopping) => {
-            // Closes the connection now if no request is in flight, or
-            // after the response being written.
+            if !answering.is_busy() {
+                // Idle, or still sending a head: nothing to finish. hyper
+                // would wait for a partial head to complete, so the
+                // connection is dropped (closed) here instead.
+                return;
+            }
+            // Closes the connection once the response is written.
             conn.as_mut().graceful_shutdown();
             conn.await
         }
