@@ -2,7 +2,6 @@
 //! environment variables.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use ratelimit_core::Policy;
 use ratelimit_tower::{FailureMode, ProxyHeader};
 use serde::{Deserialize, Deserializer};
 
-use crate::{Secret, SecretUrl};
+use crate::{Secret, SecretUrl, ServerConfig};
 
 /// Everything the service reads at start-up. Every field has a default,
 /// so an empty file (or none) is the documented default service: five
@@ -182,39 +181,6 @@ pub struct ModelConfig {
     pub connect_timeout: Duration,
 }
 
-/// `[server]`: how connections are held and let go (HTTP/1.1).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// The longest a connection may take to send a complete request head,
-    /// counted from its first byte, or from the connection's start for
-    /// its first request (default `"10s"`).
-    #[serde(
-        default = "default_header_read_timeout",
-        deserialize_with = "positive_duration"
-    )]
-    pub header_read_timeout: Duration,
-    /// The longest a kept-alive connection may sit silent between two
-    /// requests (default `"60s"`).
-    #[serde(
-        default = "default_idle_timeout",
-        deserialize_with = "positive_duration"
-    )]
-    pub idle_timeout: Duration,
-    /// The most connections served at once (default 1024). Beyond it a
-    /// new connection is accepted and closed at once.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: NonZeroUsize,
-    /// On SIGTERM or SIGINT, how long in-flight requests and streams may
-    /// take to finish before their connections are closed (default
-    /// `"10s"`).
-    #[serde(
-        default = "default_shutdown_grace",
-        deserialize_with = "positive_duration"
-    )]
-    pub shutdown_grace: Duration,
-}
-
 /// Which model answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -262,18 +228,6 @@ fn default_delta_delay() -> Duration {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_header_read_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_max_connections() -> NonZeroUsize {
-    NonZeroUsize::new(1024).expect("1024 is not zero")
-}
-fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(10)
-}
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -282,7 +236,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 /// A timeout: zero would fail every request (or, for the server's own,
 /// close every connection) at once, so it is refused where it is written.
-fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let value = duration(d)?;
     if value.is_zero() {
         return Err(serde::de::Error::custom(
@@ -290,35 +244,6 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
         ));
     }
     Ok(value)
-}
-
-/// Where a TOML error is and what it says, without the excerpt of the
-/// file that `toml`'s own message quotes: that line may hold an API key or
-/// a Redis password (a typo in a secret is still a secret). The key of
-/// the line is named, never its value.
-fn located(err: &toml::de::Error, text: &str) -> String {
-    let Some(span) = err.span() else {
-        return err.message().to_owned();
-    };
-    // A span always falls on a character boundary; `get` only keeps a
-    // surprise from becoming a panic.
-    let before = text.get(..span.start).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    let line_text = text[line_start..].lines().next().unwrap_or_default();
-    match key_of(line_text) {
-        Some(key) => format!("line {line}, column {column}, `{key}`: {}", err.message()),
-        None => format!("line {line}, column {column}: {}", err.message()),
-    }
-}
-
-/// The bare (or dotted) key of a `key = value` line.
-fn key_of(line: &str) -> Option<&str> {
-    let (key, _value) = line.split_once('=')?;
-    let key = key.trim();
-    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    (!key.is_empty() && key.chars().all(bare)).then_some(key)
 }
 
 fn proxy_header<'de, D: Deserializer<'de>>(d: D) -> Result<ProxyHeader, D::Error> {
@@ -385,17 +310,6 @@ impl Default for ModelConfig {
     }
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: default_header_read_timeout(),
-            idle_timeout: default_idle_timeout(),
-            max_connections: default_max_connections(),
-            shutdown_grace: default_shutdown_grace(),
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -450,7 +364,7 @@ impl Config {
                     anyhow::anyhow!(
                         "invalid config file {}: {}",
                         path.display(),
-                        located(&e, &text)
+                        crate::toml_error::located(&e, &text)
                     )
                 })?
             }

@@ -18,20 +18,21 @@ pub mod model;
 mod secret;
 mod secret_url;
 mod server;
+mod toml_error;
 mod ui_stream;
 
 pub use app::{app, AppOptions};
 pub use chat::{parse_chat_request, ChatMessage, Role};
 pub use config::{
     BackendConfig, BackendKind, ClientIpConfig, Config, FailureConfig, HttpConfig, ModelConfig,
-    ProviderKind, ServerConfig,
+    ProviderKind,
 };
 pub use error::AppError;
 pub use limiter::build_limiter;
 pub use model::{build_model, Model, ModelError, OfflineModel, OpenAiCompatible};
 pub use secret::Secret;
 pub use secret_url::{redact_url, SecretUrl};
-pub use server::serve;
+pub use server::{serve, ServerConfig};
 pub use ui_stream::{UiChunk, UI_MESSAGE_STREAM_HEADERS};
 
 // The workspace README's Rust examples use this crate's dependencies (the
