@@ -91,7 +91,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(config.max_connections.get()));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut full = Full::default();
+    let mut at_capacity = AtCapacity::default();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -110,7 +110,7 @@ pub async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            full.refused(config.max_connections.get());
+            at_capacity.refused(config.max_connections.get());
             // Closing (not leaving it in the backlog) tells the client now.
             drop(stream);
             continue;
@@ -222,12 +222,12 @@ async fn accept_failed(err: &io::Error) {
 /// Connections refused at the cap, logged at most once a minute so a
 /// flood costs no log volume.
 #[derive(Debug, Default)]
-struct Full {
+struct AtCapacity {
     refused: u64,
     warned: Option<Instant>,
 }
 
-impl Full {
+impl AtCapacity {
     fn refused(&mut self, max_connections: usize) {
         self.refused += 1;
         let due = self
