@@ -14,15 +14,15 @@ use crate::deny_entries::DenyEntries;
 /// until their `retry_after` has passed.
 ///
 /// It only ever denies, and only what the store denied: a cached denial of
-/// cost `c` is repeated for costs of at least `c` (a larger cost never fits
-/// earlier), a smaller cost goes to the store. The wait is measured on this
-/// layer's [`Clock`] from when the store's answer arrived, so it ends no
-/// earlier than the store's own. The repeated decision carries the
-/// `remaining` and `reset_after` of the store's denial (the latter counted
-/// down); other processes' traffic may have changed them since, which is
-/// the price of not asking. An admission or a reset of the key forgets its
-/// denial; peeks always go to the inner limiter. Keys above 1 KiB are not
-/// cached.
+/// cost `c` is repeated for cost `c` only (another cost goes to the store,
+/// which knows its wait). The wait is measured on this layer's [`Clock`]
+/// from when the store's answer arrived, so it ends no earlier than the
+/// store's own; `retry_after` and `reset_after` are counted down, exactly
+/// as the store would while nothing else arrives. `remaining` stays the
+/// one of the store's denial: a token bucket or a sliding window may have
+/// won back some units meanwhile (not enough for `c`), which is the price
+/// of not asking. An admission or a reset of the key forgets its denial;
+/// peeks always go to the inner limiter. Keys above 1 KiB are not cached.
 ///
 /// Useful in front of a remote store hammered by clients that ignore
 /// `Retry-After`: their repeated requests cost no round trip.

@@ -13,8 +13,9 @@ pub(crate) const MAX_KEY_LEN: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// The smallest cost denied; larger costs are denied too, since a larger
-    /// cost never fits earlier than a smaller one.
+    /// The cost denied. Only the same cost is answered from here: a larger
+    /// one is denied too, but its wait is longer than this one's, and the
+    /// store is the one that knows how much.
     cost: u64,
     /// µs at which that cost may fit again.
     until: u64,
@@ -56,7 +57,7 @@ impl DenyEntries {
             self.len.store(entries.len(), Ordering::Relaxed);
             return None;
         }
-        (cost >= entry.cost).then(|| {
+        (cost == entry.cost).then(|| {
             Decision::from_micros(
                 false,
                 entry.limit,
@@ -139,14 +140,17 @@ mod tests {
     }
 
     #[test]
-    fn denies_equal_or_larger_costs_until_retry_after() {
+    fn denies_the_same_cost_until_retry_after() {
         let cache = DenyEntries::new(4);
         cache.record(b"k", 2, 1_000, &denial(10));
         let d = cache.lookup(b"k", 2, 5_000).unwrap();
         assert!(!d.allowed);
         assert_eq!(d.retry_after, Some(Duration::from_millis(6)));
         assert_eq!(d.reset_after, Duration::from_millis(16));
-        assert!(cache.lookup(b"k", 3, 5_000).is_some());
+        assert!(
+            cache.lookup(b"k", 3, 5_000).is_none(),
+            "its wait is the store's to say"
+        );
         assert!(
             cache.lookup(b"k", 1, 5_000).is_none(),
             "a smaller cost may fit"
