@@ -20,7 +20,7 @@ use crate::{BreakerOptions, CircuitBreaker, DenyCache, Failover, Metered, Timeou
 /// ```
 ///
 /// [`wrap`](Self::wrap) builds, from the store outwards,
-/// `Metered(Failover(DenyCache(CircuitBreaker(Timeout(store)))))`; the
+/// `Metered(DenyCache(Failover(CircuitBreaker(Timeout(store)))))`; the
 /// crate's README argues the order. A Closed denial's `retry_after` is the
 /// breaker's `open_for`: the store is not tried again before.
 ///
@@ -130,7 +130,7 @@ impl ResilienceConfig {
         self.deny_cache
     }
 
-    /// `inner` wrapped in the layers: `Metered(Failover(DenyCache(
+    /// `inner` wrapped in the layers: `Metered(DenyCache(Failover(
     /// CircuitBreaker(Timeout(inner)))))`, the Timeout and the DenyCache
     /// only when configured. [`Fallback`](FailurePolicy::Fallback) asks a
     /// [`MemoryLimiter`](ratelimit_memory::MemoryLimiter) of the same
@@ -159,24 +159,14 @@ impl ResilienceConfig {
     ) -> Arc<dyn Limiter> {
         // Concrete types all the way down: one branch per set of layers.
         let breaker = self.breaker;
-        match (self.timeout, self.deny_cache) {
-            (Some(t), Some(n)) => self.finish(
-                DenyCache::new(CircuitBreaker::new(timeout(inner, t), breaker), n),
-                fallback,
-            ),
-            (Some(t), None) => {
-                self.finish(CircuitBreaker::new(timeout(inner, t), breaker), fallback)
-            }
-            (None, Some(n)) => self.finish(
-                DenyCache::new(CircuitBreaker::new(inner, breaker), n),
-                fallback,
-            ),
-            (None, None) => self.finish(CircuitBreaker::new(inner, breaker), fallback),
+        match self.timeout {
+            Some(t) => self.outer(CircuitBreaker::new(timeout(inner, t), breaker), fallback),
+            None => self.outer(CircuitBreaker::new(inner, breaker), fallback),
         }
     }
 
-    /// The outer two layers around `inner`.
-    fn finish<L: Limiter + 'static>(
+    /// The failover, the deny cache and the metrics around `inner`.
+    fn outer<L: Limiter + 'static>(
         &self,
         inner: L,
         fallback: Option<Arc<dyn Limiter>>,
@@ -186,7 +176,10 @@ impl ResilienceConfig {
         if let Some(fallback) = fallback {
             failover = failover.with_fallback(fallback);
         }
-        Arc::new(Metered::new(failover))
+        match self.deny_cache {
+            Some(entries) => Arc::new(Metered::new(DenyCache::new(failover, entries))),
+            None => Arc::new(Metered::new(failover)),
+        }
     }
 }
 

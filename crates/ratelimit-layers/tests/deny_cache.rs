@@ -69,8 +69,8 @@ async fn a_reset_forgets_and_peeks_ask_the_store() {
 async fn never_repeats_a_degraded_denial() {
     let clock = ManualClock::new(0);
     let store = Scripted::new(support::policy(), clock.clone());
-    // A cache above a Failover (the wrong order) still never records what
-    // the failure policy decided.
+    // Above a Failover (where ResilienceConfig puts it), the cache sees the
+    // failure policy's decisions, and never records them.
     let limiter = cache(
         Failover::new(Arc::clone(&store), FailurePolicy::Closed),
         &clock,

@@ -19,7 +19,8 @@ use ratelimit_core::{
     Decision, Error, FailurePolicy, Limiter, ManualClock, Policy, ReferenceLimiter,
 };
 use ratelimit_layers::{BreakerOptions, ResilienceConfig};
-use support::{policy, Scripted};
+use support::{policy, Capture, Scripted};
+use tracing::Level;
 
 /// Fails the test on any degraded decision: over a healthy store, every
 /// decision must be the store's.
@@ -154,4 +155,38 @@ async fn over_a_failing_store_each_layer_does_its_part() {
     let d = limiter.check_one(b"cold").await.unwrap();
     assert!(d.allowed && !d.is_degraded());
     assert_eq!(d.remaining, 2);
+}
+
+/// During an outage, denials answered from the deny cache are interleaved
+/// with degraded decisions: still one WARN when the outage starts and one
+/// INFO when it ends, not one pair per cached answer.
+#[tokio::test(start_paused = true)]
+async fn cached_denials_during_an_outage_do_not_flap_the_logs() {
+    let (logs, _guard) = Capture::install();
+    let config = ResilienceConfig::default()
+        .with_failure(FailurePolicy::Open)
+        .with_deny_cache(NonZeroUsize::new(100));
+    let store = Scripted::new(policy(), ManualClock::new(0));
+    let limiter = config.wrap(store.clone());
+    limiter.check(b"hot", 3).await.unwrap();
+    assert!(!limiter.check_one(b"hot").await.unwrap().allowed);
+
+    store.fail_next(u64::MAX);
+    for _ in 0..10 {
+        assert!(limiter.check_one(b"cold").await.unwrap().is_degraded());
+        let cached = limiter.check_one(b"hot").await.unwrap();
+        assert!(!cached.allowed && !cached.is_degraded());
+    }
+    store.fail_next(0);
+    tokio::time::advance(config.breaker().open_for).await;
+    assert!(!limiter.check_one(b"cold").await.unwrap().is_degraded());
+
+    let degraded = |level| {
+        logs.events(level)
+            .into_iter()
+            .filter(|e| e.contains("degraded"))
+            .count()
+    };
+    assert_eq!(degraded(Level::WARN), 1, "{:?}", logs.events(Level::WARN));
+    assert_eq!(degraded(Level::INFO), 1, "{:?}", logs.events(Level::INFO));
 }
