@@ -54,8 +54,8 @@ impl AppOptions {
         Ok(Self {
             client_ip: config.client_ip_extractor()?,
             // A backstop behind the backend's own per-call timeout (which
-            // Redis answers with its failure policy): twice as long, so the
-            // backend's answer normally wins.
+            // the resilience layers answer with the failure policy): twice
+            // as long, so the backend's answer normally wins.
             check_timeout: config.backend.timeout * 2,
             max_body_bytes: config.http.max_body_bytes,
             request_timeout: config.http.request_timeout,
