@@ -3,6 +3,7 @@
 use ratelimit_core::{Algorithm, Decision, Error};
 
 use crate::fingerprint::Fingerprint;
+use crate::meters::Meters;
 use crate::slots::Slots;
 use crate::WhenFull;
 
@@ -26,6 +27,8 @@ pub(crate) struct Rules<A> {
     pub(crate) when_full: WhenFull,
     /// Microseconds an idle state is kept before it may be forgotten.
     pub(crate) grace_us: u64,
+    /// Where reclaimed and refused keys are counted.
+    pub(crate) meters: Meters,
 }
 
 impl<A: Algorithm> Rules<A> {
@@ -119,6 +122,7 @@ impl<A: Algorithm> Shard<A> {
             return Ok(decision);
         }
         if self.slots.len() >= rules.cap && !self.make_room(rules, now) {
+            rules.meters.refused.increment(1);
             return Ok(match rules.when_full {
                 WhenFull::DenyNewKeys => {
                     let wait = self.earliest_forget.saturating_sub(now).max(1);
@@ -171,7 +175,11 @@ impl<A: Algorithm> Shard<A> {
         self.earliest_forget = earliest;
         self.slots.shrink_if_sparse();
         self.restart_pass();
-        before - self.slots.len()
+        let forgotten = before - self.slots.len();
+        if forgotten > 0 {
+            rules.meters.reclaimed.increment(forgotten as u64);
+        }
+        forgotten
     }
 
     /// Stored keys.
@@ -202,6 +210,8 @@ impl<A: Algorithm> Shard<A> {
             return;
         }
         let count = self.slots.slot_count();
+        // Counted once per step, not per key: one call on the handle.
+        let mut forgotten = 0u64;
         for _ in 0..SWEEP_STEP {
             if self.cursor >= count {
                 // A pass is over: stay eager only if it found garbage, and
@@ -219,6 +229,7 @@ impl<A: Algorithm> Shard<A> {
                     self.slots.remove_at(self.cursor);
                     self.pass_forgot = true;
                     self.eager = true;
+                    forgotten += 1;
                 }
                 Some(state) => {
                     self.pass_earliest = self.pass_earliest.min(rules.forget_at(state));
@@ -226,6 +237,9 @@ impl<A: Algorithm> Shard<A> {
                 }
                 None => self.cursor += 1,
             }
+        }
+        if forgotten > 0 {
+            rules.meters.reclaimed.increment(forgotten);
         }
         if self.eager && self.slots.shrink_if_sparse() {
             self.restart_pass();
