@@ -9,9 +9,9 @@
 use metrics::{Counter, Gauge, Unit};
 
 /// Keys forgotten because their state was back to "never seen".
-const KEYS_RECLAIMED: &str = "ratelimit_memory_keys_reclaimed_total";
+pub(crate) const KEYS_RECLAIMED: &str = "ratelimit_memory_keys_reclaimed_total";
 /// New keys not stored because their shard was full of live keys.
-const KEYS_REFUSED: &str = "ratelimit_memory_keys_refused_total";
+pub(crate) const KEYS_REFUSED: &str = "ratelimit_memory_keys_refused_total";
 /// Keys held, as last recorded.
 const KEYS: &str = "ratelimit_memory_keys";
 

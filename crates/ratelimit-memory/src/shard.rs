@@ -7,6 +7,9 @@ use crate::meters::Meters;
 use crate::slots::Slots;
 use crate::WhenFull;
 
+#[cfg(test)]
+mod tests;
+
 /// Slots the sweeper examines per step. A table grows only by inserts, and
 /// every insert takes a step: a table of `n` slots takes at least `3n/8`
 /// inserts to double from 7/16 full, in which time the sweeper passes over
@@ -205,6 +208,17 @@ impl<A: Algorithm> Shard<A> {
 
     /// Examines the next few slots and forgets the idle keys there; does
     /// nothing while no key can be idle.
+    ///
+    /// The bound it keeps: at a fixed `now`, with no other call between,
+    /// steps forget every key idle at `now` within `(slots − cursor) +
+    /// slots + keys` of their turns (slots, cursor and keys as before the
+    /// first step). Each of a step's [`SWEEP_STEP`] turns either forgets a
+    /// key or moves the cursor on; ending the current pass moves it
+    /// `slots − cursor` times, and a whole pass `slots` times. A shrink
+    /// restarts the pass on a table of at most half the slots, which adds
+    /// that table's slots; so `⌈(3 · slots + keys) / SWEEP_STEP⌉` steps
+    /// always suffice. (`earliest_forget`, a lower bound, cannot stop the
+    /// sweeper early: while a key is idle at `now`, it is at most `now`.)
     fn sweep_step(&mut self, rules: &Rules<A>, now: u64) {
         if now < self.earliest_forget {
             return;
