@@ -2,6 +2,7 @@
 
 mod fingerprint;
 mod limiter;
+mod meters;
 mod options;
 mod shard;
 mod siphash;
