@@ -3,9 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a subset
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,13 +113,41 @@ pub struct Captured {
 #[derive(Debug, Clone, Default)]
 pub struct Capture(Arc<Mutex<Vec<Captured>>>);
 
+thread_local! {
+    /// The capture of this thread's events, while a guard lives.
+    static CURRENT: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
+/// Stops capturing this thread's events when dropped.
+#[derive(Debug)]
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|current| *current.borrow_mut() = None);
+    }
+}
+
 impl Capture {
-    /// Installs a capturing subscriber for this thread (every level), as
-    /// long as the guard lives.
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Captures this thread's events and spans (every level) as long as
+    /// the guard lives; the tests run on current-thread runtimes.
+    ///
+    /// The subscriber is global, installed once, and files each event
+    /// under the thread that emitted it. A scoped subscriber per test
+    /// (`set_default`) loses events when tests run in parallel: tracing
+    /// caches each call site's interest across threads, and a call site
+    /// first reached by a test without a subscriber is cached as disabled.
+    pub fn install() -> (Self, CaptureGuard) {
+        static GLOBAL: Once = Once::new();
+        GLOBAL.call_once(|| {
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(ThreadCapture),
+            )
+            .expect("no other global subscriber in the tests");
+        });
         let capture = Self::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        (capture, tracing::subscriber::set_default(subscriber))
+        CURRENT.with(|current| *current.borrow_mut() = Some(capture.clone()));
+        (capture, CaptureGuard(()))
     }
 
     pub fn all(&self) -> Vec<Captured> {
@@ -199,6 +228,44 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
             name: format!("{name} (recorded)"),
             text,
         });
+    }
+}
+
+/// The global layer: hands each event and span to the capture of the
+/// thread it happens on, if any.
+struct ThreadCapture;
+
+impl ThreadCapture {
+    fn with(f: impl FnOnce(&Capture)) {
+        CURRENT.with(|current| {
+            if let Some(capture) = current.borrow().as_ref() {
+                f(capture);
+            }
+        });
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ThreadCapture {
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        Self::with(|capture| capture.on_event(event, ctx));
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        Self::with(|capture| capture.on_new_span(attrs, id, ctx));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        Self::with(|capture| capture.on_record(id, values, ctx));
     }
 }
 
