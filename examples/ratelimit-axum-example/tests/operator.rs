@@ -14,6 +14,10 @@
 //! - after it: quota headers again, and one count shared by both processes
 //!   (so the decisions come from Redis, not from a process's memory).
 //!
+//! `failure = "fallback"` is checked on its own: a count per process (a
+//! `429` when it is over, still no quota headers), the fallback's keys in
+//! `ratelimit_memory_keys`, and Redis's own count once it appears.
+//!
 //! Needs `redis-server` and `redis-cli` on PATH (`apt-get install -y
 //! redis-server`).
 
@@ -599,4 +603,45 @@ fn closed_without_start_degraded_refuses_to_start_without_redis() {
         err.contains("start_degraded = true"),
         "says how to start anyway: {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_counts_in_this_process_while_redis_is_absent() {
+    let port = free_port();
+    let text = config(port, "fallback", "").replace("1000000/1d", "3/1d");
+    let instance = Instance::start("fallback", &text);
+    let client = reqwest::Client::new();
+    let ip = "203.0.113.5";
+
+    // The process's own count: three allowed, without quota headers
+    // (they would describe one instance's share as the whole limit)...
+    for _ in 0..3 {
+        let s = post(&client, instance.addr, ip).await;
+        assert_eq!((s.status, s.quota_headers), (200, false), "{s:?}");
+    }
+    // ...then a real denial of that count: a 429, not a 503.
+    let s = post(&client, instance.addr, ip).await;
+    assert_eq!(s.status, 429, "{s:?}");
+    assert!(s.retry_after && !s.quota_headers, "{s:?}");
+    assert_eq!(instance.degraded(&client, "fallback").await, 4.0);
+    let keys = instance
+        .metric(&client, "ratelimit_memory_keys", "limiter=\"fallback\"")
+        .await;
+    assert_eq!(keys, 1.0, "the fallback holds the one client's key");
+
+    // Redis appears: its own count, from the start, with quota headers.
+    let redis = RedisServer::start_on(port, &[]);
+    let s = eventually("an answer from Redis", || async {
+        let s = post(&client, instance.addr, ip).await;
+        s.is_redis_answer().then_some(s)
+    })
+    .await;
+    assert_eq!(s.remaining, Some(2), "Redis counts afresh: {s:?}");
+    assert!(!redis.cli(&["KEYS", &format!("*{ip}*")]).is_empty());
+    let log = instance.log_text();
+    assert_eq!(instance.lines("WARN", OUTAGE_STARTS).len(), 1, "{log}");
+    eventually("the recovery logged", || async {
+        (instance.lines("INFO", OUTAGE_ENDS).len() == 1).then_some(())
+    })
+    .await;
 }
