@@ -39,6 +39,13 @@ const DEADLINE: Duration = Duration::from_secs(15);
 const OUTAGE_STARTS: &str = "rate-limit store cannot decide: decisions are degraded";
 const OUTAGE_ENDS: &str = "rate-limit store deciding again: decisions are no longer degraded";
 
+/// The other WARN lines an outage may bring, each at most once: the
+/// breaker opening, and a lazy connection's first failure.
+const OTHER_WARNINGS: [&str; 2] = [
+    "rate-limit store failing: circuit breaker opened",
+    "cannot connect to Redis yet",
+];
+
 /// One service process, its log collected line by line as it is written.
 struct Instance {
     _process: Service,
@@ -158,6 +165,22 @@ impl Instance {
     }
 
     /// The log without the line per request, for failure messages.
+    /// Every WARN line is one the outage explains, each logged once: an
+    /// outage is a few lines, not one per request.
+    fn check_warnings(&self) {
+        let log = self.log_text();
+        assert_eq!(self.lines("WARN", OUTAGE_STARTS).len(), 1, "{log}");
+        for known in OTHER_WARNINGS {
+            assert!(self.lines("WARN", known).len() <= 1, "{known}:\n{log}");
+        }
+        for line in self.lines("WARN", "") {
+            assert!(
+                line.contains(OUTAGE_STARTS) || OTHER_WARNINGS.iter().any(|k| line.contains(k)),
+                "an unexplained WARN: {line}"
+            );
+        }
+    }
+
     fn log_text(&self) -> String {
         let lines = self.log.lock().unwrap();
         let kept: Vec<&str> = lines
@@ -459,6 +482,7 @@ impl Pair {
         let keys = redis.cli(&["KEYS", &format!("*{client_ip}*")]);
         assert!(!keys.is_empty(), "the count is in Redis");
         for (instance, failure) in self.both() {
+            instance.check_warnings();
             let log = instance.log_text();
             assert_eq!(
                 instance.lines("WARN", OUTAGE_STARTS).len(),
@@ -638,8 +662,7 @@ async fn fallback_counts_in_this_process_while_redis_is_absent() {
     .await;
     assert_eq!(s.remaining, Some(2), "Redis counts afresh: {s:?}");
     assert!(!redis.cli(&["KEYS", &format!("*{ip}*")]).is_empty());
-    let log = instance.log_text();
-    assert_eq!(instance.lines("WARN", OUTAGE_STARTS).len(), 1, "{log}");
+    instance.check_warnings();
     eventually("the recovery logged", || async {
         (instance.lines("INFO", OUTAGE_ENDS).len() == 1).then_some(())
     })
