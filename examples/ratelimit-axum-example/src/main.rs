@@ -4,6 +4,8 @@
 //! per client IP, answered by the offline model as an ai SDK v5 UI message
 //! stream. `--config FILE` reads a TOML file (see
 //! `ratelimit-axum-example.toml`); environment variables override it.
+//! `RATELIMIT_METRICS_BIND=127.0.0.1:9090` (or `[metrics] bind`) also
+//! serves Prometheus metrics at `GET /metrics` there.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
