@@ -13,7 +13,7 @@ use ratelimit_core::Limiter;
 use ratelimit_tower::{ClientIp, PlainResponse, RateLimitLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::{generate, json_body, Config, Model};
@@ -149,10 +149,18 @@ pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model
         ))
         // One span and one "finished processing request" event per request
         // at INFO, so the default log level shows traffic and statuses.
+        //
+        // Its "response failed" event for every 5xx is kept at DEBUG: the
+        // status is already in the INFO line, a 500 is logged with its
+        // cause where it happens, and while the rate-limit store is away
+        // every request is a 503 that the failure policy chose on purpose,
+        // logged once by the layers at WARN; an ERROR line per request
+        // would bury that line.
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
 }
 

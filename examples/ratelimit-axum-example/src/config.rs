@@ -11,7 +11,7 @@ use ratelimit_core::Policy;
 use ratelimit_tower::ProxyHeader;
 use serde::{Deserialize, Deserializer};
 
-use crate::{Secret, SecretUrl, ServerConfig};
+use crate::{BackendConfig, BackendKind, MetricsConfig, Secret, SecretUrl, ServerConfig};
 
 /// Everything the service reads at start-up. Every field has a default,
 /// so an empty file (or none) is the documented default service: five
@@ -42,61 +42,9 @@ pub struct Config {
     /// How connections are served.
     #[serde(default)]
     pub server: ServerConfig,
-}
-
-/// `[backend]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendConfig {
-    /// `"memory"` (default) or `"redis"`.
+    /// The Prometheus endpoint (off unless `bind` is set).
     #[serde(default)]
-    pub kind: BackendKind,
-    /// The Redis URL (`redis://host:6379`); also `--redis-url`/`REDIS_URL`.
-    /// A password in it is never printed.
-    #[serde(default)]
-    pub url: Option<SecretUrl>,
-    /// Or the node URLs of a Redis Cluster.
-    #[serde(default)]
-    pub cluster: Option<Vec<SecretUrl>>,
-    /// The Redis key prefix (default `ratelimit:`).
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// When the store fails: `"closed"` (default: deny), `"open"` (let
-    /// requests through) or, with Redis, `"fallback"` (count in this
-    /// process until Redis is back).
-    #[serde(default)]
-    pub failure: FailureConfig,
-    /// The longest wait for one check, e.g. `"200ms"`.
-    #[serde(default = "default_check_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Redis only: the most checks one script call decides (default 128;
-    /// `1` sends one call per check).
-    #[serde(default)]
-    pub max_batch: Option<std::num::NonZeroUsize>,
-}
-
-/// The counter store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// In this process.
-    #[default]
-    Memory,
-    /// A Redis server shared by every instance.
-    Redis,
-}
-
-/// The failure policy, as written in the file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureConfig {
-    /// Let requests through.
-    Open,
-    /// Refuse them: Redis denies (`429`), and any error left is a `503`.
-    #[default]
-    Closed,
-    /// Redis only: count in this process while Redis is away.
-    Fallback,
+    pub metrics: MetricsConfig,
 }
 
 /// `[client_ip]`.
@@ -188,9 +136,6 @@ fn default_policy() -> Policy {
     // Constants inside every range the policy checks.
     Policy::fixed_window(5, Duration::from_secs(30)).expect("5 per 30 s is a valid policy")
 }
-fn default_check_timeout() -> Duration {
-    Duration::from_millis(200)
-}
 fn default_ipv6_prefix() -> u8 {
     64
 }
@@ -219,7 +164,7 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     ratelimit_core::parse_duration(&text).map_err(serde::de::Error::custom)
 }
@@ -248,20 +193,6 @@ fn parse_proxy_header(text: &str) -> Result<ProxyHeader, String> {
         _ => Err(format!(
             "unknown header {text:?}; expected \"x-forwarded-for\" or \"forwarded\""
         )),
-    }
-}
-
-impl Default for BackendConfig {
-    fn default() -> Self {
-        Self {
-            kind: BackendKind::Memory,
-            url: None,
-            cluster: None,
-            prefix: None,
-            failure: FailureConfig::Closed,
-            timeout: default_check_timeout(),
-            max_batch: None,
-        }
     }
 }
 
@@ -310,6 +241,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             model: ModelConfig::default(),
             server: ServerConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -372,6 +304,7 @@ impl Config {
     /// | `RATELIMIT_ALGORITHM` | the algorithm, keeping the limit and window (a token bucket holds `limit` and refills `limit` per window) |
     /// | `RATELIMIT_RATE` | `limit`/`window`, e.g. `5/30s` |
     /// | `RATELIMIT_FAILURE` | `backend.failure`: `open`, `closed` or `fallback` |
+    /// | `RATELIMIT_METRICS_BIND` | `metrics.bind`: serve Prometheus metrics there, e.g. `127.0.0.1:9090` |
     /// | `RATELIMIT_TRUSTED_PROXIES` | `client_ip.trusted_proxies`, comma-separated |
     /// | `RATELIMIT_DELTA_DELAY` | `model.delta_delay`, e.g. `0ms` |
     /// | `REDIS_URL` | `backend.kind = "redis"` and `backend.url` |
@@ -427,12 +360,15 @@ impl Config {
             })?;
         }
         if let Some(v) = var("RATELIMIT_FAILURE") {
-            self.backend.failure = match v.as_str() {
-                "open" => FailureConfig::Open,
-                "closed" => FailureConfig::Closed,
-                "fallback" => FailureConfig::Fallback,
-                _ => bail!("RATELIMIT_FAILURE={v:?}; expected open, closed or fallback"),
-            };
+            // The core's parser: the same spellings as the file.
+            self.backend.failure = v
+                .parse::<ratelimit_core::FailurePolicy>()
+                .map_err(|e| anyhow::anyhow!("RATELIMIT_FAILURE: {e}"))?;
+        }
+        if let Some(v) = var("RATELIMIT_METRICS_BIND").filter(|v| !v.is_empty()) {
+            self.metrics.bind = Some(v.parse().with_context(|| {
+                format!("RATELIMIT_METRICS_BIND={v:?} is not an address like 127.0.0.1:9090")
+            })?);
         }
         if let Some(v) = var("RATELIMIT_TRUSTED_PROXIES") {
             self.client_ip.trusted_proxies = v
@@ -509,8 +445,11 @@ impl Config {
         if b.kind == BackendKind::Redis && b.url.is_none() && b.cluster.is_none() {
             bail!("backend.kind = \"redis\" needs backend.url or backend.cluster (or --redis-url / REDIS_URL)");
         }
-        if b.kind == BackendKind::Memory && b.failure == FailureConfig::Fallback {
-            bail!("invalid `backend.failure`: \"fallback\" applies to the Redis backend only");
+        if b.kind == BackendKind::Memory && b.failure == ratelimit_core::FailurePolicy::Fallback {
+            bail!(
+                "invalid `backend.failure`: \"fallback\" applies to the Redis backend only \
+                 (the memory backend has no store to lose; it already counts in this process)"
+            );
         }
         if self.http.max_body_bytes == 0 {
             bail!("invalid `http.max_body_bytes`: must be at least 1");

@@ -8,6 +8,7 @@
 //! on a socket.
 
 mod app;
+mod backend_config;
 mod chat;
 mod config;
 mod error;
@@ -15,6 +16,7 @@ mod generate;
 mod json_body;
 mod limiter;
 pub mod model;
+mod prometheus;
 mod secret;
 mod secret_url;
 mod server;
@@ -22,14 +24,13 @@ mod toml_error;
 mod ui_stream;
 
 pub use app::{app, AppOptions};
+pub use backend_config::{BackendConfig, BackendKind};
 pub use chat::{parse_chat_request, ChatMessage, Role};
-pub use config::{
-    BackendConfig, BackendKind, ClientIpConfig, Config, FailureConfig, HttpConfig, ModelConfig,
-    ProviderKind,
-};
+pub use config::{ClientIpConfig, Config, HttpConfig, ModelConfig, ProviderKind};
 pub use error::AppError;
-pub use limiter::build_limiter;
+pub use limiter::{build_backend, Backend};
 pub use model::{build_model, Model, ModelError, OfflineModel, OpenAiCompatible};
+pub use prometheus::{install_recorder, metrics_app, MetricsConfig};
 pub use secret::Secret;
 pub use secret_url::{redact_url, SecretUrl};
 pub use server::{serve, ServerConfig};

@@ -4,6 +4,8 @@
 //! per client IP, answered by the offline model as an ai SDK v5 UI message
 //! stream. `--config FILE` reads a TOML file (see
 //! `ratelimit-axum-example.toml`); environment variables override it.
+//! `RATELIMIT_METRICS_BIND=127.0.0.1:9090` (or `[metrics] bind`) also
+//! serves Prometheus metrics at `GET /metrics` there.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +14,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use ratelimit_axum_example::{
-    app, build_limiter, build_model, serve, AppOptions, BackendKind, Config, SecretUrl,
+    app, build_backend, build_model, install_recorder, metrics_app, serve, AppOptions, BackendKind,
+    Config, SecretUrl, ServerConfig,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -66,8 +69,34 @@ async fn run() -> anyhow::Result<()> {
         config.backend.url = Some(url);
     }
     let options = AppOptions::from_config(&config).context("invalid configuration")?;
-    let limiter = build_limiter(&config).await?;
+    // Before the backend: its layers register their metrics as they are
+    // built, with the recorder installed then.
+    let recorder = match config.metrics.bind {
+        Some(_) => Some(install_recorder()?),
+        None => None,
+    };
+    let backend = build_backend(&config).await?;
     let model = build_model(&config)?;
+
+    if let (Some(handle), Some(bind)) = (recorder, config.metrics.bind) {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {bind}"))?;
+        let url = format!("http://{}/metrics", listener.local_addr()?);
+        tracing::info!(%url, "serving Prometheus metrics");
+        // Its own few connections, with the public server's deadlines: a
+        // scraper is one client, not a crowd.
+        let server = ServerConfig {
+            max_connections: std::num::NonZeroUsize::new(16).expect("16 is not zero"),
+            ..config.server.clone()
+        };
+        let router = metrics_app(handle, backend.clone());
+        // Ends with the process: metrics are worth serving until the last
+        // in-flight request has finished.
+        tokio::spawn(async move {
+            serve(listener, router, &server, std::future::pending()).await;
+        });
+    }
 
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -79,10 +108,11 @@ async fn run() -> anyhow::Result<()> {
         %addr,
         policy = ?config.limit,
         backend = ?config.backend.kind,
+        failure = %config.backend.failure,
         model = ?model,
         "listening; POST /api/generate"
     );
-    let router = app(&options, limiter, model);
+    let router = app(&options, backend.limiter(), model);
     serve(listener, router, &config.server, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())

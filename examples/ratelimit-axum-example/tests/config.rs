@@ -99,3 +99,82 @@ fn the_server_section_defaults() {
     assert_eq!(server.max_connections.get(), 8);
     assert_eq!(server.shutdown_grace, Duration::from_millis(500));
 }
+
+#[test]
+fn the_failure_policy_is_spelled_as_the_core_spells_it() {
+    use ratelimit_core::FailurePolicy;
+    for (text, policy) in [
+        ("closed", FailurePolicy::Closed),
+        ("fail_closed", FailurePolicy::Closed),
+        ("open", FailurePolicy::Open),
+        ("fail_open", FailurePolicy::Open),
+        ("fallback", FailurePolicy::Fallback),
+    ] {
+        let file = format!(
+            "[backend]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\nfailure = \"{text}\"\n"
+        );
+        assert_eq!(
+            Config::from_toml_str(&file).unwrap().backend.failure,
+            policy
+        );
+        let mut config = Config::default();
+        config
+            .apply_env(|name| (name == "RATELIMIT_FAILURE").then(|| text.to_owned()))
+            .unwrap();
+        assert_eq!(config.backend.failure, policy, "RATELIMIT_FAILURE={text}");
+    }
+    let mut config = Config::default();
+    let err = config
+        .apply_env(|name| (name == "RATELIMIT_FAILURE").then(|| "maybe".to_owned()))
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown failure policy \"maybe\""),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn fallback_is_refused_on_the_memory_backend_saying_why() {
+    let config = Config::from_toml_str("[backend]\nfailure = \"fallback\"\n").unwrap();
+    let err = format!("{:#}", config.validate().unwrap_err());
+    assert!(err.contains("applies to the Redis backend only"), "{err}");
+    assert!(err.contains("no store to lose"), "{err}");
+}
+
+#[test]
+fn start_degraded_defaults_follow_the_failure_policy_and_can_be_overridden() {
+    let starts = |text: &str| {
+        Config::from_toml_str(&format!("[backend]\n{text}\n"))
+            .unwrap()
+            .backend
+            .starts_degraded()
+    };
+    assert!(!starts(""), "closed by default: Redis is required at start");
+    assert!(starts("failure = \"open\""));
+    assert!(starts("failure = \"fallback\""));
+    assert!(starts("failure = \"closed\"\nstart_degraded = true"));
+    assert!(!starts("failure = \"open\"\nstart_degraded = false"));
+}
+
+#[test]
+fn the_breaker_and_metrics_sections_are_read_and_checked() {
+    let config = Config::from_toml_str(
+        "[backend.breaker]\nfailure_threshold = 5\nopen_for = \"250ms\"\n\n[metrics]\nbind = \"127.0.0.1:9090\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.backend.breaker.failure_threshold.get(), 5);
+    assert_eq!(config.backend.breaker.open_for, Duration::from_millis(250));
+    assert_eq!(config.metrics.bind, Some("127.0.0.1:9090".parse().unwrap()));
+    let err = Config::from_toml_str("[metrics]\nport = 9090\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `port`"), "{err}");
+
+    let mut config = Config::default();
+    config
+        .apply_env(|name| (name == "RATELIMIT_METRICS_BIND").then(|| "127.0.0.1:9191".into()))
+        .unwrap();
+    assert_eq!(config.metrics.bind, Some("127.0.0.1:9191".parse().unwrap()));
+    let err = config
+        .apply_env(|name| (name == "RATELIMIT_METRICS_BIND").then(|| "9191".into()))
+        .unwrap_err();
+    assert!(err.to_string().contains("RATELIMIT_METRICS_BIND"), "{err}");
+}
