@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 mod fingerprint;
+mod hash;
 mod limiter;
 mod options;
+mod robin_hood;
 mod shard;
 mod siphash;
 mod slots;
