@@ -4,7 +4,9 @@
 //! profile and fat LTO.
 //!
 //! Run with: `scripts/bench-memory [ROUNDS]` (or `cargo run --release` here;
-//! `BENCH_MS` sets the time per measurement, 300 by default).
+//! `BENCH_MS` sets the time per measurement, 300 by default;
+//! `BENCH_ONLY=random,thread` runs only the scenarios whose names contain
+//! one of the words, `bytes` naming the bytes per key).
 //!
 //! Every round measures every scenario for every subject (governor, then
 //! this workspace's token bucket, fixed window and sliding window, the
@@ -403,13 +405,20 @@ fn main() {
     let ms: u64 = std::env::var("BENCH_MS")
         .ok()
         .map_or(300, |m| m.parse().expect("BENCH_MS is a whole number"));
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|words| words.split(',').map(str::to_owned).collect());
+    let wanted = |name: &str| {
+        only.as_ref()
+            .is_none_or(|words| words.iter().any(|w| name.contains(w.as_str())))
+    };
     let started = Instant::now();
 
     // Bytes per key first, in a quiet heap.
     let strings: Vec<String> = (0..MANY).map(string_key).collect();
     assert!(strings.iter().all(|s| s.len() == 20));
     let mut bytes = Vec::new();
-    for (who, name) in SUBJECTS.iter().enumerate() {
+    for (who, name) in SUBJECTS.iter().enumerate().filter(|_| wanted("bytes")) {
         let u64_keys = if who == 0 {
             bytes_per_key(
                 || governor_fake(Path::Allowed),
@@ -452,7 +461,7 @@ fn main() {
             ours("sliding_window", Path::Allowed),
         ],
     };
-    for key in 0..MANY {
+    for key in (0..MANY).filter(|_| wanted(SCENARIOS[5])) {
         filled.governor.check(key);
         for limiter in &filled.ours {
             limiter.check(key);
@@ -478,6 +487,9 @@ fn main() {
         .collect();
     for round in 0..rounds {
         for (what, scenario) in scenarios.iter_mut().enumerate() {
+            if !wanted(scenario.name) {
+                continue;
+            }
             for turn in 0..SUBJECTS.len() {
                 // Rotate who goes first, so no subject always follows the
                 // same one.
@@ -497,7 +509,7 @@ fn main() {
         "| scenario | governor ns | token bucket ns | ratio (min..max) | fixed ns | ratio | sliding ns | ratio | fixed / bucket | sliding / bucket |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for s in &scenarios {
+    for s in scenarios.iter().filter(|s| wanted(s.name)) {
         let [g, t, f, w] = &s.ns;
         println!(
             "| {} | {:.1} | {:.1} | {} | {:.1} | {} | {:.1} | {} | {} | {} |",
@@ -512,6 +524,9 @@ fn main() {
             ratio(f, t),
             ratio(w, t),
         );
+    }
+    if bytes.is_empty() {
+        return;
     }
     println!();
     println!("| heap bytes per key at 1M | governor | token bucket | ratio | fixed | ratio | sliding | ratio |");
