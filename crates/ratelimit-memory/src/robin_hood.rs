@@ -53,10 +53,13 @@ struct Slot<K, P> {
 
 /// Entries keyed by `K`.
 #[derive(Debug)]
+///
+/// The placement seed is not kept here but passed in by the owner, which
+/// holds one for both of its arrays: a shard's hot fields then share one
+/// pair of cache lines with its lock.
 pub(crate) struct RobinHood<K, P> {
     slots: Box<[Slot<K, P>]>,
     len: usize,
-    seed: Seed,
 }
 
 /// The slot count that holds `len` entries at no more than half the
@@ -69,7 +72,7 @@ fn roomy_slots(len: usize) -> usize {
 
 impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// An empty array of `count` slots (a power of two).
-    pub(crate) fn with_slots(count: usize, seed: Seed) -> Self {
+    pub(crate) fn with_slots(count: usize) -> Self {
         debug_assert!(count.is_power_of_two());
         let empty = Slot {
             key: K::EMPTY,
@@ -78,7 +81,6 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         Self {
             slots: vec![empty; count].into_boxed_slice(),
             len: 0,
-            seed,
         }
     }
 
@@ -96,13 +98,13 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
 
     /// How far slot `at` is from the home of `key`, stored there.
     #[inline]
-    fn distance(&self, at: usize, key: K) -> usize {
-        at.wrapping_sub(self.home(key.hash(self.seed))) & self.mask()
+    fn distance(&self, at: usize, key: K, seed: Seed) -> usize {
+        at.wrapping_sub(self.home(key.hash(seed))) & self.mask()
     }
 
     /// The slot holding `key`, whose placement hash is `hash`, if any.
     #[inline]
-    pub(crate) fn find(&self, key: K, hash: u64) -> Option<usize> {
+    pub(crate) fn find(&self, key: K, hash: u64, seed: Seed) -> Option<usize> {
         let mask = self.mask();
         let mut at = self.home(hash);
         let mut probed = 0;
@@ -113,7 +115,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
             }
             // An empty slot, or an entry closer to its home than `key`
             // would be here: Robin Hood order says `key` is not further on.
-            if slot.key == K::EMPTY || self.distance(at, slot.key) < probed {
+            if slot.key == K::EMPTY || self.distance(at, slot.key, seed) < probed {
                 return None;
             }
             at = (at + 1) & mask;
@@ -144,22 +146,22 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// array would pass 7/8 full. Returns whether entries moved in a way a
     /// sweeper walking the slots in order could miss: the array was
     /// rebuilt, or an entry was pushed past the end back to the start.
-    pub(crate) fn insert_new(&mut self, key: K, state: P) -> bool {
+    pub(crate) fn insert_new(&mut self, key: K, state: P, seed: Seed) -> bool {
         let mut reordered = false;
         if (self.len + 1) * 8 > self.slots.len() * 7 {
-            self.resize(self.slots.len() * 2);
+            self.resize(self.slots.len() * 2, seed);
             reordered = true;
         }
-        reordered |= self.place(Slot { key, state });
+        reordered |= self.place(Slot { key, state }, seed);
         self.len += 1;
         reordered
     }
 
     /// Puts an entry in its Robin Hood place, shifting richer entries on;
     /// returns whether a shifted entry wrapped from the end to the start.
-    fn place(&mut self, mut carry: Slot<K, P>) -> bool {
+    fn place(&mut self, mut carry: Slot<K, P>, seed: Seed) -> bool {
         let mask = self.mask();
-        let mut at = self.home(carry.key.hash(self.seed));
+        let mut at = self.home(carry.key.hash(seed));
         let mut probed = 0;
         let mut wrapped = false;
         loop {
@@ -167,7 +169,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
                 self.slots[at] = carry;
                 return wrapped;
             }
-            let theirs = self.distance(at, self.slots[at].key);
+            let theirs = self.distance(at, self.slots[at].key, seed);
             if theirs < probed {
                 std::mem::swap(&mut self.slots[at], &mut carry);
                 probed = theirs;
@@ -180,12 +182,12 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
 
     /// Removes the entry in slot `at`, shifting the entries after it back
     /// towards their homes. The slot then holds the next entry, if any.
-    pub(crate) fn remove_at(&mut self, mut at: usize) {
+    pub(crate) fn remove_at(&mut self, mut at: usize, seed: Seed) {
         let mask = self.mask();
         loop {
             let next = (at + 1) & mask;
             let moved = self.slots[next];
-            if moved.key == K::EMPTY || self.distance(next, moved.key) == 0 {
+            if moved.key == K::EMPTY || self.distance(next, moved.key, seed) == 0 {
                 self.slots[at].key = K::EMPTY;
                 break;
             }
@@ -196,14 +198,14 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     }
 
     /// Keeps the entries `keep` accepts.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(P) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(P) -> bool, seed: Seed) {
         let mut at = 0;
         // Removal shifts the next entry into `at`, so only advance past
         // kept or empty slots. Entries that wrap around from the start to
         // the end are seen again at the end, which is harmless.
         while at < self.slots.len() {
             match self.occupied(at) {
-                Some(state) if !keep(state) => self.remove_at(at),
+                Some(state) if !keep(state) => self.remove_at(at, seed),
                 _ => at += 1,
             }
         }
@@ -227,20 +229,20 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
 
     /// Gives memory back when under 1/8 full, down to twice the entries
     /// (so it cannot oscillate with growth at 7/8); returns whether it did.
-    pub(crate) fn shrink_if_sparse(&mut self) -> bool {
+    pub(crate) fn shrink_if_sparse(&mut self, seed: Seed) -> bool {
         let slots = self.slots.len();
         if slots > 8 * MIN_SLOTS && self.len < slots / 8 {
-            self.resize(roomy_slots(self.len));
+            self.resize(roomy_slots(self.len), seed);
             true
         } else {
             false
         }
     }
 
-    fn resize(&mut self, count: usize) {
-        let old = std::mem::replace(self, Self::with_slots(count, self.seed));
+    fn resize(&mut self, count: usize, seed: Seed) {
+        let old = std::mem::replace(self, Self::with_slots(count));
         for slot in old.slots.iter().filter(|s| s.key != K::EMPTY) {
-            let _ = self.place(*slot);
+            let _ = self.place(*slot, seed);
         }
         self.len = old.len;
     }
@@ -266,22 +268,23 @@ mod tests {
     #[test]
     fn inserts_finds_and_removes_like_a_map() {
         let seed = Seed::process();
-        let mut slots = RobinHood::<u64, u64>::with_slots(MIN_SLOTS, seed);
+        let mut slots = RobinHood::<u64, u64>::with_slots(MIN_SLOTS);
         let mut model = std::collections::HashMap::new();
         // Keys from 1: 0 is the empty marker.
-        let find = |slots: &RobinHood<u64, u64>, key: u64| slots.find(key + 1, seed.word(key + 1));
+        let find =
+            |slots: &RobinHood<u64, u64>, key: u64| slots.find(key + 1, seed.word(key + 1), seed);
         // Mixed inserts and removals through growth and shrinking.
         for round in 0..4u64 {
             for i in 0..5_000u64 {
                 let key = (i * 7 + round) % 6_000;
                 match find(&slots, key) {
                     Some(at) if i % 3 == 0 => {
-                        slots.remove_at(at);
+                        slots.remove_at(at, seed);
                         model.remove(&key);
                     }
                     Some(at) => slots.set_state(at, key + round),
                     None => {
-                        slots.insert_new(key + 1, key + round);
+                        slots.insert_new(key + 1, key + round, seed);
                         model.insert(key, ());
                     }
                 }
@@ -291,16 +294,16 @@ mod tests {
                 assert_eq!(find(&slots, key).is_some(), model.contains_key(&key));
             }
         }
-        slots.retain(|state| state % 2 == 0);
+        slots.retain(|state| state % 2 == 0, seed);
         let kept = (0..6_000u64)
             .filter_map(|k| find(&slots, k))
             .map(|at| slots.state(at))
             .collect::<Vec<_>>();
         assert_eq!(kept.len(), slots.len());
         assert!(kept.iter().all(|s| s % 2 == 0));
-        slots.retain(|_| false);
+        slots.retain(|_| false, seed);
         assert_eq!(slots.len(), 0);
-        assert!(slots.shrink_if_sparse());
+        assert!(slots.shrink_if_sparse(seed));
         assert_eq!(slots.slot_count(), MIN_SLOTS);
     }
 }

@@ -15,14 +15,15 @@ use crate::robin_hood::{RobinHood, MIN_SLOTS};
 pub(crate) struct Slots<P> {
     words: RobinHood<u64, P>,
     wides: RobinHood<Wide, P>,
+    seed: Seed,
 }
 
 impl<P: Copy + Default> Default for Slots<P> {
     fn default() -> Self {
-        let seed = Seed::process();
         Self {
-            words: RobinHood::with_slots(MIN_SLOTS, seed),
-            wides: RobinHood::with_slots(MIN_SLOTS, seed),
+            words: RobinHood::with_slots(MIN_SLOTS),
+            wides: RobinHood::with_slots(MIN_SLOTS),
+            seed: Seed::process(),
         }
     }
 }
@@ -46,10 +47,10 @@ impl<P: Copy + Default> Slots<P> {
     #[inline]
     pub(crate) fn find(&self, fp: Fingerprint) -> Option<usize> {
         match fp.key {
-            Key::Word(word) => self.words.find(word, fp.hash),
+            Key::Word(word) => self.words.find(word, fp.hash, self.seed),
             Key::Wide(wide) => self
                 .wides
-                .find(wide, fp.hash)
+                .find(wide, fp.hash, self.seed)
                 .map(|at| at + self.words.slot_count()),
         }
     }
@@ -88,8 +89,8 @@ impl<P: Copy + Default> Slots<P> {
     /// past the end of its array back to the start.
     pub(crate) fn insert_new(&mut self, fp: Fingerprint, state: P) -> bool {
         match fp.key {
-            Key::Word(word) => self.words.insert_new(word, state),
-            Key::Wide(wide) => self.wides.insert_new(wide, state),
+            Key::Word(word) => self.words.insert_new(word, state, self.seed),
+            Key::Wide(wide) => self.wides.insert_new(wide, state, self.seed),
         }
     }
 
@@ -98,15 +99,15 @@ impl<P: Copy + Default> Slots<P> {
     /// if any.
     pub(crate) fn remove_at(&mut self, at: usize) {
         match self.place(at) {
-            Place::Word(at) => self.words.remove_at(at),
-            Place::Wide(at) => self.wides.remove_at(at),
+            Place::Word(at) => self.words.remove_at(at, self.seed),
+            Place::Wide(at) => self.wides.remove_at(at, self.seed),
         }
     }
 
     /// Keeps the entries `keep` accepts.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(P) -> bool) {
-        self.words.retain(&mut keep);
-        self.wides.retain(keep);
+        self.words.retain(&mut keep, self.seed);
+        self.wides.retain(keep, self.seed);
     }
 
     /// Entries stored.
@@ -128,8 +129,8 @@ impl<P: Copy + Default> Slots<P> {
     /// either did.
     pub(crate) fn shrink_if_sparse(&mut self) -> bool {
         // Both, not `||`: each array shrinks on its own terms.
-        let words = self.words.shrink_if_sparse();
-        self.wides.shrink_if_sparse() | words
+        let words = self.words.shrink_if_sparse(self.seed);
+        self.wides.shrink_if_sparse(self.seed) | words
     }
 }
 
@@ -137,6 +138,15 @@ impl<P: Copy + Default> Slots<P> {
 mod tests {
     use super::*;
     use crate::fingerprint::Keyer;
+
+    #[test]
+    fn a_shard_fits_the_cache_lines_of_its_lock() {
+        use ratelimit_core::SlidingWindow;
+        // The lock, both arrays, the seed and the sweeper's fields: one
+        // 128-byte pair of lines (the padding `table.rs` gives a shard).
+        let size = std::mem::size_of::<parking_lot::Mutex<crate::shard::Shard<SlidingWindow>>>();
+        assert!(size <= 128, "{size} bytes");
+    }
 
     #[test]
     fn both_arrays_are_one_run_of_slots() {
