@@ -73,3 +73,72 @@ pub trait Limiter: Send + Sync {
     /// limiter that enforces several policies at once lists them all.
     fn policies(&self) -> &[Policy];
 }
+
+/// A shared limiter is a limiter, so a wrapper generic over `L: Limiter`
+/// (a timeout, a circuit breaker, …) takes an `Arc<dyn Limiter>` of any
+/// backend as well as a concrete one, as tower's wrappers take a boxed
+/// service.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
+///
+/// fn takes_any<L: Limiter>(limiter: L) -> L { limiter }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let policy = Policy::fixed_window(1, Duration::from_secs(60)).unwrap();
+/// let shared: Arc<dyn Limiter> = Arc::new(ReferenceLimiter::new(policy));
+/// let limiter = takes_any(Arc::clone(&shared));
+/// assert!(limiter.check_one(b"k").await.unwrap().allowed);
+/// assert!(!shared.check_one(b"k").await.unwrap().allowed, "one state behind both");
+/// # });
+/// ```
+#[async_trait]
+impl<L: Limiter + ?Sized> Limiter for std::sync::Arc<L> {
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+        (**self).check(key, cost).await
+    }
+
+    async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {
+        (**self).check_one(key).await
+    }
+
+    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
+        (**self).peek(key).await
+    }
+
+    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        (**self).reset(key).await
+    }
+
+    fn policies(&self) -> &[Policy] {
+        (**self).policies()
+    }
+}
+
+/// A boxed limiter is a limiter (see the `Arc` impl).
+#[async_trait]
+impl<L: Limiter + ?Sized> Limiter for Box<L> {
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+        (**self).check(key, cost).await
+    }
+
+    async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {
+        (**self).check_one(key).await
+    }
+
+    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
+        (**self).peek(key).await
+    }
+
+    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        (**self).reset(key).await
+    }
+
+    fn policies(&self) -> &[Policy] {
+        (**self).policies()
+    }
+}

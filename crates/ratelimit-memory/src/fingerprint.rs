@@ -74,6 +74,14 @@ impl Fingerprint {
         // Truncating is intended: only the low bits under the mask matter.
         ((self.hash >> 48) as usize) & mask
     }
+
+    /// A fingerprint with chosen halves, so that tests can place keys in a
+    /// shard's table (crowd one home, wrap past the end). Not all zero.
+    #[cfg(test)]
+    pub(crate) const fn from_parts(lo: u64, hi: u64) -> Self {
+        assert!(lo != 0 || hi != 0, "all zero marks an empty slot");
+        Self { lo, hi }
+    }
 }
 
 /// Turns keys into [`Fingerprint`]s under one limiter's secret seeds.

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use ratelimit_core::{Clock, Decision, Error, Limiter, Policy, SystemClock};
 
 use crate::fingerprint::Keyer;
+use crate::meters::Meters;
 use crate::store::Store;
 use crate::MemoryLimiterOptions;
 
@@ -93,6 +94,9 @@ impl<C: Clock> MemoryLimiter<C> {
 
     /// A limiter on `clock` with `options`.
     ///
+    /// Its metrics (see the crate's README) are registered here, with the
+    /// `metrics` recorder in effect now: install the recorder first.
+    ///
     /// # Examples
     ///
     /// ```
@@ -115,12 +119,13 @@ impl<C: Clock> MemoryLimiter<C> {
     /// ```
     #[must_use]
     pub fn with_options(policy: Policy, clock: C, options: MemoryLimiterOptions) -> Self {
+        let meters = Meters::register(policy.algorithm_name(), options.name_value());
         Self {
             inner: Arc::new(Inner {
                 policy,
                 clock,
                 keyer: Keyer::new(),
-                store: Store::new(policy, &options),
+                store: Store::new(policy, &options, meters),
             }),
         }
     }
@@ -197,6 +202,8 @@ impl<C: Clock> MemoryLimiter<C> {
     /// returns how many. Never needed — idle keys are forgotten during
     /// normal calls — but useful before measuring or after a burst of
     /// traffic. Holds one shard lock at a time, never the whole table.
+    /// Counts the keys in `ratelimit_memory_keys_reclaimed_total` and then
+    /// records the keys held, as [`record_len`](Self::record_len) does.
     ///
     /// # Examples
     ///
@@ -216,7 +223,48 @@ impl<C: Clock> MemoryLimiter<C> {
     /// ```
     pub fn purge_idle(&self) -> usize {
         let inner = &*self.inner;
-        inner.store.purge(inner.clock.now_micros())
+        let forgotten = inner.store.purge(inner.clock.now_micros());
+        self.record_len();
+        forgotten
+    }
+
+    /// Reads the number of keys held, as [`len`](Self::len) does, records
+    /// it as the `ratelimit_memory_keys` gauge, and returns it.
+    ///
+    /// The gauge is set only here and by [`purge_idle`](Self::purge_idle),
+    /// never by a check: a total needs every shard's lock, and keeping one
+    /// up to date would put a shared write on the path of every new key.
+    /// Call it where metrics are exported (before a scrape, or from a
+    /// periodic task). Takes each shard's lock in turn, briefly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    /// # use ratelimit_core::{ManualClock, Policy};
+    /// # use ratelimit_memory::MemoryLimiter;
+    /// let recorder = DebuggingRecorder::new();
+    /// let snapshotter = recorder.snapshotter();
+    /// let policy = Policy::fixed_window(5, Duration::from_secs(1)).unwrap();
+    /// // Handles are registered when the limiter is built.
+    /// let limiter = metrics::with_local_recorder(&recorder, || {
+    ///     MemoryLimiter::with_clock(policy, ManualClock::new(0))
+    /// });
+    /// limiter.check_sync(b"a", 1).unwrap();
+    /// limiter.check_sync(b"b", 1).unwrap();
+    /// assert_eq!(limiter.record_len(), 2);
+    ///
+    /// let gauge = snapshotter.snapshot().into_vec().into_iter()
+    ///     .find(|(key, ..)| key.key().name() == "ratelimit_memory_keys")
+    ///     .map(|(.., value)| value);
+    /// assert_eq!(gauge, Some(DebugValue::Gauge(2.0.into())));
+    /// ```
+    pub fn record_len(&self) -> usize {
+        let held = self.len();
+        // Exact below 2^53 keys, far beyond what memory holds.
+        self.inner.store.meters().keys.set(held as f64);
+        held
     }
 
     /// The number of keys stored (summed shard by shard, so only exact

@@ -49,6 +49,7 @@ pub struct MemoryLimiterOptions {
     max_keys: Option<NonZeroUsize>,
     when_full: WhenFull,
     idle_grace: Duration,
+    name: &'static str,
 }
 
 impl Default for MemoryLimiterOptions {
@@ -58,6 +59,7 @@ impl Default for MemoryLimiterOptions {
             max_keys: None,
             when_full: WhenFull::DenyNewKeys,
             idle_grace: Duration::ZERO,
+            name: "default",
         }
     }
 }
@@ -143,6 +145,25 @@ impl MemoryLimiterOptions {
         self
     }
 
+    /// The limiter's name: the `limiter` label of its metrics, so that the
+    /// metrics of several limiters in one process stay apart (the `policy`
+    /// label, the algorithm's name, is set too). A fixed string: it is
+    /// registered once, when the limiter is built. Default: `"default"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// assert_eq!(MemoryLimiterOptions::default().name_value(), "default");
+    /// let o = MemoryLimiterOptions::default().name("login");
+    /// assert_eq!(o.name_value(), "login");
+    /// ```
+    #[must_use]
+    pub const fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// The shard count that will be used: a power of two.
     ///
     /// # Examples
@@ -189,6 +210,12 @@ impl MemoryLimiterOptions {
     #[must_use]
     pub const fn idle_grace_value(&self) -> Duration {
         self.idle_grace
+    }
+
+    /// The `limiter` label of the metrics.
+    #[must_use]
+    pub const fn name_value(&self) -> &'static str {
+        self.name
     }
 }
 

@@ -3,8 +3,12 @@
 use ratelimit_core::{Algorithm, Decision, Error};
 
 use crate::fingerprint::Fingerprint;
+use crate::meters::Meters;
 use crate::slots::Slots;
 use crate::WhenFull;
+
+#[cfg(test)]
+mod tests;
 
 /// Slots the sweeper examines per step. A table grows only by inserts, and
 /// every insert takes a step: a table of `n` slots takes at least `3n/8`
@@ -26,6 +30,8 @@ pub(crate) struct Rules<A> {
     pub(crate) when_full: WhenFull,
     /// Microseconds an idle state is kept before it may be forgotten.
     pub(crate) grace_us: u64,
+    /// Where reclaimed and refused keys are counted.
+    pub(crate) meters: Meters,
 }
 
 impl<A: Algorithm> Rules<A> {
@@ -119,6 +125,7 @@ impl<A: Algorithm> Shard<A> {
             return Ok(decision);
         }
         if self.slots.len() >= rules.cap && !self.make_room(rules, now) {
+            rules.meters.refused.increment(1);
             return Ok(match rules.when_full {
                 WhenFull::DenyNewKeys => {
                     let wait = self.earliest_forget.saturating_sub(now).max(1);
@@ -171,7 +178,11 @@ impl<A: Algorithm> Shard<A> {
         self.earliest_forget = earliest;
         self.slots.shrink_if_sparse();
         self.restart_pass();
-        before - self.slots.len()
+        let forgotten = before - self.slots.len();
+        if forgotten > 0 {
+            rules.meters.reclaimed.increment(forgotten as u64);
+        }
+        forgotten
     }
 
     /// Stored keys.
@@ -197,11 +208,24 @@ impl<A: Algorithm> Shard<A> {
 
     /// Examines the next few slots and forgets the idle keys there; does
     /// nothing while no key can be idle.
+    ///
+    /// The bound it keeps: at a fixed `now`, with no other call between,
+    /// steps forget every key idle at `now` within `(slots − cursor) +
+    /// slots + keys` of their turns (slots, cursor and keys as before the
+    /// first step). Each of a step's [`SWEEP_STEP`] turns either forgets a
+    /// key or moves the cursor on; ending the current pass moves it
+    /// `slots − cursor` times, and a whole pass `slots` times. A shrink
+    /// restarts the pass on a table of at most half the slots, which adds
+    /// that table's slots; so `⌈(3 · slots + keys) / SWEEP_STEP⌉` steps
+    /// always suffice. (`earliest_forget`, a lower bound, cannot stop the
+    /// sweeper early: while a key is idle at `now`, it is at most `now`.)
     fn sweep_step(&mut self, rules: &Rules<A>, now: u64) {
         if now < self.earliest_forget {
             return;
         }
         let count = self.slots.slot_count();
+        // Counted once per step, not per key: one call on the handle.
+        let mut forgotten = 0u64;
         for _ in 0..SWEEP_STEP {
             if self.cursor >= count {
                 // A pass is over: stay eager only if it found garbage, and
@@ -219,6 +243,7 @@ impl<A: Algorithm> Shard<A> {
                     self.slots.remove_at(self.cursor);
                     self.pass_forgot = true;
                     self.eager = true;
+                    forgotten += 1;
                 }
                 Some(state) => {
                     self.pass_earliest = self.pass_earliest.min(rules.forget_at(state));
@@ -226,6 +251,9 @@ impl<A: Algorithm> Shard<A> {
                 }
                 None => self.cursor += 1,
             }
+        }
+        if forgotten > 0 {
+            rules.meters.reclaimed.increment(forgotten);
         }
         if self.eager && self.slots.shrink_if_sparse() {
             self.restart_pass();

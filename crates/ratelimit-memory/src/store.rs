@@ -3,6 +3,7 @@
 use ratelimit_core::{Algorithm, Decision, Error, FixedWindow, Policy, SlidingWindow, TokenBucket};
 
 use crate::fingerprint::Fingerprint;
+use crate::meters::Meters;
 use crate::shard::Rules;
 use crate::table::Table;
 use crate::MemoryLimiterOptions;
@@ -29,7 +30,7 @@ macro_rules! each {
     };
 }
 
-fn table<A: Algorithm>(algorithm: A, options: &MemoryLimiterOptions) -> Table<A> {
+fn table<A: Algorithm>(algorithm: A, options: &MemoryLimiterOptions, meters: Meters) -> Table<A> {
     let shards = options.shard_count();
     let cap = options
         .max_keys_value()
@@ -39,17 +40,18 @@ fn table<A: Algorithm>(algorithm: A, options: &MemoryLimiterOptions) -> Table<A>
         cap,
         when_full: options.when_full_value(),
         grace_us: u64::try_from(options.idle_grace_value().as_micros()).unwrap_or(u64::MAX),
+        meters,
     };
     Table::new(rules, shards)
 }
 
 impl Store {
-    /// The table for `policy`.
-    pub(crate) fn new(policy: Policy, options: &MemoryLimiterOptions) -> Self {
+    /// The table for `policy`, counting into `meters`.
+    pub(crate) fn new(policy: Policy, options: &MemoryLimiterOptions, meters: Meters) -> Self {
         match policy {
-            Policy::FixedWindow(p) => Self::FixedWindow(table(p, options)),
-            Policy::SlidingWindow(p) => Self::SlidingWindow(table(p, options)),
-            Policy::TokenBucket(p) => Self::TokenBucket(table(p, options)),
+            Policy::FixedWindow(p) => Self::FixedWindow(table(p, options, meters)),
+            Policy::SlidingWindow(p) => Self::SlidingWindow(table(p, options, meters)),
+            Policy::TokenBucket(p) => Self::TokenBucket(table(p, options, meters)),
         }
     }
 
@@ -77,5 +79,9 @@ impl Store {
 
     pub(crate) fn allocation_size(&self) -> usize {
         each!(self, |t| t.allocation_size())
+    }
+
+    pub(crate) fn meters(&self) -> &Meters {
+        each!(self, |t| t.meters())
     }
 }

@@ -4,6 +4,7 @@ use parking_lot::Mutex;
 use ratelimit_core::{Algorithm, Decision, Error};
 
 use crate::fingerprint::Fingerprint;
+use crate::meters::Meters;
 use crate::shard::{Rules, Shard};
 
 /// A shard on its own cache lines, so that threads working on different
@@ -71,6 +72,11 @@ impl<A: Algorithm> Table<A> {
     /// Stored keys, summed shard by shard (not a snapshot under traffic).
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.0.lock().len()).sum()
+    }
+
+    /// The metric handles the shards count into.
+    pub(crate) fn meters(&self) -> &Meters {
+        &self.rules.meters
     }
 
     /// Bytes held: the shard array and every shard's table.

@@ -25,6 +25,7 @@ use ratelimit_core::Decision;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
+use crate::call_metrics::{CallMetrics, CallResult};
 use crate::connection::{CallError, Connection};
 use crate::script::{ForeignValue, PolicyScript, Request};
 use crate::wire::Direct;
@@ -67,6 +68,7 @@ pub(crate) struct Caller {
     pub(crate) script: PolicyScript,
     pub(crate) min_ttl_ms: u64,
     pub(crate) timeout: Duration,
+    pub(crate) metrics: CallMetrics,
 }
 
 impl Caller {
@@ -94,16 +96,22 @@ impl Caller {
         let failure = match tokio::time::timeout_at(deadline, call).await {
             Ok(Ok(reply)) => match self.script.decisions(reply, n) {
                 Ok(decisions) => {
+                    self.metrics.call(n, CallResult::Ok);
                     return decisions
                         .into_iter()
                         .map(|d| d.map_err(Failure::Foreign))
-                        .collect()
+                        .collect();
                 }
                 Err(e) => Failure::Call(SharedError(Arc::new(Box::new(e)))),
             },
             Ok(Err(e)) => Failure::Call(SharedError(Arc::new(e))),
             Err(_) => Failure::Timeout,
         };
+        let result = match failure {
+            Failure::Timeout => CallResult::Timeout,
+            _ => CallResult::Error,
+        };
+        self.metrics.call(n, result);
         vec![Err(failure); n]
     }
 

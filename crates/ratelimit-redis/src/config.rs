@@ -1,15 +1,13 @@
 //! The serde form of [`RedisOptions`].
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use ratelimit_core::{parse_duration, ConfigError};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::keys::validate_prefix;
-use crate::options::{
-    validate_max_batch, BreakerOptions, ConnectionMode, FailurePolicy, RedisOptions, Target,
-};
+use crate::options::{validate_max_batch, ConnectionMode, RedisOptions, Target};
 
 /// The flat, human-written form of [`RedisOptions`], as it appears in a
 /// TOML, YAML or JSON file. [`RedisOptions`] deserializes through it and
@@ -19,15 +17,17 @@ use crate::options::{
 /// |---|---|
 /// | `url` | one server: `"redis://[user:password@]host:port[/db]"` (`rediss://` for TLS) |
 /// | `cluster` | or a Redis Cluster: a list of node URLs |
-/// | `failure` | **required**: `"fail_closed"`, `"fail_open"` or `"fallback"` |
 /// | `prefix` | key prefix, default `"ratelimit:"`; no braces |
 /// | `timeout` | per call, default `"200ms"` |
 /// | `connection` | `"multiplexed"` (default) or `"pool"` |
 /// | `pool_size` | connections of a pool, default 16 |
 /// | `max_batch` | most requests one script call decides, default 128; 1: one call per request |
-/// | `deny_cache` | entries of the local deny cache; absent: no cache |
-/// | `breaker_threshold` | consecutive failures that open the breaker, default 3 |
-/// | `breaker_open_for` | how long it stays open, default `"1s"` |
+/// | `lazy_connect` | `true`: connect in the background, failing calls until connected; default `false` |
+///
+/// What happens when Redis cannot decide is no longer the backend's to
+/// say: the keys `failure`, `breaker`, `breaker_threshold`,
+/// `breaker_open_for` and `deny_cache` are refused with an error pointing
+/// to the resilience layers (`ratelimit-layers`' `ResilienceConfig`).
 ///
 /// # Examples
 ///
@@ -36,17 +36,21 @@ use crate::options::{
 ///
 /// let options: RedisOptions = serde_json::from_str(r#"{
 ///     "cluster": ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"],
-///     "failure": "fail_open",
 ///     "timeout": "50ms"
 /// }"#).unwrap();
 /// assert_eq!(options.timeout().as_millis(), 50);
 ///
 /// let err = toml::from_str::<RedisOptions>(r#"
 ///     url = "redis://127.0.0.1"
-///     failure = "fail_closed"
 ///     timeout = "50"
 /// "#).unwrap_err();
 /// assert!(err.to_string().contains("invalid `timeout`: \"50\" is missing a unit"), "{err}");
+///
+/// let moved = toml::from_str::<RedisOptions>(r#"
+///     url = "redis://127.0.0.1"
+///     failure = "fail_open"
+/// "#).unwrap_err();
+/// assert!(moved.to_string().contains("moved to the resilience layers"), "{moved}");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,9 +62,6 @@ pub struct RedisConfig {
     /// A cluster's node URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Vec<String>>,
-    /// What calls do when Redis cannot decide.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<FailurePolicy>,
     /// The key prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
@@ -76,15 +77,46 @@ pub struct RedisConfig {
     /// The most requests one script call decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<usize>,
-    /// Entries of the local deny cache.
+    /// Connect in the background instead of in `connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deny_cache: Option<usize>,
-    /// Consecutive failures that open the circuit breaker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker_threshold: Option<u32>,
-    /// How long the breaker stays open before probing, e.g. `"1s"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker_open_for: Option<String>,
+    pub lazy_connect: Option<bool>,
+    // Keys of the failure handling that moved to `ratelimit-layers`: read
+    // only to refuse them with an error that says where they went.
+    #[serde(default, skip_serializing)]
+    failure: Option<Moved>,
+    #[serde(default, skip_serializing)]
+    breaker: Option<Moved>,
+    #[serde(default, skip_serializing)]
+    breaker_threshold: Option<Moved>,
+    #[serde(default, skip_serializing)]
+    breaker_open_for: Option<Moved>,
+    #[serde(default, skip_serializing)]
+    deny_cache: Option<Moved>,
+}
+
+/// Any value of a key that moved elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Moved;
+
+impl<'de> Deserialize<'de> for Moved {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Self)
+    }
+}
+
+impl RedisConfig {
+    /// The first key given that moved to the resilience layers.
+    fn moved_key(&self) -> Option<&'static str> {
+        [
+            ("failure", self.failure),
+            ("breaker", self.breaker),
+            ("breaker_threshold", self.breaker_threshold),
+            ("breaker_open_for", self.breaker_open_for),
+            ("deny_cache", self.deny_cache),
+        ]
+        .into_iter()
+        .find_map(|(key, value)| value.map(|Moved| key))
+    }
 }
 
 /// A duration field, with errors naming it.
@@ -101,6 +133,14 @@ impl TryFrom<RedisConfig> for RedisOptions {
     type Error = ConfigError;
 
     fn try_from(c: RedisConfig) -> Result<Self, ConfigError> {
+        if let Some(key) = c.moved_key() {
+            return Err(ConfigError::new(
+                key,
+                "moved to the resilience layers: Redis no longer decides for itself when it \
+                 cannot answer (it returns an error); set `failure`, `timeout`, `breaker` and \
+                 `deny_cache` in a `ratelimit_layers::ResilienceConfig` that wraps the limiter",
+            ));
+        }
         let target = match (c.url, c.cluster) {
             (Some(url), None) => Target::Standalone(url),
             (None, Some(urls)) if urls.is_empty() => {
@@ -123,14 +163,7 @@ impl TryFrom<RedisConfig> for RedisOptions {
                 ))
             }
         };
-        let failure = c.failure.ok_or_else(|| {
-            ConfigError::new(
-                "failure",
-                "is missing; choose what happens when Redis is unreachable: \
-                 \"fail_closed\" (deny), \"fail_open\" (allow) or \"fallback\" (local limiter)",
-            )
-        })?;
-        let mut options = RedisOptions::new(target).with_failure_policy(failure);
+        let mut options = RedisOptions::new(target);
         if let Some(prefix) = c.prefix {
             validate_prefix(&prefix)?;
             options = options.with_prefix(prefix);
@@ -153,22 +186,10 @@ impl TryFrom<RedisConfig> for RedisOptions {
             validate_max_batch(max_batch)?;
             options = options.with_max_batch(max_batch);
         }
-        if let Some(entries) = c.deny_cache {
-            options = options.with_deny_cache(non_zero("deny_cache", entries)?);
+        if let Some(lazy) = c.lazy_connect {
+            options = options.with_lazy_connect(lazy);
         }
-        let mut breaker = BreakerOptions::default();
-        if let Some(threshold) = c.breaker_threshold {
-            breaker.failure_threshold = NonZeroU32::new(threshold).ok_or_else(|| {
-                ConfigError::new(
-                    "breaker_threshold",
-                    "0 is out of range; expected at least 1",
-                )
-            })?;
-        }
-        if let Some(text) = c.breaker_open_for {
-            breaker.open_for = duration("breaker_open_for", &text)?;
-        }
-        Ok(options.with_breaker(breaker))
+        Ok(options)
     }
 }
 
@@ -182,61 +203,60 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let o = parse("url = \"redis://127.0.0.1\"\nfailure = \"fail_open\"").unwrap();
+        let o = parse("url = \"redis://127.0.0.1\"").unwrap();
         assert_eq!(o.prefix(), RedisOptions::DEFAULT_PREFIX);
         assert_eq!(o.timeout(), RedisOptions::DEFAULT_TIMEOUT);
         assert_eq!(o.connection_mode(), ConnectionMode::Multiplexed);
-        assert_eq!(o.failure_policy(), FailurePolicy::FailOpen);
         assert_eq!(o.max_batch().get(), RedisOptions::DEFAULT_MAX_BATCH);
-        let o =
-            parse("url = \"redis://127.0.0.1\"\nfailure = \"fail_open\"\nmax_batch = 1").unwrap();
+        assert!(!o.lazy_connect());
+        let o = parse("url = \"redis://127.0.0.1\"\nmax_batch = 1\nlazy_connect = true").unwrap();
         assert_eq!(o.max_batch().get(), 1);
+        assert!(o.lazy_connect());
     }
 
     #[test]
     fn errors_name_the_field() {
         for (text, needle) in [
-            ("failure = \"fail_open\"", "invalid `url`: is missing"),
-            ("url = \"redis://x\"", "invalid `failure`: is missing"),
+            ("prefix = \"a:\"", "invalid `url`: is missing"),
+            ("url = \"redis://x\"\ncluster = [\"redis://y\"]", "not both"),
+            ("cluster = []", "invalid `cluster`: is empty"),
+            ("url = \"redis://x\"\nprefix = \"a{b}\"", "invalid `prefix`"),
             (
-                "url = \"redis://x\"\ncluster = [\"redis://y\"]\nfailure = \"fail_open\"",
-                "not both",
-            ),
-            (
-                "cluster = []\nfailure = \"fail_open\"",
-                "invalid `cluster`: is empty",
-            ),
-            (
-                "url = \"redis://x\"\nfailure = \"fail_open\"\nprefix = \"a{b}\"",
-                "invalid `prefix`",
-            ),
-            (
-                "url = \"redis://x\"\nfailure = \"fail_open\"\ntimeout = \"soon\"",
+                "url = \"redis://x\"\ntimeout = \"soon\"",
                 "invalid `timeout`",
             ),
+            ("url = \"redis://x\"\npool_size = 0", "invalid `pool_size`"),
+            ("url = \"redis://x\"\nmax_batch = 0", "invalid `max_batch`"),
             (
-                "url = \"redis://x\"\nfailure = \"fail_open\"\npool_size = 0",
-                "invalid `pool_size`",
-            ),
-            (
-                "url = \"redis://x\"\nfailure = \"fail_open\"\nmax_batch = 0",
-                "invalid `max_batch`",
-            ),
-            (
-                "url = \"redis://x\"\nfailure = \"fail_open\"\nmax_batch = 1025",
+                "url = \"redis://x\"\nmax_batch = 1025",
                 "invalid `max_batch`: 1025 is out of range; expected 1 to 1024",
             ),
             (
-                "url = \"redis://x\"\nfailure = \"maybe\"",
-                "unknown variant `maybe`",
+                "url = \"redis://x\"\nlazy_connect = \"yes\"",
+                "invalid type",
             ),
-            (
-                "url = \"redis://x\"\nfailure = \"fail_open\"\nttl = 1",
-                "unknown field `ttl`",
-            ),
+            ("url = \"redis://x\"\nttl = 1", "unknown field `ttl`"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn failure_handling_keys_say_where_they_moved() {
+        for (key, value) in [
+            ("failure", "\"fail_closed\""),
+            ("breaker", "{ failure_threshold = 3 }"),
+            ("breaker_threshold", "3"),
+            ("breaker_open_for", "\"1s\""),
+            ("deny_cache", "1000"),
+        ] {
+            let err = parse(&format!("url = \"redis://x\"\n{key} = {value}")).unwrap_err();
+            assert!(
+                err.contains(&format!("invalid `{key}`: moved to the resilience layers"))
+                    && err.contains("ratelimit_layers::ResilienceConfig"),
+                "{key}: {err}"
+            );
         }
     }
 }

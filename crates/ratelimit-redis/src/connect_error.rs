@@ -65,12 +65,58 @@ pub(crate) fn classify(place: &str, e: RedisError) -> ConnectError {
         } else {
             (ConnectErrorKind::Server, "answered with an error")
         };
-    ConnectError::new(kind, format!("Redis at {} {what} ({text})", redact(place))).with_source(e)
+    // The cause is the source, not part of the message: whoever prints
+    // the chain (`ErrorChain`, anyhow's `{:#}`, a log line) prints it once.
+    ConnectError::new(kind, format!("Redis at {} {what}", redact(place))).with_source(Distinct(e))
+}
+
+/// A Redis error as a cause, without the repeats of its own chain: an I/O
+/// failure's `RedisError` prints the `io::Error` it wraps, and then has
+/// that same error as its source, so a chain would read "Connection
+/// refused (os error 111): Connection refused (os error 111)".
+#[derive(Debug)]
+struct Distinct(RedisError);
+
+impl std::fmt::Display for Distinct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Distinct {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let own = self.0.to_string();
+        let mut next = std::error::Error::source(&self.0);
+        // Skip the causes this error's own text already shows.
+        while let Some(cause) = next {
+            if !own.contains(&cause.to_string()) {
+                break;
+            }
+            next = cause.source();
+        }
+        next
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = classify("redis://h:1", RedisError::from(io));
+        assert_eq!(err.kind(), ConnectErrorKind::Unreachable);
+        assert!(!err.to_string().contains("Connection refused"), "{err}");
+        let mut texts = vec![err.to_string()];
+        let mut next = std::error::Error::source(&err);
+        while let Some(cause) = next {
+            texts.push(cause.to_string());
+            next = cause.source();
+        }
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert_eq!(texts[1], "Connection refused");
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -1,11 +1,11 @@
 //! How a [`RedisLimiter`](crate::RedisLimiter) connects and behaves.
 
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::{Clock, ConfigError, Limiter};
+use ratelimit_core::{Clock, ConfigError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RedisConfig;
@@ -47,67 +47,6 @@ pub enum ConnectionMode {
     Pool,
 }
 
-/// What a call does when Redis cannot decide (error, timeout, or the
-/// circuit breaker is open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FailurePolicy {
-    /// Deny: nothing passes while Redis is away.
-    FailClosed,
-    /// Allow everything, reporting the decision as degraded.
-    FailOpen,
-    /// Decide with a local in-process limiter of the same policy until
-    /// Redis answers again (its counts are per process, not shared).
-    Fallback,
-}
-
-/// When the circuit breaker opens and how long it stays open.
-///
-/// After `failure_threshold` consecutive failures the breaker opens: calls
-/// stop waiting on Redis and take the [`FailurePolicy`] at once. After
-/// `open_for`, one call probes Redis; its success closes the breaker, its
-/// failure opens it again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BreakerOptions {
-    /// Consecutive failures that open the breaker.
-    pub failure_threshold: NonZeroU32,
-    /// How long the breaker stays open before a probe.
-    pub open_for: Duration,
-}
-
-impl BreakerOptions {
-    /// Opens after `failure_threshold` consecutive failures, for `open_for`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::num::NonZeroU32;
-    /// use std::time::Duration;
-    /// use ratelimit_redis::BreakerOptions;
-    ///
-    /// let b = BreakerOptions::new(NonZeroU32::new(5).unwrap(), Duration::from_millis(500));
-    /// assert_eq!(b.failure_threshold.get(), 5);
-    /// ```
-    #[must_use]
-    pub const fn new(failure_threshold: NonZeroU32, open_for: Duration) -> Self {
-        Self {
-            failure_threshold,
-            open_for,
-        }
-    }
-}
-
-impl Default for BreakerOptions {
-    fn default() -> Self {
-        Self {
-            failure_threshold: NonZeroU32::new(3).expect("3 is not zero"),
-            open_for: Duration::from_secs(1),
-        }
-    }
-}
-
 /// Everything a [`RedisLimiter`](crate::RedisLimiter) needs besides its
 /// policy.
 ///
@@ -118,22 +57,22 @@ impl Default for BreakerOptions {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ratelimit_redis::{FailurePolicy, RedisOptions};
+/// use ratelimit_redis::RedisOptions;
 ///
 /// let options = RedisOptions::standalone("redis://127.0.0.1:6379")
 ///     .with_prefix("api:")
 ///     .with_timeout(Duration::from_millis(100))
-///     .with_failure_policy(FailurePolicy::Fallback);
+///     .with_lazy_connect(true);
 /// assert_eq!(options.timeout(), Duration::from_millis(100));
+/// assert!(options.lazy_connect());
 ///
 /// let parsed: RedisOptions = toml::from_str(r#"
 ///     url = "redis://127.0.0.1:6379"
 ///     prefix = "api:"
 ///     timeout = "100ms"
-///     failure = "fallback"
 /// "#).unwrap();
 /// assert_eq!(parsed.prefix(), "api:");
-/// assert_eq!(parsed.failure_policy(), FailurePolicy::Fallback);
+/// assert!(!parsed.lazy_connect());
 /// ```
 #[derive(Clone)]
 #[must_use]
@@ -141,15 +80,12 @@ pub struct RedisOptions {
     pub(crate) target: Target,
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
-    pub(crate) failure: FailurePolicy,
     pub(crate) connection: ConnectionMode,
     pub(crate) pool_size: NonZeroUsize,
     pub(crate) max_batch: NonZeroUsize,
-    pub(crate) breaker: BreakerOptions,
-    pub(crate) deny_cache: Option<NonZeroUsize>,
+    pub(crate) lazy_connect: bool,
     pub(crate) min_ttl: Duration,
     pub(crate) clock: Option<Arc<dyn Clock>>,
-    pub(crate) fallback: Option<Arc<dyn Limiter>>,
 }
 
 impl RedisOptions {
@@ -164,22 +100,19 @@ impl RedisOptions {
     pub const MAX_MAX_BATCH: usize = 1024;
 
     /// Options for `target` with the defaults: prefix `ratelimit:`, a 200 ms
-    /// timeout, [`FailurePolicy::FailClosed`], a multiplexed connection, a
-    /// breaker opening after 3 failures for 1 s, no deny cache, server time.
+    /// timeout, a multiplexed connection, connecting before `connect`
+    /// returns, server time.
     pub fn new(target: Target) -> Self {
         Self {
             target,
             prefix: Self::DEFAULT_PREFIX.to_string(),
             timeout: Self::DEFAULT_TIMEOUT,
-            failure: FailurePolicy::FailClosed,
             connection: ConnectionMode::default(),
             pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
             max_batch: NonZeroUsize::new(Self::DEFAULT_MAX_BATCH).expect("not zero"),
-            breaker: BreakerOptions::default(),
-            deny_cache: None,
+            lazy_connect: false,
             min_ttl: Duration::from_secs(600),
             clock: None,
-            fallback: None,
         }
     }
 
@@ -204,15 +137,24 @@ impl RedisOptions {
         self
     }
 
-    /// The most any call waits for Redis before the failure policy applies.
+    /// The most any call waits for Redis before it returns `Err` of kind
+    /// timeout. Kept here, not only in a `Timeout` layer, because the
+    /// batching of calls needs each request's deadline.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// What calls do when Redis cannot decide.
-    pub fn with_failure_policy(mut self, failure: FailurePolicy) -> Self {
-        self.failure = failure;
+    /// `true`: [`connect`](crate::RedisLimiter::connect) returns at once,
+    /// without Redis, and a background task connects, retrying with a
+    /// backoff from 100 ms doubling to 5 s; until it is connected every
+    /// call fails at once with `Err` of kind backend ("Redis is not
+    /// connected yet: …"). It logs its first failure at WARN and its
+    /// success at INFO. Invalid options (a bad URL or prefix) still fail
+    /// `connect`. Default `false`: `connect` connects and checks the
+    /// deployment before it returns.
+    pub fn with_lazy_connect(mut self, lazy: bool) -> Self {
+        self.lazy_connect = lazy;
         self
     }
 
@@ -248,20 +190,6 @@ impl RedisOptions {
         self
     }
 
-    /// The circuit breaker's thresholds.
-    pub fn with_breaker(mut self, breaker: BreakerOptions) -> Self {
-        self.breaker = breaker;
-        self
-    }
-
-    /// Remembers up to `entries` recent denials and repeats them locally,
-    /// with no round trip, until their `retry_after` has passed. It only
-    /// ever denies, so it never admits what Redis would deny.
-    pub fn with_deny_cache(mut self, entries: NonZeroUsize) -> Self {
-        self.deny_cache = Some(entries);
-        self
-    }
-
     /// Reads time from `clock` instead of the server's `TIME` (tests,
     /// replay, simulation): the scripts receive `now` as an argument.
     ///
@@ -283,16 +211,6 @@ impl RedisOptions {
         self
     }
 
-    /// The local limiter [`FailurePolicy::Fallback`] uses; by default a
-    /// [`MemoryLimiter`](ratelimit_memory::MemoryLimiter) of the same
-    /// policy on the same clock, which forgets keys once their state is
-    /// idle, so a long outage does not grow memory with every key seen. It
-    /// must apply the same policy.
-    pub fn with_fallback_limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
-        self.fallback = Some(limiter);
-        self
-    }
-
     /// Where Redis is.
     #[must_use]
     pub fn target(&self) -> &Target {
@@ -311,10 +229,10 @@ impl RedisOptions {
         self.timeout
     }
 
-    /// The failure policy.
+    /// Whether `connect` returns before Redis is reached.
     #[must_use]
-    pub fn failure_policy(&self) -> FailurePolicy {
-        self.failure
+    pub fn lazy_connect(&self) -> bool {
+        self.lazy_connect
     }
 
     /// The connection mode.
@@ -355,15 +273,12 @@ impl fmt::Debug for RedisOptions {
             .field("target", &targets)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
-            .field("failure", &self.failure)
             .field("connection", &self.connection)
             .field("pool_size", &self.pool_size)
             .field("max_batch", &self.max_batch)
-            .field("breaker", &self.breaker)
-            .field("deny_cache", &self.deny_cache)
+            .field("lazy_connect", &self.lazy_connect)
             .field("min_ttl", &self.min_ttl)
             .field("clock", &self.clock)
-            .field("fallback", &self.fallback.as_ref().map(|_| "custom"))
             .finish()
     }
 }

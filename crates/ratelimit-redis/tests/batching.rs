@@ -10,28 +10,29 @@
 mod support;
 
 use std::future::Future;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use ratelimit_core::{Algorithm, Decision, Error, ManualClock, Policy, PolicyState};
-use ratelimit_redis::{
-    BreakerOptions, FailurePolicy, Outcome, RedisLimiter, RedisOptions, Source, Target,
+use ratelimit_core::{
+    Algorithm, Decision, Error, ErrorChain, Limiter, ManualClock, Policy, PolicyState,
 };
+use ratelimit_redis::{RedisLimiter, RedisOptions, Target};
 use ratelimit_redis_harness::RedisServer;
 
 use support::{fresh_prefix, options, runtime};
 
-type Pending<'a> = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'a>>;
+type Outcome = Result<Decision, Error>;
+type Pending<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
 /// Runs `requests` concurrently, polling each once in the order given
 /// first (so they queue in that order) while the server is frozen.
 async fn frozen_then_thawed(server: &RedisServer, mut requests: Vec<Pending<'_>>) -> Vec<Outcome> {
     server.pause();
-    let mut outcomes: Vec<Option<Result<Outcome, Error>>> = std::iter::repeat_with(|| None)
+    let mut outcomes: Vec<Option<Outcome>> = std::iter::repeat_with(|| None)
         .take(requests.len())
         .collect();
     std::future::poll_fn(|cx| {
@@ -65,7 +66,7 @@ async fn frozen_then_thawed(server: &RedisServer, mut requests: Vec<Pending<'_>>
     .await;
     outcomes
         .into_iter()
-        .map(|o| o.expect("every request finished").expect("no error"))
+        .map(|o| o.expect("every request finished"))
         .collect()
 }
 
@@ -141,14 +142,14 @@ fn queued_requests_are_decided_in_order_as_the_model_says() {
                     .iter()
                     .map(|op| match *op {
                         Op::Check { key, cost } => {
-                            Box::pin(limiter.check_detailed(keys[key], cost)) as Pending<'_>
+                            Box::pin(limiter.check(keys[key], cost)) as Pending<'_>
                         }
-                        Op::Peek { key } => Box::pin(limiter.peek_detailed(keys[key])),
+                        Op::Peek { key } => Box::pin(limiter.peek(keys[key])),
                     })
                     .collect();
                 let outcomes = frozen_then_thawed(&server, requests).await;
                 for (op, outcome) in ops.iter().zip(outcomes) {
-                    prop_assert_eq!(outcome.source, Source::Redis);
+                    let got = outcome.expect("Redis decided");
                     let want: Decision = match *op {
                         Op::Check { key, cost } => {
                             let (decision, next) = policy.check(&states[key], now, cost).unwrap();
@@ -159,7 +160,7 @@ fn queued_requests_are_decided_in_order_as_the_model_says() {
                         }
                         Op::Peek { key } => policy.peek(&states[key], now),
                     };
-                    prop_assert_eq!(outcome.decision, want, "{:?} at {}", op, now);
+                    prop_assert_eq!(got, want, "{:?} at {}", op, now);
                 }
             }
             Ok(())
@@ -184,11 +185,15 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
             let _ = server.cli(&["CONFIG", "RESETSTAT"]);
             let requests: Vec<Pending<'_>> = (0..300)
                 .map(|i| {
-                    Box::pin(limiter.check_detailed(if i % 2 == 0 { b"even" } else { b"odd" }, 1))
+                    Box::pin(limiter.check_one(if i % 2 == 0 { b"even" } else { b"odd" }))
                         as Pending<'_>
                 })
                 .collect();
-            let outcomes = frozen_then_thawed(&server, requests).await;
+            let outcomes: Vec<Decision> = frozen_then_thawed(&server, requests)
+                .await
+                .into_iter()
+                .map(|o| o.expect("Redis decided"))
+                .collect();
             // EVALSHA calls since the reset.
             let calls = server
                 .command_stat("evalsha", "calls")
@@ -201,8 +206,8 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
                     .iter()
                     .skip(parity)
                     .step_by(2)
-                    .filter(|o| o.decision.allowed)
-                    .map(|o| o.decision.remaining)
+                    .filter(|d| d.allowed)
+                    .map(|d| d.remaining)
                     .collect();
                 remaining.sort_unstable();
                 assert_eq!(
@@ -224,8 +229,7 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
 }
 
 /// A key holding a value the script did not write fails its own request
-/// (the failure policy decides it, and says why), not the others of its
-/// call, and does not open the breaker.
+/// (with an error that says why), not the others of its call.
 #[test]
 fn a_foreign_value_fails_only_its_own_request() {
     let server = RedisServer::start();
@@ -243,35 +247,27 @@ fn a_foreign_value_fails_only_its_own_request() {
         let keys: [&[u8]; 6] = [b"good-1", b"bad", b"good-2", b"hash", b"good-3", b"good-1"];
         let requests: Vec<Pending<'_>> = keys
             .iter()
-            .map(|k| Box::pin(limiter.check_detailed(k, 1)) as Pending<'_>)
+            .map(|k| Box::pin(limiter.check_one(k)) as Pending<'_>)
             .collect();
         let outcomes = frozen_then_thawed(&server, requests).await;
-        let sources: Vec<Source> = outcomes.iter().map(|o| o.source).collect();
+        let decided: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+        assert_eq!(decided, [true, false, true, false, true, true]);
         assert_eq!(
-            sources,
-            [
-                Source::Redis,
-                Source::FailClosed,
-                Source::Redis,
-                Source::FailClosed,
-                Source::Redis,
-                Source::Redis
-            ]
+            outcomes[5].as_ref().unwrap().remaining,
+            3,
+            "good-1's second request"
         );
-        assert_eq!(outcomes[5].decision.remaining, 3, "good-1's second request");
-        assert!(!limiter.is_degraded(), "Redis itself answered");
-        let why = limiter.last_error().unwrap();
-        assert!(
-            why.contains("WRONGTYPE") || why.contains("did not write"),
-            "{why}"
-        );
+        for (i, why) in [(1, "did not write"), (3, "WRONGTYPE")] {
+            let chain = ErrorChain(outcomes[i].as_ref().unwrap_err()).to_string();
+            assert!(chain.contains(why), "{chain}");
+        }
         assert_eq!(server.cli(&["GET", &bad]), "not a bucket", "left as it was");
     });
 }
 
 /// When Redis hangs, requests queued behind calls in flight give up at
-/// their own deadline (none waits much past the timeout), the failure
-/// policy decides them, and the limiter decides again once Redis is back.
+/// their own deadline (none waits much past the timeout) with a timeout
+/// error, and the limiter decides again once Redis is back.
 #[test]
 fn queued_requests_give_up_at_their_deadline_when_redis_hangs() {
     let server = RedisServer::start();
@@ -279,17 +275,10 @@ fn queued_requests_give_up_at_their_deadline_when_redis_hangs() {
         let timeout = Duration::from_millis(1000);
         let options = RedisOptions::standalone(server.url())
             .with_prefix(fresh_prefix("hang"))
-            .with_timeout(timeout)
-            .with_failure_policy(FailurePolicy::FailClosed)
-            // The breaker stays closed: every request goes through the queue.
-            .with_breaker(BreakerOptions::new(
-                NonZeroU32::new(10_000).unwrap(),
-                Duration::from_millis(100),
-            ));
+            .with_timeout(timeout);
         let policy = Policy::fixed_window(1_000, Duration::from_secs(60)).unwrap();
         let limiter = Arc::new(RedisLimiter::connect(policy, options).await.unwrap());
-        let warm = limiter.check_detailed(b"warm", 1).await.unwrap();
-        assert_eq!(warm.source, Source::Redis);
+        assert!(limiter.check_one(b"warm").await.unwrap().allowed);
 
         server.pause();
         // Three waves 400 ms apart: the later ones queue behind calls that
@@ -301,29 +290,28 @@ fn queued_requests_give_up_at_their_deadline_when_redis_hangs() {
                 tasks.push(tokio::spawn(async move {
                     let started = Instant::now();
                     let key = format!("k{}", i % 7);
-                    let outcome = limiter.check_detailed(key.as_bytes(), 1).await.unwrap();
-                    (outcome.source, started.elapsed())
+                    let outcome = limiter.check_one(key.as_bytes()).await;
+                    (outcome, started.elapsed())
                 }));
             }
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
         for task in tasks {
-            let (source, waited) = task.await.unwrap();
-            assert_eq!(source, Source::FailClosed);
+            let (outcome, waited) = task.await.unwrap();
+            let err = outcome.unwrap_err();
+            assert!(err.is_timeout(), "{err:?}");
             // The timeout, and slack for a loaded two-core machine. A
             // request that waited for a free slot (until the calls before
             // it gave up) and then a whole timeout for its own call would
             // take 1.6 s in the second wave.
             assert!(waited < timeout + timeout * 2 / 5, "waited {waited:?}");
         }
-        assert!(limiter.last_error().is_some());
 
         server.resume();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let outcome = limiter.check_detailed(b"after", 1).await.unwrap();
-            if outcome.source == Source::Redis {
-                assert!(outcome.decision.allowed);
+            if let Ok(decision) = limiter.check_one(b"after").await {
+                assert!(decision.allowed);
                 break;
             }
             assert!(Instant::now() < deadline, "Redis never decided again");

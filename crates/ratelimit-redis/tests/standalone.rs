@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use ratelimit_conformance::differential::check_against_model;
 use ratelimit_conformance::scenarios::run_all;
 use ratelimit_conformance::strategy::awkward_keys;
-use ratelimit_core::{Algorithm, Limiter, ManualClock, Policy};
-use ratelimit_redis::{ConnectionMode, RedisLimiter, RedisOptions, Source, Target};
+use ratelimit_core::{Algorithm, ErrorChain, Limiter, ManualClock, Policy};
+use ratelimit_redis::{ConnectionMode, RedisLimiter, RedisOptions, Target};
 use ratelimit_redis_harness::RedisServer;
 
 use support::{fresh_prefix, make, options, runtime};
@@ -256,8 +256,8 @@ fn server_time_token_bucket_expiry_is_the_next_whole_second() {
 }
 
 /// A key holding a value of another type, or a string of another shape,
-/// fails its own request, also in a call of its own (no batching): the
-/// failure policy decides it and says why, and the value is left alone.
+/// fails its own request, also in a call of its own (no batching), with an
+/// error that says why, and the value is left alone.
 #[test]
 fn a_foreign_value_fails_its_request_alone() {
     let server = RedisServer::start();
@@ -276,18 +276,18 @@ fn a_foreign_value_fails_its_request_alone() {
             let _ = server.cli(&["HSET", &hash, "field", "1"]);
             let _ = server.cli(&["SET", &text, "not a state"]);
             for (key, why) in [(&b"hash"[..], "WRONGTYPE"), (b"text", "did not write")] {
-                let outcome = limiter.check_detailed(key, 1).await.unwrap();
-                assert_eq!(outcome.source, Source::FailClosed, "{policy:?}");
-                let error = limiter.last_error().unwrap();
-                assert!(error.contains(why), "{error}");
-                let peeked = limiter.peek_detailed(key).await.unwrap();
-                assert_eq!(peeked.source, Source::FailClosed);
+                let checked = limiter.check_one(key).await.unwrap_err();
+                let peeked = limiter.peek(key).await.unwrap_err();
+                for err in [checked, peeked] {
+                    assert!(err.is_backend() && !err.is_timeout(), "{policy:?}: {err:?}");
+                    let chain = ErrorChain(&err).to_string();
+                    assert!(chain.contains(why), "{chain}");
+                }
             }
             assert_eq!(server.cli(&["GET", &text]), "not a state", "left as it was");
             assert_eq!(server.cli(&["HGET", &hash, "field"]), "1");
-            assert!(!limiter.is_degraded(), "Redis itself answered");
-            let fine = limiter.check_detailed(b"fine", 1).await.unwrap();
-            assert_eq!((fine.source, fine.decision.remaining), (Source::Redis, 9));
+            let fine = limiter.check_one(b"fine").await.unwrap();
+            assert_eq!(fine.remaining, 9, "the other keys are decided as ever");
         }
     });
 }
@@ -305,19 +305,16 @@ fn credentials_and_database_from_the_url_hold_for_every_call() {
         let options = RedisOptions::standalone(url).with_prefix(fresh_prefix("acl"));
         let limiter = Arc::new(RedisLimiter::connect(policy, options).await.unwrap());
         for _ in 0..3 {
-            assert_eq!(
-                limiter.check_detailed(b"lone", 1).await.unwrap().source,
-                Source::Redis
-            );
+            assert!(limiter.check_one(b"lone").await.unwrap().allowed);
         }
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let limiter = Arc::clone(&limiter);
-                tokio::spawn(async move { limiter.check_detailed(b"many", 1).await.unwrap() })
+                tokio::spawn(async move { limiter.check_one(b"many").await })
             })
             .collect();
         for task in tasks {
-            assert_eq!(task.await.unwrap().source, Source::Redis);
+            assert!(task.await.unwrap().expect("Redis decided").allowed);
         }
         let lone = String::from_utf8(limiter.redis_key(b"lone")).unwrap();
         let many = String::from_utf8(limiter.redis_key(b"many")).unwrap();
@@ -371,39 +368,6 @@ fn awkward_keys_are_distinct_redis_keys_with_ttls() {
     });
 }
 
-/// The deny cache answers repeated denials locally and never admits what
-/// Redis would deny.
-#[test]
-fn deny_cache_only_denies() {
-    let server = RedisServer::start();
-    runtime().block_on(async {
-        let clock = ManualClock::new(1_700_000_000_000_000);
-        let policy = Policy::token_bucket(3, 1, Duration::from_secs(1)).unwrap();
-        let target = Target::Standalone(server.url());
-        let with_cache = options(&target, &clock, "cache")
-            .with_deny_cache(std::num::NonZeroUsize::new(8).unwrap());
-        let limiter = RedisLimiter::connect(policy, with_cache).await.unwrap();
-        assert!(limiter.check(b"k", 3).await.unwrap().allowed);
-        let first = limiter.check_detailed(b"k", 2).await.unwrap();
-        assert_eq!(first.source, Source::Redis);
-        assert!(!first.decision.allowed);
-        let again = limiter.check_detailed(b"k", 2).await.unwrap();
-        assert_eq!(again.source, Source::DenyCache);
-        assert!(!again.decision.allowed);
-        assert_eq!(again.decision.retry_after, first.decision.retry_after);
-        let bigger = limiter.check_detailed(b"k", 3).await.unwrap();
-        assert_eq!(bigger.source, Source::DenyCache);
-        // A smaller cost goes to Redis (and is denied there too).
-        let smaller = limiter.check_detailed(b"k", 1).await.unwrap();
-        assert_eq!(smaller.source, Source::Redis);
-        // Once retry_after has passed, Redis decides again, and allows.
-        clock.advance(Duration::from_secs(2));
-        let later = limiter.check_detailed(b"k", 2).await.unwrap();
-        assert_eq!(later.source, Source::Redis);
-        assert!(later.decision.allowed);
-    });
-}
-
 /// Limiters with separate connections (and separate pools) sharing one
 /// Redis never admit more than the limit in total. They share a manual
 /// clock, so the window cannot turn during the test: exactly the limit
@@ -439,9 +403,8 @@ fn separate_limiters_share_one_limit() {
                 tasks.push(tokio::spawn(async move {
                     let mut allowed = 0u64;
                     for _ in 0..20 {
-                        let d = limiter.check_detailed(b"shared", 1).await.unwrap();
-                        assert_eq!(d.source, Source::Redis);
-                        allowed += u64::from(d.decision.allowed);
+                        let d = limiter.check_one(b"shared").await.unwrap();
+                        allowed += u64::from(d.allowed);
                     }
                     allowed
                 }));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::Router;
@@ -15,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::{generate, Config, Model};
+use crate::{generate, json_body, Config, Model};
 
 /// The settings [`app`] needs, prepared (and validated) from a [`Config`].
 #[derive(Debug, Clone)]
@@ -53,8 +54,8 @@ impl AppOptions {
         Ok(Self {
             client_ip: config.client_ip_extractor()?,
             // A backstop behind the backend's own per-call timeout (which
-            // Redis answers with its failure policy): twice as long, so the
-            // backend's answer normally wins.
+            // the resilience layers answer with the failure policy): twice
+            // as long, so the backend's answer normally wins.
             check_timeout: config.backend.timeout * 2,
             max_body_bytes: config.http.max_body_bytes,
             request_timeout: config.http.request_timeout,
@@ -74,9 +75,13 @@ pub(crate) struct AppState {
 /// unlimited `GET /healthz`.
 ///
 /// The limit wraps the route, so it is checked before the body is read:
-/// a denied request costs no body transfer and no model call. The peer
-/// address comes from `ConnectInfo<SocketAddr>`, so serve the router with
-/// `into_make_service_with_connect_info::<SocketAddr>()` (or add
+/// a denied request costs no body transfer and no model call. Inside it,
+/// before the body is read too, a request must declare
+/// `Content-Type: application/json` (else `415`) and announce no more
+/// than `max_body_bytes` (else `413`); those refusals have been counted,
+/// as has a malformed body (`400`). The peer address comes from
+/// `ConnectInfo<SocketAddr>`, which [`serve`](crate::serve) provides (as
+/// does `into_make_service_with_connect_info::<SocketAddr>()`, or
 /// `MockConnectInfo` in tests).
 ///
 /// # Examples
@@ -99,6 +104,7 @@ pub(crate) struct AppState {
 /// )
 /// .layer(MockConnectInfo(std::net::SocketAddr::from(([192, 0, 2, 1], 1))));
 /// let req = axum::http::Request::post("/api/generate")
+///     .header("content-type", "application/json")
 ///     .body(Body::from(r#"{"messages":[{"role":"user","content":"Hi"}]}"#))
 ///     .unwrap();
 /// let res = router.oneshot(req).await.unwrap();
@@ -122,7 +128,14 @@ pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model
     Router::new()
         .route(
             "/api/generate",
-            post(generate::generate).route_layer(rate_limit),
+            // Layers added later wrap the earlier ones: the limit first,
+            // then the header checks, then the handler reads the body.
+            post(generate::generate)
+                .route_layer(middleware::from_fn_with_state(
+                    options.max_body_bytes,
+                    json_body::require_json_body,
+                ))
+                .route_layer(rate_limit),
         )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)

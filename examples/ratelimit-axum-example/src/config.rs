@@ -11,6 +11,8 @@ use ratelimit_core::Policy;
 use ratelimit_tower::ProxyHeader;
 use serde::{Deserialize, Deserializer};
 
+use crate::{Secret, SecretUrl, ServerConfig};
+
 /// Everything the service reads at start-up. Every field has a default,
 /// so an empty file (or none) is the documented default service: five
 /// requests per 30 s per client IP, fixed window, in memory, on
@@ -37,6 +39,9 @@ pub struct Config {
     /// Which model answers.
     #[serde(default)]
     pub model: ModelConfig,
+    /// How connections are served.
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 /// `[backend]`.
@@ -47,11 +52,12 @@ pub struct BackendConfig {
     #[serde(default)]
     pub kind: BackendKind,
     /// The Redis URL (`redis://host:6379`); also `--redis-url`/`REDIS_URL`.
+    /// A password in it is never printed.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<SecretUrl>,
     /// Or the node URLs of a Redis Cluster.
     #[serde(default)]
-    pub cluster: Option<Vec<String>>,
+    pub cluster: Option<Vec<SecretUrl>>,
     /// The Redis key prefix (default `ratelimit:`).
     #[serde(default)]
     pub prefix: Option<String>,
@@ -120,10 +126,16 @@ pub struct HttpConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// The longest time until the response starts, e.g. `"30s"`.
-    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "positive_duration"
+    )]
     pub request_timeout: Duration,
     /// The longest wait for the model's next delta, e.g. `"30s"`.
-    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "positive_duration"
+    )]
     pub stream_idle_timeout: Duration,
     /// The body of a `429` (default `Ratelimited!`).
     #[serde(default = "default_denied_body")]
@@ -140,18 +152,22 @@ pub struct ModelConfig {
     /// The provider's model name (`OPENAI_MODEL`).
     #[serde(default = "default_model_name")]
     pub name: String,
-    /// The provider's base URL (`OPENAI_BASE_URL`).
+    /// The provider's base URL (`OPENAI_BASE_URL`); credentials in it are
+    /// never printed.
     #[serde(default = "default_base_url")]
-    pub base_url: String,
-    /// The API key: from `OPENAI_API_KEY` only, never from the file, so
-    /// the file can be committed.
-    #[serde(skip)]
-    pub api_key: Option<String>,
+    pub base_url: SecretUrl,
+    /// The API key (`OPENAI_API_KEY`, which overrides it). Prefer the
+    /// variable: a file holding a key must not be committed. Never printed.
+    #[serde(default)]
+    pub api_key: Option<Secret<String>>,
     /// The offline model's pause before each delta, e.g. `"40ms"`.
     #[serde(default = "default_delta_delay", deserialize_with = "duration")]
     pub delta_delay: Duration,
     /// The provider's connect timeout.
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "positive_duration"
+    )]
     pub connect_timeout: Duration,
 }
 
@@ -193,8 +209,8 @@ fn default_denied_body() -> String {
 fn default_model_name() -> String {
     "gpt-4o-mini".into()
 }
-fn default_base_url() -> String {
-    "https://api.openai.com/v1".into()
+fn default_base_url() -> SecretUrl {
+    SecretUrl::new("https://api.openai.com/v1")
 }
 fn default_delta_delay() -> Duration {
     Duration::from_millis(40)
@@ -206,6 +222,18 @@ fn default_connect_timeout() -> Duration {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     ratelimit_core::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// A timeout: zero would fail every request (or, for the server's own,
+/// close every connection) at once, so it is refused where it is written.
+pub(crate) fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a timeout must be longer than zero",
+        ));
+    }
+    Ok(value)
 }
 
 fn proxy_header<'de, D: Deserializer<'de>>(d: D) -> Result<ProxyHeader, D::Error> {
@@ -281,6 +309,7 @@ impl Default for Config {
             client_ip: ClientIpConfig::default(),
             http: HttpConfig::default(),
             model: ModelConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -321,8 +350,13 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                Self::from_toml_str(&text)
-                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+                Self::from_toml_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid config file {}: {}",
+                        path.display(),
+                        crate::toml_error::located(&e, &text)
+                    )
+                })?
             }
             None => Self::default(),
         };
@@ -418,13 +452,13 @@ impl Config {
         }
         if let Some(v) = var("REDIS_URL").filter(|v| !v.is_empty()) {
             self.backend.kind = BackendKind::Redis;
-            self.backend.url = Some(v);
+            self.backend.url = Some(SecretUrl::new(v));
         }
         if let Some(v) = var("OPENAI_API_KEY").filter(|v| !v.is_empty()) {
-            self.model.api_key = Some(v);
+            self.model.api_key = Some(Secret::new(v));
         }
         if let Some(v) = var("OPENAI_BASE_URL").filter(|v| !v.is_empty()) {
-            self.model.base_url = v;
+            self.model.base_url = SecretUrl::new(v);
         }
         if let Some(v) = var("OPENAI_MODEL").filter(|v| !v.is_empty()) {
             self.model.name = v;
@@ -432,14 +466,45 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what serde cannot: prefix ranges and a Redis URL when the
-    /// Redis backend is chosen.
+    /// Checks what serde cannot: prefix ranges, a Redis URL when the
+    /// Redis backend is chosen, and (again, for configurations built in
+    /// code) that no timeout is zero.
     ///
     /// # Errors
     ///
     /// Naming the field at fault.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_axum_example::Config;
+    ///
+    /// let mut config = Config::default();
+    /// assert!(config.validate().is_ok());
+    /// config.server.idle_timeout = Duration::ZERO;
+    /// let err = config.validate().unwrap_err().to_string();
+    /// assert_eq!(err, "invalid `server.idle_timeout`: must be longer than zero");
+    /// ```
     pub fn validate(&self) -> anyhow::Result<()> {
         self.client_ip_extractor()?;
+        // A zero timeout fails every request (or closes every connection)
+        // at once: a typo, never a wish.
+        let timeouts = [
+            ("backend.timeout", self.backend.timeout),
+            ("http.request_timeout", self.http.request_timeout),
+            ("http.stream_idle_timeout", self.http.stream_idle_timeout),
+            ("model.connect_timeout", self.model.connect_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.shutdown_grace", self.server.shutdown_grace),
+        ];
+        if let Some((field, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
+            bail!("invalid `{field}`: must be longer than zero");
+        }
         let b = &self.backend;
         if b.kind == BackendKind::Redis && b.url.is_none() && b.cluster.is_none() {
             bail!("backend.kind = \"redis\" needs backend.url or backend.cluster (or --redis-url / REDIS_URL)");

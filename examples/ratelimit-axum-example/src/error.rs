@@ -11,8 +11,10 @@ use axum::response::{IntoResponse, Response};
 pub enum AppError {
     /// `400`: the request body is not a chat request; the reason is shown.
     BadRequest(String),
-    /// `413`: the body is over the configured size.
+    /// `413`: the body is over the configured size (or announced so).
     PayloadTooLarge,
+    /// `415`: the body is not declared as `application/json`.
+    UnsupportedMediaType,
     /// `500`: something inside failed; logged, never shown.
     Internal(anyhow::Error),
 }
@@ -24,6 +26,11 @@ impl IntoResponse for AppError {
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "The request body is too large.",
+            )
+                .into_response(),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "The request body must be JSON, sent with Content-Type: application/json.",
             )
                 .into_response(),
             Self::Internal(err) => {

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ratelimit_core::Limiter;
+use ratelimit_core::{FailurePolicy, Limiter};
+use ratelimit_layers::ResilienceConfig;
 use ratelimit_memory::MemoryLimiter;
-use ratelimit_redis::{FailurePolicy, RedisLimiter, RedisOptions};
+use ratelimit_redis::{RedisLimiter, RedisOptions};
 
 use crate::{BackendKind, Config, FailureConfig};
 
@@ -15,9 +16,11 @@ use crate::{BackendKind, Config, FailureConfig};
 ///   forgets idle keys by itself as it goes.
 /// - Redis: `ratelimit-redis`'s `RedisLimiter` on `backend.url` (or the
 ///   nodes of `backend.cluster`), so every instance of the service shares
-///   one count. Its failure policy is `backend.failure`: while Redis is
-///   away, `closed` denies (`429`), `open` allows, `fallback` counts in
-///   this process.
+///   one count. It is wrapped in `ratelimit-layers`' resilience stack
+///   (timeout `backend.timeout`, circuit breaker, failure policy
+///   `backend.failure`): while Redis is away, `closed` denies, `open`
+///   allows, `fallback` counts in this process, each decision marked
+///   degraded.
 ///
 /// # Errors
 ///
@@ -46,14 +49,7 @@ pub async fn build_limiter(config: &Config) -> anyhow::Result<Arc<dyn Limiter>> 
                     anyhow::bail!("backend.kind = \"redis\" needs backend.url or backend.cluster")
                 }
             };
-            options =
-                options
-                    .with_timeout(backend.timeout)
-                    .with_failure_policy(match backend.failure {
-                        FailureConfig::Open => FailurePolicy::FailOpen,
-                        FailureConfig::Closed => FailurePolicy::FailClosed,
-                        FailureConfig::Fallback => FailurePolicy::Fallback,
-                    });
+            options = options.with_timeout(backend.timeout);
             if let Some(prefix) = &backend.prefix {
                 options = options.with_prefix(prefix.clone());
             }
@@ -63,7 +59,15 @@ pub async fn build_limiter(config: &Config) -> anyhow::Result<Arc<dyn Limiter>> 
             let limiter = RedisLimiter::connect(config.limit, options)
                 .await
                 .context("cannot start the Redis backend")?;
-            Ok(Arc::new(limiter))
+            let resilience = ResilienceConfig::default()
+                .with_failure(match backend.failure {
+                    FailureConfig::Open => FailurePolicy::Open,
+                    FailureConfig::Closed => FailurePolicy::Closed,
+                    FailureConfig::Fallback => FailurePolicy::Fallback,
+                })
+                .with_timeout(Some(backend.timeout))
+                .context("invalid `backend.timeout`")?;
+            Ok(resilience.wrap(Arc::new(limiter)))
         }
     }
 }

@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use clap::Parser;
-use ratelimit_axum_example::{app, build_limiter, build_model, AppOptions, BackendKind, Config};
+use ratelimit_axum_example::{
+    app, build_limiter, build_model, serve, AppOptions, BackendKind, Config, SecretUrl,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Command-line options; each overrides the file and the environment.
@@ -27,7 +28,7 @@ struct Cli {
     bind: Option<SocketAddr>,
     /// Count in Redis at this URL instead of in memory.
     #[arg(long)]
-    redis_url: Option<String>,
+    redis_url: Option<SecretUrl>,
 }
 
 fn main() -> ExitCode {
@@ -72,14 +73,8 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
-    // Each event of a stream is a small write that should leave at once;
-    // with Nagle's algorithm on, it waits for the client's delayed ACK
-    // (some 40 ms a stream on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(%err, "cannot set TCP_NODELAY");
-        }
-    });
+    // Every secret in the model and the configuration prints as
+    // `[redacted]`, so their Debug output is safe here.
     tracing::info!(
         %addr,
         policy = ?config.limit,
@@ -87,18 +82,15 @@ async fn run() -> anyhow::Result<()> {
         model = ?model,
         "listening; POST /api/generate"
     );
-    axum::serve(
-        listener,
-        app(&options, limiter, model).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let router = app(&options, limiter, model);
+    serve(listener, router, &config.server, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM; the server then stops accepting and
-/// waits for in-flight responses, streams included, to finish.
+/// gives in-flight responses, streams included, `server.shutdown_grace`
+/// to finish.
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {

@@ -21,16 +21,39 @@ fn config_file(name: &str, text: &str) -> std::path::PathBuf {
 
 fn fails_to_start(text: &str) -> String {
     let path = config_file("bad", text);
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["--bind", "127.0.0.1:0", "--config"])
         .arg(&path)
         .env_remove("REDIS_URL")
         .env_remove("OPENAI_API_KEY")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A service that accepts the bad config would serve forever: bound
+    // the wait, so the test fails instead of hanging.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("started with a bad config:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     std::fs::remove_file(&path).ok();
-    assert!(!out.status.success(), "started with a bad config:\n{text}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    assert!(!status.success(), "started with a bad config:\n{text}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
 }
 
 #[test]
@@ -63,6 +86,18 @@ fn bad_config_stops_start_up_naming_line_and_field() {
 
     let err = fails_to_start("[backend]\nmax_batch = 0\n");
     assert!(err.contains("line 2") && err.contains("max_batch"), "{err}");
+
+    let err = fails_to_start("[server]\nidle_timeout = \"0s\"\n");
+    assert!(
+        err.contains("line 2, column 16, `idle_timeout`: a timeout must be longer than zero"),
+        "{err}"
+    );
+
+    let err = fails_to_start("[backend]\ntimeout = \"0ms\"\n");
+    assert!(
+        err.contains("invalid `backend.timeout`: must be longer than zero"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,6 +112,10 @@ fn the_sample_config_file_is_the_default_service() {
     assert_eq!(config.limit, default.limit);
     assert_eq!(config.bind, default.bind);
     assert_eq!(config.http.denied_body, "Ratelimited!");
+    assert_eq!(
+        format!("{:?}", config.server),
+        format!("{:?}", default.server)
+    );
 }
 
 #[test]

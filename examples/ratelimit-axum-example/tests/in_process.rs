@@ -396,3 +396,115 @@ async fn a_panicking_limiter_is_a_500_not_a_dropped_connection() {
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(text(res).await, "Internal error.");
 }
+
+/// A `POST /api/generate` from `peer` with exactly `headers` (no implied
+/// content type) and a body that records whether it was ever read.
+fn raw_request(
+    peer: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> (axum::http::Request<Body>, Arc<AtomicBool>) {
+    let polled = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&polled);
+    let stream = futures_util::stream::once(async move {
+        flag.store(true, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(body.as_bytes().to_vec())
+    });
+    let mut builder = axum::http::Request::post("/api/generate");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut req = builder.body(Body::from_stream(stream)).unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    (req, polled)
+}
+
+#[tokio::test]
+async fn a_body_not_declared_as_json_is_415_and_never_read() {
+    let t = test_app(|c| {
+        c.limit = ratelimit_core::Policy::fixed_window(100, Duration::from_secs(30)).unwrap()
+    });
+    let refused: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("content-type", "text/plain")],
+        &[("content-type", "text/plain;charset=UTF-8")],
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &[("content-type", "multipart/form-data; boundary=x")],
+    ];
+    for headers in refused {
+        let (req, polled) = raw_request("192.0.2.20:1", headers, PLAIN_BODY);
+        let res = t.send(req).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{headers:?}"
+        );
+        assert!(!polled.load(Ordering::SeqCst), "{headers:?}: body read");
+        assert_eq!(
+            text(res).await,
+            "The request body must be JSON, sent with Content-Type: application/json."
+        );
+    }
+    for ct in ["application/json", "Application/JSON; charset=utf-8"] {
+        let (req, _) = raw_request("192.0.2.20:1", &[("content-type", ct)], PLAIN_BODY);
+        assert_eq!(t.send(req).await.status(), StatusCode::OK, "{ct}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_announced_body_over_the_limit_is_413_at_once() {
+    let t = test_app(|c| c.http.max_body_bytes = 1024);
+    // The body never comes: only the header can answer this in time.
+    let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let req = generate_request(
+        "192.0.2.21:1",
+        Body::from_stream(never),
+        &[("content-length", "10000000")],
+    );
+    let res = tokio::time::timeout(Duration::from_secs(1), t.send(req))
+        .await
+        .expect("answered without waiting for the body");
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(text(res).await, "The request body is too large.");
+}
+
+#[tokio::test]
+async fn refused_requests_count_against_the_caller() {
+    let t = test_app(|_| {});
+    let peer = "192.0.2.22:1";
+    let big = [("content-length", "10000000")];
+    let attempts = [
+        (
+            generate_request(peer, "{oops", &[]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            raw_request(peer, &[("content-type", "text/plain")], PLAIN_BODY).0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            raw_request(peer, &[], PLAIN_BODY).0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            generate_request(peer, PLAIN_BODY, &big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            generate_request(peer, r#"{"messages":[]}"#, &[]),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (i, (req, status)) in attempts.into_iter().enumerate() {
+        let res = t.send(req).await;
+        assert_eq!(res.status(), status);
+        assert_eq!(
+            h(res.headers(), "x-ratelimit-remaining"),
+            (4 - i).to_string(),
+            "the refusal was counted"
+        );
+    }
+    assert_eq!(t.status_of(peer, &[]).await, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -14,7 +14,7 @@ use common::*;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use ratelimit_axum_example::{
-    app, AppOptions, ChatMessage, Config, Model, ModelError, OpenAiCompatible, Role,
+    app, AppOptions, ChatMessage, Config, Model, ModelError, OpenAiCompatible, Role, Secret,
 };
 use ratelimit_core::ReferenceLimiter;
 use serde_json::{json, Value};
@@ -70,7 +70,13 @@ async fn upstream() -> String {
 }
 
 fn provider(base: &str, key: &str, model: &str) -> OpenAiCompatible {
-    OpenAiCompatible::new(base, key.into(), model, Duration::from_secs(5)).unwrap()
+    OpenAiCompatible::new(
+        base,
+        Secret::new(key.to_owned()),
+        model,
+        Duration::from_secs(5),
+    )
+    .unwrap()
 }
 
 fn question() -> Vec<ChatMessage> {

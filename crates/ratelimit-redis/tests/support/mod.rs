@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::{Limiter, ManualClock, Policy};
-use ratelimit_redis::{ConnectionMode, FailurePolicy, RedisLimiter, RedisOptions, Target};
+use ratelimit_redis::{ConnectionMode, RedisLimiter, RedisOptions, Target};
 
 /// A multi-threaded runtime with I/O and timers, as an application has.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -38,7 +38,6 @@ pub fn options(target: &Target, clock: &ManualClock, tag: &str) -> RedisOptions 
     RedisOptions::new(target.clone())
         .with_prefix(fresh_prefix(tag))
         .with_timeout(Duration::from_secs(2))
-        .with_failure_policy(FailurePolicy::FailClosed)
         .with_clock(clock.clone())
 }
 

@@ -54,7 +54,7 @@ pub fn build_model(config: &Config) -> anyhow::Result<Arc<dyn Model>> {
                 anyhow::anyhow!("model.provider = \"openai\" needs an API key (OPENAI_API_KEY)")
             })?;
             Arc::new(OpenAiCompatible::new(
-                &m.base_url,
+                m.base_url.expose(),
                 key,
                 &m.name,
                 m.connect_timeout,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::sse::DataLines;
 use super::{Deltas, Model, ModelError};
-use crate::ChatMessage;
+use crate::{ChatMessage, Secret, SecretUrl};
 
 /// `POST {base_url}/chat/completions` with `"stream": true`, reading the
 /// `choices[0].delta.content` of each event until `data: [DONE]`.
@@ -19,12 +19,39 @@ use crate::ChatMessage;
 /// (selected by `OPENAI_BASE_URL`). An error status before the stream, an
 /// `error` event inside it, a broken connection or a stream that ends
 /// without `[DONE]` are [`ModelError`]s.
+///
+/// Its `Debug` shows neither the key nor credentials in the URL, and an
+/// error naming the key (a provider echoing it back) has it redacted.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelimit_axum_example::{OpenAiCompatible, Secret};
+///
+/// let model = OpenAiCompatible::new(
+///     "https://user:hunter2@llm.internal/v1",
+///     Secret::new("sk-123".to_owned()),
+///     "gpt-4o-mini",
+///     Duration::from_secs(5),
+/// ).unwrap();
+/// let debug = format!("{model:?}");
+/// assert!(!debug.contains("sk-123") && !debug.contains("hunter2"), "{debug}");
+/// assert!(debug.contains("llm.internal/v1/chat/completions"), "{debug}");
+/// ```
 #[derive(Debug, Clone)]
 pub struct OpenAiCompatible {
     client: reqwest::Client,
-    url: String,
-    api_key: String,
+    credentials: Credentials,
     model: String,
+}
+
+/// What the provider is reached with, and what must be scrubbed from
+/// every message that might quote it.
+#[derive(Debug, Clone)]
+struct Credentials {
+    url: SecretUrl,
+    api_key: Secret<String>,
 }
 
 impl OpenAiCompatible {
@@ -36,7 +63,7 @@ impl OpenAiCompatible {
     /// When the HTTP client cannot be built.
     pub fn new(
         base_url: &str,
-        api_key: String,
+        api_key: Secret<String>,
         model: &str,
         connect_timeout: Duration,
     ) -> anyhow::Result<Self> {
@@ -45,8 +72,13 @@ impl OpenAiCompatible {
             .build()?;
         Ok(Self {
             client,
-            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
-            api_key,
+            credentials: Credentials {
+                url: SecretUrl::new(format!(
+                    "{}/chat/completions",
+                    base_url.trim_end_matches('/')
+                )),
+                api_key,
+            },
             model: model.to_owned(),
         })
     }
@@ -59,23 +91,59 @@ impl Model for OpenAiCompatible {
             .iter()
             .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
             .collect();
+        let c = &self.credentials;
         let res = self
             .client
-            .post(&self.url)
-            .bearer_auth(&self.api_key)
+            .post(c.url.expose())
+            .bearer_auth(c.api_key.expose())
             .json(&json!({ "model": self.model, "messages": messages, "stream": true }))
             .send()
             .await
-            .map_err(|e| ModelError::Transport(e.to_string()))?;
+            .map_err(|e| c.transport(e))?;
         let status = res.status();
         if !status.is_success() {
             let detail = res.text().await.unwrap_or_default();
             return Err(ModelError::Upstream {
                 status: Some(status.as_u16()),
-                detail: detail.chars().take(500).collect(),
+                detail: c.scrub(&detail.chars().take(500).collect::<String>()),
             });
         }
-        Ok(deltas(res.bytes_stream().boxed()))
+        Ok(deltas(res.bytes_stream().boxed(), c.clone()))
+    }
+}
+
+impl Credentials {
+    /// A transport error with its causes, naming the URL only in its
+    /// redacted form: reqwest's own message quotes the URL it was given.
+    fn transport(&self, err: reqwest::Error) -> ModelError {
+        let err = err.without_url();
+        let chain = ratelimit_core::ErrorChain(&err).to_string();
+        ModelError::Transport(format!("{} ({})", self.scrub(&chain), self.url))
+    }
+
+    /// `err` with its detail scrubbed.
+    fn scrubbed(&self, err: ModelError) -> ModelError {
+        match err {
+            ModelError::Upstream { status, detail } => ModelError::Upstream {
+                status,
+                detail: self.scrub(&detail),
+            },
+            ModelError::Transport(detail) => ModelError::Transport(self.scrub(&detail)),
+            ModelError::Protocol(detail) => ModelError::Protocol(self.scrub(&detail)),
+            ModelError::Timeout => ModelError::Timeout,
+        }
+    }
+
+    /// `text` with the key and the URL's credentials taken out: a provider
+    /// may echo what it was sent in its error message.
+    fn scrub(&self, text: &str) -> String {
+        let key = self.api_key.expose();
+        let text = if key.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(key.as_str(), "[redacted]")
+        };
+        text.replace(self.url.expose(), &self.url.to_string())
     }
 }
 
@@ -84,14 +152,19 @@ struct State {
     lines: DataLines,
     pending: VecDeque<Result<String, ModelError>>,
     done: bool,
+    credentials: Credentials,
 }
 
-fn deltas(body: BoxStream<'static, reqwest::Result<bytes::Bytes>>) -> Deltas {
+fn deltas(
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    credentials: Credentials,
+) -> Deltas {
     let state = State {
         body,
         lines: DataLines::default(),
         pending: VecDeque::new(),
         done: false,
+        credentials,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -109,7 +182,7 @@ fn deltas(body: BoxStream<'static, reqwest::Result<bytes::Bytes>>) -> Deltas {
                             Event::Delta(text) => s.pending.push_back(Ok(text)),
                             Event::Nothing => {}
                             Event::Failed(err) => {
-                                s.pending.push_back(Err(err));
+                                s.pending.push_back(Err(s.credentials.scrubbed(err)));
                                 s.done = true;
                             }
                         }
@@ -119,8 +192,7 @@ fn deltas(body: BoxStream<'static, reqwest::Result<bytes::Bytes>>) -> Deltas {
                     }
                 }
                 Some(Err(e)) => {
-                    s.pending
-                        .push_back(Err(ModelError::Transport(e.to_string())));
+                    s.pending.push_back(Err(s.credentials.transport(e)));
                     s.done = true;
                 }
                 None => {

@@ -1,0 +1,150 @@
+//! The limiter's way to Redis: made in `connect`, or in the background.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use ratelimit_core::{Error, ErrorChain};
+
+use crate::batch::{Batcher, Caller};
+use crate::call_error::NotConnected;
+use crate::call_metrics::CallMetrics;
+use crate::connection::{open_direct, Connection};
+use crate::options::{ConnectionMode, RedisOptions, Target};
+use crate::script::PolicyScript;
+use crate::ConnectError;
+
+/// The first wait between two attempts of a lazy connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What calls need once Redis is reached.
+pub(crate) struct Ready {
+    pub(crate) caller: Arc<Caller>,
+    /// Present on a multiplexed connection to one server: batches the
+    /// requests made while a call is in flight.
+    pub(crate) batcher: Option<Batcher>,
+}
+
+/// Connected, or not yet (and why not).
+pub(crate) struct Link {
+    ready: OnceLock<Ready>,
+    last_failure: Mutex<Option<Arc<ConnectError>>>,
+}
+
+impl Link {
+    /// A link that is up.
+    pub(crate) fn up(ready: Ready) -> Self {
+        Self {
+            ready: OnceLock::from(ready),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// A link a background task brings up (see [`connect_in_background`]).
+    pub(crate) fn pending() -> Self {
+        Self {
+            ready: OnceLock::new(),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// The connection, or `Err` (backend) while there is none yet.
+    #[inline]
+    pub(crate) fn ready(&self) -> Result<&Ready, Error> {
+        match self.ready.get() {
+            Some(ready) => Ok(ready),
+            None => Err(Error::backend(NotConnected(self.last_failure().clone()))),
+        }
+    }
+
+    /// Whether Redis has been reached.
+    pub(crate) fn is_up(&self) -> bool {
+        self.ready.get().is_some()
+    }
+
+    fn last_failure(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConnectError>>> {
+        // A single assignment under the lock: nothing to leave half-done.
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Connects as `options` say, checks the deployment, loads the script and
+/// starts the batching, every step within `deadline`.
+pub(crate) async fn establish(
+    options: &RedisOptions,
+    script: &PolicyScript,
+    deadline: Duration,
+) -> Result<Ready, ConnectError> {
+    let connection = Connection::open(options, script.script(), deadline).await?;
+    let caller = Arc::new(Caller {
+        connection,
+        script: script.clone(),
+        min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+        timeout: options.timeout,
+        metrics: CallMetrics::new(),
+    });
+    // A cluster call may only touch keys of one slot, and a pooled
+    // connection carries one call at a time: only a multiplexed connection
+    // to one server batches.
+    let batcher = match (&options.target, options.connection) {
+        (Target::Standalone(url), ConnectionMode::Multiplexed) if options.max_batch.get() > 1 => {
+            let direct = open_direct(url, deadline).await?;
+            Some(Batcher::start(
+                Arc::clone(&caller),
+                options.max_batch.get(),
+                direct,
+            ))
+        }
+        _ => None,
+    };
+    Ok(Ready { caller, batcher })
+}
+
+/// Brings `link` up from a background task: attempts until one succeeds,
+/// waiting 100 ms after the first failure, doubling up to 5 s. The first
+/// failure is logged at WARN, the next ones at DEBUG, the success at INFO.
+/// The task ends when it succeeds or when the limiter is dropped.
+pub(crate) fn connect_in_background(
+    link: Weak<Link>,
+    options: RedisOptions,
+    script: PolicyScript,
+    deadline: Duration,
+) {
+    tokio::spawn(async move {
+        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0u64;
+        loop {
+            let attempt = establish(&options, &script, deadline).await;
+            let Some(link) = link.upgrade() else {
+                return;
+            };
+            match attempt {
+                Ok(ready) => {
+                    // Only this task sets it.
+                    let _ = link.ready.set(ready);
+                    tracing::info!(failed_attempts = failures, "connected to Redis");
+                    return;
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(
+                            error = %ErrorChain(&e),
+                            "cannot connect to Redis yet; calls fail until it is reached, \
+                             retrying in the background"
+                        );
+                    } else {
+                        tracing::debug!(error = %ErrorChain(&e), "Redis still unreachable");
+                    }
+                    failures += 1;
+                    *link.last_failure() = Some(Arc::new(e));
+                }
+            }
+            drop(link);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    });
+}
