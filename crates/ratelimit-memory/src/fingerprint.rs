@@ -75,12 +75,17 @@ impl Fingerprint {
         ((self.hash >> 48) as usize) & mask
     }
 
-    /// A fingerprint with chosen halves, so that tests can place keys in a
-    /// shard's table (crowd one home, wrap past the end). Not all zero.
+    /// A two-word key with chosen halves, so that tests can place keys in
+    /// a shard's table (crowd one home, wrap past the end): unit tests run
+    /// with the transparent placement seed (`hash.rs`), under which its
+    /// home is `lo`. Not all zero.
     #[cfg(test)]
     pub(crate) const fn from_parts(lo: u64, hi: u64) -> Self {
         assert!(lo != 0 || hi != 0, "all zero marks an empty slot");
-        Self { lo, hi }
+        Self {
+            key: Key::Wide(Wide { lo, hi }),
+            hash: lo,
+        }
     }
 }
 
