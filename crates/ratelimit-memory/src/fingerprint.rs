@@ -1,70 +1,108 @@
-//! Keys stored as keyed 128-bit fingerprints.
+//! What the table stores for a key: the key itself when it is short, a
+//! keyed 128-bit fingerprint when it is long.
 //!
-//! The table never stores key bytes: each key is replaced by a 128-bit
-//! SipHash-1-3 of its bytes under a secret 128-bit seed drawn when the
-//! limiter is built. So a key of 64 KiB costs what a key of 8 bytes costs,
-//! an entry needs no heap allocation of its own, and a client cannot pick
-//! keys that collide, because it does not know the seed.
+//! - A key of exactly 8 bytes (a `u64`, an IPv4 address and port…) is one
+//!   word, stored in a table of one-word keys: 16 bytes per token-bucket
+//!   entry.
+//! - Any other key of at most 15 bytes is two words: its bytes, and its
+//!   length (plus one) in the last byte. Compared exactly.
+//! - A longer key is replaced by a 128-bit SipHash-1-3 of its bytes under a
+//!   secret seed drawn when the limiter is built, its last byte cleared so
+//!   that it never equals a short key. So a key of 64 KiB costs what a key
+//!   of 16 bytes costs, an entry needs no heap allocation of its own, and a
+//!   client cannot pick long keys that collide, because it does not know
+//!   the seed. Two long keys share a fingerprint with probability about
+//!   `2^-120` per pair: with `n` long keys stored at once the chance that
+//!   any two collide is below `n^2 / 2^121` (under `10^-18` for a billion
+//!   keys). A collision would make two keys share one counter — stricter
+//!   limiting for both, never a crash or an over-admission for either
+//!   alone.
 //!
-//! Two distinct keys share a fingerprint with probability about `2^-128`
-//! per pair; with `n` keys stored at once the chance that any two collide
-//! is below `n^2 / 2^129` (under `10^-20` for a billion keys). A collision
-//! would make two keys share one counter — stricter limiting for both,
-//! never a crash or an over-admission for either alone.
+//! Where a key goes (shard and slot) is decided by a fast hash under a
+//! per-process random seed, `hash.rs`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
+use crate::hash::Seed;
 use crate::siphash::sip13_128;
 
-/// The 128-bit fingerprint of one key.
+/// A stored key of two words: a short key's bytes and length, or a long
+/// key's fingerprint. Never all-zero, which marks an empty slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fingerprint {
-    /// Low half: the hash the shard's table probes with.
+pub(crate) struct Wide {
     lo: u64,
-    /// High half: picks the shard, so shard and slot use independent bits.
     hi: u64,
 }
 
-impl Fingerprint {
-    /// Marks an empty table slot. A key whose SipHash is zero is given
-    /// another fingerprint (see [`Keyer::fingerprint`]).
+impl Wide {
+    /// Marks an empty slot of a two-word table.
     pub(crate) const EMPTY: Self = Self { lo: 0, hi: 0 };
 
-    /// Where the key's probe starts in a table (before masking).
+    /// The placement hash.
     #[inline]
-    pub(crate) const fn home(self) -> usize {
-        // Truncating is intended: only the low bits under the mask matter.
-        self.lo as usize
+    pub(crate) fn hash(self, seed: Seed) -> u64 {
+        seed.wide(self.lo, self.hi)
     }
+}
 
-    /// The shard index under `mask` (a power of two minus one).
+/// The one-word key that marks an empty slot of a one-word table; the
+/// 8-byte key of that value (eight zero bytes) is stored as a [`Wide`] key.
+pub(crate) const EMPTY_WORD: u64 = 0;
+
+/// A key as the table stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// A key of exactly 8 bytes, as a little-endian word.
+    Word(u64),
+    /// Any other key.
+    Wide(Wide),
+}
+
+/// A key as stored, and its placement hash, computed once per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub(crate) key: Key,
+    pub(crate) hash: u64,
+}
+
+impl Fingerprint {
+    /// The shard index under `mask` (a power of two minus one): the top
+    /// bits of the hash, while a table's slot comes from its bottom bits.
     #[inline]
     pub(crate) const fn shard(self, mask: usize) -> usize {
         // Truncating is intended: only the low bits under the mask matter.
-        (self.hi as usize) & mask
+        ((self.hash >> 48) as usize) & mask
     }
 
-    /// A fingerprint with chosen halves, so that tests can place keys in a
-    /// shard's table (crowd one home, wrap past the end). Not all zero.
+    /// A two-word key with chosen halves, so that tests can place keys in
+    /// a shard's table (crowd one home, wrap past the end): unit tests run
+    /// with the transparent placement seed (`hash.rs`), under which its
+    /// home is `lo`. Not all zero.
     #[cfg(test)]
     pub(crate) const fn from_parts(lo: u64, hi: u64) -> Self {
         assert!(lo != 0 || hi != 0, "all zero marks an empty slot");
-        Self { lo, hi }
+        Self {
+            key: Key::Wide(Wide { lo, hi }),
+            hash: lo,
+        }
     }
 }
 
-/// Computes fingerprints under one secret seed.
+/// Turns keys into [`Fingerprint`]s under one limiter's secret seeds.
 #[derive(Clone, Copy)]
 pub(crate) struct Keyer {
+    /// The SipHash key for long keys, drawn per limiter.
     k0: u64,
     k1: u64,
+    /// The placement seed, the process's.
+    seed: Seed,
 }
 
 impl Keyer {
-    /// A keyer with a fresh secret seed.
+    /// A keyer with a fresh secret SipHash key.
     ///
-    /// The seed is two outputs of the standard library's `RandomState`
+    /// The key is two outputs of the standard library's `RandomState`
     /// hasher, whose own keys come from the operating system's random source
     /// once per thread: unpredictable to clients, and no extra dependency.
     pub(crate) fn new() -> Self {
@@ -72,18 +110,52 @@ impl Keyer {
         Self {
             k0: random.hash_one(0x6b65_7930_u64),
             k1: random.hash_one(0x6b65_7931_u64),
+            seed: Seed::process(),
         }
     }
 
-    /// The fingerprint of `key`.
+    /// The stored form of `key`, and where it goes.
     #[inline]
     pub(crate) fn fingerprint(&self, key: &[u8]) -> Fingerprint {
+        if let Ok(word) = <[u8; 8]>::try_from(key) {
+            let word = u64::from_le_bytes(word);
+            if word != EMPTY_WORD {
+                return Fingerprint {
+                    key: Key::Word(word),
+                    hash: self.seed.word(word),
+                };
+            }
+        }
+        let wide = self.wide(key);
+        Fingerprint {
+            key: Key::Wide(wide),
+            hash: wide.hash(self.seed),
+        }
+    }
+
+    /// The two-word form of `key`.
+    #[inline]
+    fn wide(&self, key: &[u8]) -> Wide {
+        if key.len() < 16 {
+            let mut bytes = [0u8; 16];
+            bytes[..key.len()].copy_from_slice(key);
+            // Cannot truncate: the length is below 16. Never zero, so a
+            // short key is never all-zero.
+            bytes[15] = key.len() as u8 + 1;
+            let (lo, hi) = bytes.split_at(8);
+            return Wide {
+                lo: u64::from_le_bytes(lo.try_into().expect("8 of 16 bytes")),
+                hi: u64::from_le_bytes(hi.try_into().expect("8 of 16 bytes")),
+            };
+        }
         // SipHash folds the message length into its last block, so `b"a"`
         // and `b"a\0"` differ without a length prefix.
         let (lo, hi) = sip13_128(self.k0, self.k1, key);
-        // All-zero marks an empty slot; a key hashing to it (chance 2^-128)
-        // shares a fingerprint with the keys hashing to (0, 1) instead.
-        Fingerprint {
+        // The last byte cleared: never a short key's. All-zero marks an
+        // empty slot; a key hashing to it (chance 2^-120) shares a
+        // fingerprint with the keys hashing to (0, 1) instead.
+        let hi = hi & !(0xff << 56);
+        Wide {
             lo,
             hi: hi | u64::from(lo == 0 && hi == 0),
         }
@@ -92,7 +164,7 @@ impl Keyer {
 
 impl std::fmt::Debug for Keyer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The seed is a secret: never print it.
+        // The seeds are secrets: never print them.
         f.write_str("Keyer { .. }")
     }
 }
@@ -104,20 +176,48 @@ mod tests {
     #[test]
     fn distinct_keys_have_distinct_fingerprints() {
         let keyer = Keyer::new();
-        let keys: [&[u8]; 5] = [b"", b"\0", b"\0\0", b"a", b"a\0"];
+        let long = [7u8; 40];
+        let keys: [&[u8]; 12] = [
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            &[0; 8],
+            &[0, 0, 0, 0, 0, 0, 0, 1],
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            &[0; 15],
+            &[0; 16],
+            &long[..39],
+            &long,
+        ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
-                assert_ne!(keyer.fingerprint(a), keyer.fingerprint(b));
+                assert_ne!(keyer.fingerprint(a), keyer.fingerprint(b), "{a:?} {b:?}");
             }
             assert_eq!(keyer.fingerprint(a), keyer.fingerprint(a));
         }
     }
 
     #[test]
-    fn seeds_differ_between_keyers() {
+    fn eight_byte_keys_are_words_except_the_empty_marker() {
+        let keyer = Keyer::new();
+        let key = |k: &[u8]| keyer.fingerprint(k).key;
+        assert_eq!(key(&42u64.to_le_bytes()), Key::Word(42));
+        assert!(matches!(key(&[0; 8]), Key::Wide(_)));
+        assert!(matches!(key(&[1; 7]), Key::Wide(_)));
+        assert!(matches!(key(&[1; 9]), Key::Wide(_)));
+        for k in [&b""[..], b"a", &[0; 8], &[0; 15], &[0; 16], &[9; 300]] {
+            assert!(matches!(key(k), Key::Wide(w) if w != Wide::EMPTY));
+        }
+    }
+
+    #[test]
+    fn long_keys_are_keyed_per_limiter() {
+        let long = [3u8; 16];
         assert_ne!(
-            Keyer::new().fingerprint(b"k"),
-            Keyer::new().fingerprint(b"k")
+            Keyer::new().fingerprint(&long),
+            Keyer::new().fingerprint(&long)
         );
     }
 }

@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod fingerprint;
+mod hash;
 mod limiter;
 mod meters;
 mod options;
+mod robin_hood;
 mod shard;
 mod siphash;
 mod slots;

@@ -1,0 +1,309 @@
+//! An open-addressing array of keys and states.
+//!
+//! Why not `hashbrown`: its control bytes live apart from the entries, so a
+//! lookup in a table larger than the caches misses twice (control group,
+//! then entry). Here a key's home slot is known from its hash, and the
+//! stored key itself marks the slot, so a lookup misses once (and the next
+//! line, fetched by the prefetcher, covers the probe).
+//!
+//! Linear probing with Robin Hood ordering (an entry never sits further
+//! from its home than the entry it displaced), so a lookup of a missing key
+//! stops early even at the 7/8 maximum load, and deletion shifts the
+//! following entries back instead of leaving tombstones. Homes come from a
+//! hash under a secret seed (`hash.rs`), so clusters cannot be aimed at.
+//! The hash is not stored: it is recomputed for a stored key (one multiply)
+//! only when a probe passes over it.
+
+use crate::fingerprint::{Wide, EMPTY_WORD};
+use crate::hash::Seed;
+
+/// Fewest slots an array has.
+pub(crate) const MIN_SLOTS: usize = 8;
+
+/// A key as an array stores it.
+pub(crate) trait Stored: Copy + Eq {
+    /// The key that marks an empty slot; never a real key.
+    const EMPTY: Self;
+    /// The placement hash of the key.
+    fn hash(self, seed: Seed) -> u64;
+}
+
+impl Stored for u64 {
+    const EMPTY: Self = EMPTY_WORD;
+    #[inline]
+    fn hash(self, seed: Seed) -> u64 {
+        seed.word(self)
+    }
+}
+
+impl Stored for Wide {
+    const EMPTY: Self = Wide::EMPTY;
+    #[inline]
+    fn hash(self, seed: Seed) -> u64 {
+        Wide::hash(self, seed)
+    }
+}
+
+/// One slot: an entry, or empty when `key` is [`Stored::EMPTY`].
+#[derive(Debug, Clone, Copy)]
+struct Slot<K, P> {
+    key: K,
+    state: P,
+}
+
+/// Entries keyed by `K`.
+#[derive(Debug)]
+///
+/// The placement seed is not kept here but passed in by the owner, which
+/// holds one for both of its arrays: a shard's hot fields then share one
+/// pair of cache lines with its lock.
+pub(crate) struct RobinHood<K, P> {
+    slots: Box<[Slot<K, P>]>,
+    len: usize,
+}
+
+/// The slot count that holds `len` entries at no more than half the
+/// maximum load.
+fn roomy_slots(len: usize) -> usize {
+    (len.saturating_mul(2).saturating_mul(8) / 7 + 1)
+        .next_power_of_two()
+        .max(MIN_SLOTS)
+}
+
+impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
+    /// An empty array of `count` slots (a power of two).
+    pub(crate) fn with_slots(count: usize) -> Self {
+        debug_assert!(count.is_power_of_two());
+        let empty = Slot {
+            key: K::EMPTY,
+            state: P::default(),
+        };
+        Self {
+            slots: vec![empty; count].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Where a key with placement hash `hash` starts its probe.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        // Truncating is intended: only the low bits under the mask matter.
+        hash as usize & self.mask()
+    }
+
+    /// How far slot `at` is from the home of `key`, stored there.
+    #[inline]
+    fn distance(&self, at: usize, key: K, seed: Seed) -> usize {
+        at.wrapping_sub(self.home(key.hash(seed))) & self.mask()
+    }
+
+    /// The slot holding `key`, whose placement hash is `hash`, if any.
+    #[inline]
+    pub(crate) fn find(&self, key: K, hash: u64, seed: Seed) -> Option<usize> {
+        let mask = self.mask();
+        let mut at = self.home(hash);
+        let mut probed = 0;
+        loop {
+            let slot = &self.slots[at];
+            if slot.key == key {
+                return Some(at);
+            }
+            // An empty slot, or an entry closer to its home than `key`
+            // would be here: Robin Hood order says `key` is not further on.
+            if slot.key == K::EMPTY || self.distance(at, slot.key, seed) < probed {
+                return None;
+            }
+            at = (at + 1) & mask;
+            probed += 1;
+        }
+    }
+
+    /// The state in slot `at`.
+    #[inline]
+    pub(crate) fn state(&self, at: usize) -> P {
+        self.slots[at].state
+    }
+
+    /// Replaces the state in slot `at`.
+    #[inline]
+    pub(crate) fn set_state(&mut self, at: usize, state: P) {
+        self.slots[at].state = state;
+    }
+
+    /// The state in slot `at` if it holds an entry.
+    #[inline]
+    pub(crate) fn occupied(&self, at: usize) -> Option<P> {
+        let slot = &self.slots[at];
+        (slot.key != K::EMPTY).then_some(slot.state)
+    }
+
+    /// Inserts `key`, which must not be present, growing first if the
+    /// array would pass 7/8 full. Returns whether entries moved in a way a
+    /// sweeper walking the slots in order could miss: the array was
+    /// rebuilt, or an entry was pushed past the end back to the start.
+    pub(crate) fn insert_new(&mut self, key: K, state: P, seed: Seed) -> bool {
+        let mut reordered = false;
+        if (self.len + 1) * 8 > self.slots.len() * 7 {
+            self.resize(self.slots.len() * 2, seed);
+            reordered = true;
+        }
+        reordered |= self.place(Slot { key, state }, seed);
+        self.len += 1;
+        reordered
+    }
+
+    /// Puts an entry in its Robin Hood place, shifting richer entries on;
+    /// returns whether a shifted entry wrapped from the end to the start.
+    fn place(&mut self, mut carry: Slot<K, P>, seed: Seed) -> bool {
+        let mask = self.mask();
+        let mut at = self.home(carry.key.hash(seed));
+        let mut probed = 0;
+        let mut wrapped = false;
+        loop {
+            if self.slots[at].key == K::EMPTY {
+                self.slots[at] = carry;
+                return wrapped;
+            }
+            let theirs = self.distance(at, self.slots[at].key, seed);
+            if theirs < probed {
+                std::mem::swap(&mut self.slots[at], &mut carry);
+                probed = theirs;
+            }
+            at = (at + 1) & mask;
+            wrapped |= at == 0;
+            probed += 1;
+        }
+    }
+
+    /// Removes the entry in slot `at`, shifting the entries after it back
+    /// towards their homes. The slot then holds the next entry, if any.
+    pub(crate) fn remove_at(&mut self, mut at: usize, seed: Seed) {
+        let mask = self.mask();
+        loop {
+            let next = (at + 1) & mask;
+            let moved = self.slots[next];
+            if moved.key == K::EMPTY || self.distance(next, moved.key, seed) == 0 {
+                self.slots[at].key = K::EMPTY;
+                break;
+            }
+            self.slots[at] = moved;
+            at = next;
+        }
+        self.len -= 1;
+    }
+
+    /// Keeps the entries `keep` accepts.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(P) -> bool, seed: Seed) {
+        let mut at = 0;
+        // Removal shifts the next entry into `at`, so only advance past
+        // kept or empty slots. Entries that wrap around from the start to
+        // the end are seen again at the end, which is harmless.
+        while at < self.slots.len() {
+            match self.occupied(at) {
+                Some(state) if !keep(state) => self.remove_at(at, seed),
+                _ => at += 1,
+            }
+        }
+    }
+
+    /// Entries stored.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Slots allocated.
+    #[inline]
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes allocated.
+    pub(crate) fn allocation_size(&self) -> usize {
+        std::mem::size_of_val(&*self.slots)
+    }
+
+    /// Gives memory back when under 1/8 full, down to twice the entries
+    /// (so it cannot oscillate with growth at 7/8); returns whether it did.
+    pub(crate) fn shrink_if_sparse(&mut self, seed: Seed) -> bool {
+        let slots = self.slots.len();
+        if slots > 8 * MIN_SLOTS && self.len < slots / 8 {
+            self.resize(roomy_slots(self.len), seed);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn resize(&mut self, count: usize, seed: Seed) {
+        let old = std::mem::replace(self, Self::with_slots(count));
+        for slot in old.slots.iter().filter(|s| s.key != K::EMPTY) {
+            let _ = self.place(*slot, seed);
+        }
+        self.len = old.len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_the_core_states_with_no_padding_of_their_own() {
+        use ratelimit_core::{FixedWindowState, SlidingWindowState, TokenBucketState};
+        // The bytes per key the README states: the stored key (one word
+        // for 8-byte keys, two otherwise) and the core's state, as it is.
+        assert_eq!(std::mem::size_of::<Slot<u64, TokenBucketState>>(), 16);
+        assert_eq!(std::mem::size_of::<Slot<u64, FixedWindowState>>(), 24);
+        assert_eq!(std::mem::size_of::<Slot<u64, SlidingWindowState>>(), 24);
+        assert_eq!(std::mem::size_of::<Slot<Wide, TokenBucketState>>(), 24);
+        assert_eq!(std::mem::size_of::<Slot<Wide, FixedWindowState>>(), 32);
+        assert_eq!(std::mem::size_of::<Slot<Wide, SlidingWindowState>>(), 32);
+    }
+
+    #[test]
+    fn inserts_finds_and_removes_like_a_map() {
+        let seed = Seed::process();
+        let mut slots = RobinHood::<u64, u64>::with_slots(MIN_SLOTS);
+        let mut model = std::collections::HashMap::new();
+        // Keys from 1: 0 is the empty marker.
+        let find =
+            |slots: &RobinHood<u64, u64>, key: u64| slots.find(key + 1, seed.word(key + 1), seed);
+        // Mixed inserts and removals through growth and shrinking.
+        for round in 0..4u64 {
+            for i in 0..5_000u64 {
+                let key = (i * 7 + round) % 6_000;
+                match find(&slots, key) {
+                    Some(at) if i % 3 == 0 => {
+                        slots.remove_at(at, seed);
+                        model.remove(&key);
+                    }
+                    Some(at) => slots.set_state(at, key + round),
+                    None => {
+                        slots.insert_new(key + 1, key + round, seed);
+                        model.insert(key, ());
+                    }
+                }
+            }
+            assert_eq!(slots.len(), model.len());
+            for key in 0..6_000u64 {
+                assert_eq!(find(&slots, key).is_some(), model.contains_key(&key));
+            }
+        }
+        slots.retain(|state| state % 2 == 0, seed);
+        let kept = (0..6_000u64)
+            .filter_map(|k| find(&slots, k))
+            .map(|at| slots.state(at))
+            .collect::<Vec<_>>();
+        assert_eq!(kept.len(), slots.len());
+        assert!(kept.iter().all(|s| s % 2 == 0));
+        slots.retain(|_| false, seed);
+        assert_eq!(slots.len(), 0);
+        assert!(slots.shrink_if_sparse(seed));
+        assert_eq!(slots.slot_count(), MIN_SLOTS);
+    }
+}
