@@ -1,4 +1,4 @@
-//! Script calls, and the batching of concurrent requests into one call.
+//! The batching of concurrent requests into shared script calls.
 //!
 //! Inside Redis a script call has a fixed cost (dispatching `EVALSHA`,
 //! building its argument tables, reading `TIME` and `MGET`, writing the
@@ -9,124 +9,39 @@
 //! still decided by exactly one script call, atomically, and the
 //! requests of one call are decided in the order they were queued.
 //!
-//! A request made while nothing is in flight goes at once, on its own: a
-//! lone caller pays no queueing. On plain TCP it goes on a lean connection
-//! of its own ([`Direct`]), written and read by the caller itself; calls
-//! queued meanwhile wait for it to return, so calls still reach Redis one
-//! after the other in the order their requests were made.
+//! A request made while nothing is in flight goes at once, on its own, sent
+//! by its caller's task (a lone call, see [`crate::flight`]): a lone caller
+//! pays no queueing. Calls queued meanwhile wait for it to return, so calls
+//! reach Redis one after the other in the order their requests were made.
+//!
+//! Every request keeps its own deadline: a call carrying requests queued
+//! at different times answers each one's caller with a timeout when that
+//! caller's time is up, and the others when Redis answers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use ratelimit_core::Decision;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::call_metrics::{CallMetrics, CallResult};
-use crate::connection::{CallError, Connection};
-use crate::script::{ForeignValue, PolicyScript, Request};
-use crate::wire::Direct;
+use crate::call::{Caller, Failure, Outcome, SharedError};
+use crate::connection::CallError;
+use crate::flight::{Flight, InFlight, LoneCall};
+use crate::script::Request;
+use crate::transport::Transport;
 
-/// Why a request got no decision from Redis.
-#[derive(Debug, Clone)]
-pub(crate) enum Failure {
-    /// Redis did not answer within the timeout.
-    Timeout,
-    /// The call failed (connection, server error); shared by every request
-    /// of the call.
-    Call(SharedError),
-    /// Redis answered, but this request's key holds a value the script did
-    /// not write.
-    Foreign(ForeignValue),
-}
-
-/// One call's error, handed to each request of the call.
-#[derive(Debug, Clone)]
-pub(crate) struct SharedError(Arc<CallError>);
-
-impl fmt::Display for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
-/// A request's outcome.
-pub(crate) type Outcome = Result<Decision, Failure>;
-
-/// What every script call needs.
-pub(crate) struct Caller {
-    pub(crate) connection: Connection,
-    pub(crate) script: PolicyScript,
-    pub(crate) min_ttl_ms: u64,
-    pub(crate) timeout: Duration,
-    pub(crate) metrics: CallMetrics,
-}
-
-impl Caller {
-    /// Decides `requests` in one script call, giving up at `deadline`; one
-    /// outcome per request, in order. The call goes on `direct` when given,
-    /// else on the shared connection.
-    pub(crate) async fn run<'a>(
-        &self,
-        requests: impl ExactSizeIterator<Item = &'a Request> + Clone,
-        deadline: Instant,
-        direct: Option<&Direct>,
-    ) -> Vec<Outcome> {
-        let n = requests.len();
-        let evalsha = self.script.command(requests, self.min_ttl_ms);
-        let call = async {
-            match direct {
-                Some(direct) => Ok(direct.evalsha(&evalsha, &self.script).await?),
-                None => {
-                    self.connection
-                        .evalsha(&evalsha, self.script.script())
-                        .await
-                }
-            }
-        };
-        let failure = match tokio::time::timeout_at(deadline, call).await {
-            Ok(Ok(reply)) => match self.script.decisions(reply, n) {
-                Ok(decisions) => {
-                    self.metrics.call(n, CallResult::Ok);
-                    return decisions
-                        .into_iter()
-                        .map(|d| d.map_err(Failure::Foreign))
-                        .collect();
-                }
-                Err(e) => Failure::Call(SharedError(Arc::new(Box::new(e)))),
-            },
-            Ok(Err(e)) => Failure::Call(SharedError(Arc::new(e))),
-            Err(_) => Failure::Timeout,
-        };
-        let result = match failure {
-            Failure::Timeout => CallResult::Timeout,
-            _ => CallResult::Error,
-        };
-        self.metrics.call(n, result);
-        vec![Err(failure); n]
-    }
-
-    /// Decides one request in a call of its own, within the timeout, on
-    /// `direct` when given.
-    pub(crate) async fn run_one(&self, request: &Request, direct: Option<&Direct>) -> Outcome {
-        let deadline = Instant::now() + self.timeout;
-        let mut outcomes = self.run(std::iter::once(request), deadline, direct).await;
-        outcomes.pop().unwrap_or(Err(Failure::Timeout))
-    }
-}
+#[cfg(test)]
+mod tests;
 
 /// A request waiting for the call that will carry it.
 struct Queued {
     request: Request,
+    waiter: Waiter,
+}
+
+/// The caller of a queued request, waiting for its outcome.
+struct Waiter {
     /// When its caller's timeout runs out.
     deadline: Instant,
     outcome: oneshot::Sender<Outcome>,
@@ -134,23 +49,20 @@ struct Queued {
 
 /// Sends requests made while a call is in flight together, in the next
 /// call (see the module docs).
-pub(crate) struct Batcher {
-    caller: Arc<Caller>,
+pub(crate) struct Batcher<T> {
+    caller: Arc<Caller<T>>,
     queue: mpsc::UnboundedSender<Queued>,
-    /// Calls on the wire, sent directly or by the batching task.
+    /// Calls on the wire, lone or sent by the batching task.
     in_flight: Arc<Flight>,
-    /// The lean connection of the requests that go at once, where the
-    /// target allows one.
-    direct: Option<Direct>,
 }
 
-impl Batcher {
+impl<T: Transport> Batcher<T> {
     /// Starts the task that sends queued requests, at most `max_batch` in
     /// one call. It ends when the batcher is dropped.
     ///
     /// The queue is unbounded, but holds at most one request per caller
     /// waiting on this batcher.
-    pub(crate) fn start(caller: Arc<Caller>, max_batch: usize, direct: Option<Direct>) -> Self {
+    pub(crate) fn start(caller: Arc<Caller<T>>, max_batch: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let in_flight = Arc::new(Flight::default());
         tokio::spawn(drive(
@@ -163,40 +75,35 @@ impl Batcher {
             caller,
             queue,
             in_flight,
-            direct,
         }
     }
 
     /// Decides `request`: at once if no call is in flight, else in the next
-    /// call the batching task sends. Either way within the timeout: a
-    /// queued request carries its deadline, and its call gives up at the
-    /// earliest deadline of the requests it carries (so no request needs a
-    /// timer of its own).
+    /// call the batching task sends. Either way within the timeout, queueing
+    /// included: a queued request carries its deadline, and the call that
+    /// carries it answers it with a timeout once that has passed (so no
+    /// request needs a timer of its own).
     pub(crate) async fn decide(&self, request: Request) -> Outcome {
-        if let Some(_direct) = DirectCall::start(&self.in_flight) {
-            return self.caller.run_one(&request, self.direct.as_ref()).await;
+        if let Some(_lone) = LoneCall::start(&self.in_flight) {
+            return self.caller.run_one(request).await;
         }
         let (outcome, receiver) = oneshot::channel();
-        let deadline = Instant::now() + self.caller.timeout;
-        let queued = Queued {
-            request,
-            deadline,
+        let waiter = Waiter {
+            deadline: Instant::now() + self.caller.timeout,
             outcome,
         };
-        if self.queue.send(queued).is_err() {
+        if self.queue.send(Queued { request, waiter }).is_err() {
             return Err(stopped());
         }
         receiver.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
-impl fmt::Debug for Batcher {
+impl<T> fmt::Debug for Batcher<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.in_flight.count.load(Ordering::Relaxed);
         f.debug_struct("Batcher")
-            .field("batches_in_flight", &(count & !DIRECT))
-            .field("direct_in_flight", &(count & DIRECT != 0))
-            .field("direct_connection", &self.direct.is_some())
+            .field("batches_in_flight", &self.in_flight.batches())
+            .field("lone_in_flight", &self.in_flight.lone())
             .finish_non_exhaustive()
     }
 }
@@ -205,72 +112,7 @@ impl fmt::Debug for Batcher {
 fn stopped() -> Failure {
     let e: CallError =
         "the task batching Redis calls has stopped (was its runtime shut down?)".into();
-    Failure::Call(SharedError(Arc::new(e)))
-}
-
-/// The calls in flight: the batching task's, counted, and at most one
-/// request that went at once, as a flag.
-#[derive(Debug, Default)]
-struct Flight {
-    count: AtomicUsize,
-    /// Told when the call that went at once has returned.
-    direct_done: Notify,
-}
-
-/// The flag bit of a call that went at once.
-const DIRECT: usize = 1 << (usize::BITS - 1);
-
-/// A request going at once, flagged in flight until dropped (also when its
-/// caller gives up).
-struct DirectCall<'a>(&'a Flight);
-
-impl<'a> DirectCall<'a> {
-    /// Flags a call going at once, if nothing is in flight.
-    fn start(flight: &'a Flight) -> Option<Self> {
-        flight
-            .count
-            .compare_exchange(0, DIRECT, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| Self(flight))
-    }
-}
-
-impl Drop for DirectCall<'_> {
-    fn drop(&mut self) {
-        self.0.count.fetch_and(!DIRECT, Ordering::AcqRel);
-        self.0.direct_done.notify_waiters();
-    }
-}
-
-/// Counts one of the batching task's calls in flight until dropped.
-struct InFlight(Arc<Flight>);
-
-impl InFlight {
-    /// Counts one more call in flight: from now on no request goes at
-    /// once. Returns once a call that went at once before has returned,
-    /// so that this one reaches Redis after it.
-    async fn enter(flight: &Arc<Flight>) -> Self {
-        let done = flight.direct_done.notified();
-        tokio::pin!(done);
-        // Registered before the flag is read, so the wake-up is not lost.
-        done.as_mut().enable();
-        let before = flight.count.fetch_add(1, Ordering::AcqRel);
-        let guard = Self(Arc::clone(flight));
-        if before & DIRECT != 0 {
-            while flight.count.load(Ordering::Acquire) & DIRECT != 0 {
-                done.as_mut().await;
-                done.set(flight.direct_done.notified());
-                done.as_mut().enable();
-            }
-        }
-        guard
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-    }
+    Failure::Call(SharedError::new(e))
 }
 
 /// How many calls the batching task keeps on the wire: while Redis runs
@@ -283,10 +125,10 @@ const CALLS_IN_FLIGHT: usize = 2;
 /// hands out the outcomes; with up to [`CALLS_IN_FLIGHT`] calls at once.
 ///
 /// Each call is polled, and so queued on the connection, before the next
-/// is gathered, and none goes while a request that went at once is on its
-/// way: calls reach Redis in the order their requests were made.
-async fn drive(
-    caller: Arc<Caller>,
+/// is gathered, and none goes while a lone call is on its way: calls reach
+/// Redis in the order their requests were made.
+async fn drive<T: Transport>(
+    caller: Arc<Caller<T>>,
     mut receiver: mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
     in_flight: Arc<Flight>,
@@ -327,10 +169,10 @@ async fn drive(
 /// each of the `free` calls that may go now, and at most `max_batch`;
 /// `None` once the batcher is gone.
 ///
-/// Once it holds a request it waits only for a request that went at once
-/// (see [`InFlight::enter`]), which can be in flight only while this task
-/// has no call of its own in flight: `drive` then has nothing else to
-/// select, and never drops this future holding requests.
+/// Once it holds a request it waits only for a lone call (see
+/// [`InFlight::enter`]), which can be in flight only while this task has
+/// no call of its own in flight: `drive` then has nothing else to select,
+/// and never drops this future holding requests.
 async fn gather(
     receiver: &mut mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
@@ -352,27 +194,55 @@ async fn gather(
     Some((entered, batch))
 }
 
-/// Decides `batch` in one call and hands out the outcomes. Requests whose
-/// deadline has passed while they waited fail without being sent.
-async fn send(caller: Arc<Caller>, entered: InFlight, mut batch: Vec<Queued>) {
+/// Decides `batch` in one call and hands out the outcomes, each caller's
+/// by its own deadline. Requests whose deadline passed while they waited
+/// fail without being sent; the call is given up once every caller's has.
+async fn send<T: Transport>(caller: Arc<Caller<T>>, entered: InFlight, batch: Vec<Queued>) {
     let _in_flight = entered;
     let now = Instant::now();
-    let live = batch
-        .iter()
-        .position(|q| q.deadline > now)
-        .unwrap_or(batch.len());
-    for expired in batch.drain(..live) {
-        let _ = expired.outcome.send(Err(Failure::Timeout));
+    let mut requests = Vec::with_capacity(batch.len());
+    let mut waiters = Vec::with_capacity(batch.len());
+    for Queued { request, waiter } in batch {
+        if waiter.deadline > now {
+            requests.push(request);
+            waiters.push(Some(waiter));
+        } else {
+            let _ = waiter.outcome.send(Err(Failure::Timeout));
+        }
     }
-    // Queued in order, with one timeout: the first deadline is the earliest.
-    let Some(deadline) = batch.first().map(|q| q.deadline) else {
+    if requests.is_empty() {
         return;
-    };
-    let outcomes = caller
-        .run(batch.iter().map(|q| &q.request), deadline, None)
-        .await;
-    for (queued, outcome) in batch.into_iter().zip(outcomes) {
-        // A caller that gave up has dropped its end.
-        let _ = queued.outcome.send(outcome);
+    }
+    let n = requests.len();
+    let call = caller.transport.call(&requests);
+    tokio::pin!(call);
+    loop {
+        // The next deadline of a caller still waiting. (Queued in order
+        // with one timeout, deadlines nearly ascend; nearly, as two threads
+        // may read the clock and queue in opposite orders.)
+        let Some(next) = waiters.iter().flatten().map(|w| w.deadline).min() else {
+            caller.timed_out(n);
+            return;
+        };
+        tokio::select! {
+            biased;
+            result = &mut call => {
+                for (waiter, outcome) in waiters.into_iter().zip(caller.outcomes(result, n)) {
+                    // A caller that gave up has dropped its end.
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.outcome.send(outcome);
+                    }
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(next) => {
+                let now = Instant::now();
+                for slot in &mut waiters {
+                    if let Some(waiter) = slot.take_if(|w| w.deadline <= now) {
+                        let _ = waiter.outcome.send(Err(Failure::Timeout));
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,11 +6,12 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, Value};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation, Value,
+};
 
 use crate::connect_error::{classify, invalid_config, redact};
 use crate::options::{ConnectionMode, RedisOptions, Target};
-use crate::wire::{Direct, WireTarget};
 use crate::ConnectError;
 
 /// One handle to Redis, cheap to clone per call. All three reconnect on
@@ -116,15 +117,20 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Runs `evalsha`, a call of `script`; on `NOSCRIPT` (a restarted
-    /// server, `SCRIPT FLUSH`) loads the script and runs the call again.
-    pub(crate) async fn evalsha(&self, evalsha: &Cmd, script: &Script) -> Result<Value, CallError> {
-        match self.query(evalsha).await {
-            Err(e) if is_noscript(&e) => {
-                self.load(script).await?;
-                Ok(self.query(evalsha).await?)
+    /// Runs `invocation`, redis-rs's script call: `EVALSHA`, and on
+    /// `NOSCRIPT` (a restarted server, `SCRIPT FLUSH`) `SCRIPT LOAD` and the
+    /// call again, on the same connection.
+    pub(crate) async fn invoke(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<Value, RedisError> {
+        match self {
+            Self::Multiplexed(m) => invocation.invoke_async(&mut m.clone()).await,
+            Self::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            Self::Pool(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                invocation.invoke_async(&mut c).await
             }
-            result => Ok(result?),
         }
     }
 
@@ -156,27 +162,6 @@ impl Connection {
         };
         Ok(())
     }
-}
-
-/// The lean connection for the requests a batching multiplexed connection
-/// to the server at `url` sends at once (see [`Direct`]), when the URL
-/// allows one (plain TCP, RESP2); connected within `deadline`.
-pub(crate) async fn open_direct(
-    url: &str,
-    deadline: Duration,
-) -> Result<Option<Direct>, ConnectError> {
-    let Some(target) = WireTarget::of(url) else {
-        return Ok(None);
-    };
-    bounded(url, deadline, Direct::connect(target))
-        .await
-        .map(Some)
-}
-
-/// True when Redis no longer has the script (a restart, `SCRIPT FLUSH`):
-/// load it and run the call again.
-pub(crate) fn is_noscript(e: &RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 /// A pool error as a Redis error, keeping the Redis error when there is one.

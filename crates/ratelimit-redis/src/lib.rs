@@ -1,18 +1,20 @@
 #![doc = include_str!("../README.md")]
 
 mod batch;
+mod call;
 mod call_error;
 mod call_metrics;
 mod config;
 mod connect_error;
 mod connection;
 mod error;
+mod flight;
 mod keys;
 mod limiter;
 mod link;
 mod options;
 mod script;
-mod wire;
+mod transport;
 
 pub use config::RedisConfig;
 pub use error::{ConnectError, ConnectErrorKind};

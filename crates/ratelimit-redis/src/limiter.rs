@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy};
 
-use crate::batch::Failure;
+use crate::call::Failure;
 use crate::call_error::TimedOut;
 use crate::keys::{validate_prefix, KeyLayout};
 use crate::link::{connect_in_background, establish, Link};
@@ -142,7 +142,7 @@ impl RedisLimiter {
         // included.
         let outcome = match &ready.batcher {
             Some(batcher) => batcher.decide(request).await,
-            None => ready.caller.run_one(&request, None).await,
+            None => ready.caller.run_one(request).await,
         };
         outcome.map_err(|failure| match failure {
             // Redis answered, but this key holds a value the script did not
@@ -190,7 +190,7 @@ impl Limiter for RedisLimiter {
     async fn reset(&self, key: &[u8]) -> Result<(), Error> {
         let ready = self.link.ready()?;
         let redis_key = self.keys.redis_key(key);
-        match tokio::time::timeout(self.timeout, ready.caller.connection.del(&redis_key)).await {
+        match tokio::time::timeout(self.timeout, ready.connection.del(&redis_key)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::backend(e)),
             Err(_) => Err(self.timed_out()),

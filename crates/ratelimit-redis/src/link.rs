@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use ratelimit_core::{Error, ErrorChain};
 
-use crate::batch::{Batcher, Caller};
+use crate::batch::Batcher;
+use crate::call::Caller;
 use crate::call_error::NotConnected;
 use crate::call_metrics::CallMetrics;
-use crate::connection::{open_direct, Connection};
+use crate::connection::Connection;
 use crate::options::{ConnectionMode, RedisOptions, Target};
 use crate::script::PolicyScript;
+use crate::transport::ScriptCalls;
 use crate::ConnectError;
 
 /// The first wait between two attempts of a lazy connection.
@@ -20,10 +22,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What calls need once Redis is reached.
 pub(crate) struct Ready {
-    pub(crate) caller: Arc<Caller>,
+    /// For the commands besides script calls (`DEL`).
+    pub(crate) connection: Connection,
+    pub(crate) caller: Arc<Caller<ScriptCalls>>,
     /// Present on a multiplexed connection to one server: batches the
     /// requests made while a call is in flight.
-    pub(crate) batcher: Option<Batcher>,
+    pub(crate) batcher: Option<Batcher<ScriptCalls>>,
 }
 
 /// Connected, or not yet (and why not).
@@ -80,9 +84,11 @@ pub(crate) async fn establish(
 ) -> Result<Ready, ConnectError> {
     let connection = Connection::open(options, script.script(), deadline).await?;
     let caller = Arc::new(Caller {
-        connection,
-        script: script.clone(),
-        min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+        transport: ScriptCalls {
+            connection: connection.clone(),
+            script: script.clone(),
+            min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+        },
         timeout: options.timeout,
         metrics: CallMetrics::new(),
     });
@@ -90,17 +96,16 @@ pub(crate) async fn establish(
     // connection carries one call at a time: only a multiplexed connection
     // to one server batches.
     let batcher = match (&options.target, options.connection) {
-        (Target::Standalone(url), ConnectionMode::Multiplexed) if options.max_batch.get() > 1 => {
-            let direct = open_direct(url, deadline).await?;
-            Some(Batcher::start(
-                Arc::clone(&caller),
-                options.max_batch.get(),
-                direct,
-            ))
+        (Target::Standalone(_), ConnectionMode::Multiplexed) if options.max_batch.get() > 1 => {
+            Some(Batcher::start(Arc::clone(&caller), options.max_batch.get()))
         }
         _ => None,
     };
-    Ok(Ready { caller, batcher })
+    Ok(Ready {
+        connection,
+        caller,
+        batcher,
+    })
 }
 
 /// Brings `link` up from a background task: attempts until one succeeds,

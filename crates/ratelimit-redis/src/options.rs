@@ -33,12 +33,10 @@ pub enum ConnectionMode {
     /// it was measured faster than the pool at every concurrency (see
     /// `BENCHMARKS.md`).
     ///
-    /// With batching on (`max_batch` above 1) and a plain `redis://` URL
-    /// (not TLS, not a Unix socket, not RESP3), a second connection carries
-    /// the requests made while nothing is in flight: the calling task
-    /// writes the command and reads the reply itself, without the
-    /// multiplexed connection's task in between. Calls on the two never
-    /// overlap, so they reach Redis in the order their requests were made.
+    /// With batching on (`max_batch` above 1), a request made while nothing
+    /// is in flight goes at once from its own task, and those made while a
+    /// call is in flight go together in the next call, in the order they
+    /// were made.
     #[default]
     Multiplexed,
     /// A `deadpool-redis` pool of connections, one call at a time each.

@@ -3,14 +3,14 @@
 use std::fmt;
 
 use ratelimit_core::{Decision, FixedWindow, Policy, SlidingWindow, TokenBucket};
-use redis::{Cmd, Script, Value};
+use redis::{Script, ScriptInvocation, Value};
 
 /// Bytes per request in a reply: the size of `REPLY` in `lua/prelude.lua`
 /// (checked by a test).
 const ENTRY: usize = 25;
 
 /// One request of a script call.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Request {
     /// The Redis key holding the limiter key's state.
     pub(crate) redis_key: Vec<u8>,
@@ -21,13 +21,19 @@ pub(crate) struct Request {
 }
 
 /// Why the script could not decide one request while Redis answered: the
-/// request's key holds a value the script did not write.
+/// request's key holds a value the script did not write. It holds what the
+/// script found wrong with the value, never the key: errors end up in log
+/// lines, and a limiter key is often a client's IP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ForeignValue(pub(crate) String);
 
 impl fmt::Display for ForeignValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        write!(
+            f,
+            "a key holds a value this script did not write ({})",
+            self.0
+        )
     }
 }
 
@@ -98,7 +104,6 @@ const TOKEN_BUCKET: Layout<TokenBucket> = Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyScript {
     script: Script,
-    code: &'static str,
     limit: u64,
     params: Vec<u64>,
 }
@@ -118,7 +123,6 @@ impl PolicyScript {
     fn with_layout<P>(layout: &Layout<P>, policy: &P, limit: u64) -> Self {
         Self {
             script: Script::new(layout.code),
-            code: layout.code,
             limit,
             params: layout
                 .params
@@ -133,37 +137,27 @@ impl PolicyScript {
         &self.script
     }
 
-    /// `SCRIPT LOAD` of the script, for a connection that finds it missing.
-    pub(crate) fn load_command(&self) -> Cmd {
-        let mut cmd = redis::cmd("SCRIPT");
-        cmd.arg("LOAD").arg(self.code);
-        cmd
-    }
-
-    /// One `EVALSHA` deciding `requests` in order. They all read the
-    /// server's time, or all carry their own `now`.
-    pub(crate) fn command<'a>(
-        &self,
-        requests: impl ExactSizeIterator<Item = &'a Request> + Clone,
-        min_ttl_ms: u64,
-    ) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(requests.len());
+    /// The invocation of the script deciding `requests` in order, built
+    /// directly (each argument written once, into the invocation). They
+    /// all read the server's time, or all carry their own `now`.
+    pub(crate) fn invocation(&self, requests: &[Request], min_ttl_ms: u64) -> ScriptInvocation<'_> {
+        let mut invocation = self.script.prepare_invoke();
         let mut injected = false;
-        for request in requests.clone() {
-            cmd.arg(&request.redis_key[..]);
+        for request in requests {
+            invocation.key(&request.redis_key[..]);
             injected = request.now.is_some();
         }
-        cmd.arg(if injected { "injected" } else { "" })
+        invocation
+            .arg(if injected { "injected" } else { "" })
             .arg(min_ttl_ms)
             .arg(&self.params[..]);
         for request in requests {
-            cmd.arg(request.cost);
+            invocation.arg(request.cost);
             if let Some(now) = request.now {
-                cmd.arg(now);
+                invocation.arg(now);
             }
         }
-        cmd
+        invocation
     }
 
     /// The decisions a reply to `n` requests stands for, in order.
@@ -392,14 +386,10 @@ mod tests {
                 cost: 1,
                 now: Some(now),
             };
+            // No SCRIPT LOAD first: the invocation loads it on NOSCRIPT.
             let reply: Value = script
-                .load_command()
-                .query(&mut connection)
-                .and_then(|_: Value| {
-                    script
-                        .command(std::iter::once(&request), 1_000)
-                        .query(&mut connection)
-                })
+                .invocation(std::slice::from_ref(&request), 1_000)
+                .invoke(&mut connection)
                 .expect("the script runs");
             let decisions = script.decisions(reply, 1).expect("a reply of the script");
             let (expected, _) = policy

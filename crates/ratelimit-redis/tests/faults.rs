@@ -93,9 +93,8 @@ fn outages_are_errors_when_redis_stops_or_hangs() {
 }
 
 /// A restarted Redis (empty, no scripts loaded) is used again by the same
-/// limiter: it reconnects and reloads its script, on the lean connection of
-/// lone requests, on the multiplexed connection (batching off) and on a
-/// pool.
+/// limiter: it reconnects and reloads its script, on the multiplexed
+/// connection (batching on and off) and on a pool.
 #[test]
 fn recovers_after_a_restart() {
     let rt = runtime();
@@ -142,8 +141,7 @@ fn recovers_after_a_hang() {
 }
 
 /// After `SCRIPT FLUSH` the next call reloads the script itself: no failed
-/// call at all, on the lean connection of lone requests (batching on) and
-/// on the multiplexed one (batching off).
+/// call at all, batching on and off.
 #[test]
 fn recovers_after_script_flush() {
     let server = RedisServer::start();

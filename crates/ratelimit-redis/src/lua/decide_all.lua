@@ -50,10 +50,12 @@ for i = 1, n do
     if stored == nil then stored = values[i] end
   end
   if not stored then stored = try('GET', key) end
+  -- The message names what is wrong, never the key: it ends up in log
+  -- lines, and the key holds the client's (often an IP address).
   if type(stored) == 'table' then
-    problem = 'ratelimit: ' .. key .. ': ' .. stored.err
+    problem = stored.err
   elseif stored and #stored ~= SIZE then
-    problem = 'ratelimit: ' .. key .. ' holds a value this policy did not write'
+    problem = format('a string of %d bytes, not the %d of a state', #stored, SIZE)
   end
   if problem then
     out[i] = encode(REPLY, 2, 0, 0, 0)

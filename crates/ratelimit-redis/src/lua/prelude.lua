@@ -25,7 +25,7 @@
 -- with status 1 (allowed), 0 (denied) or 2 (the request's key holds a
 -- value this script did not write). When some request has status 2, the
 -- reply is an array instead: that string, then one message per status 2,
--- in order.
+-- in order, saying what the value is (never the key).
 --
 -- Inside Redis a decision's cost is its calls (TIME, MGET, SET: about a
 -- microsecond each) and its string work, not its arithmetic. So a request

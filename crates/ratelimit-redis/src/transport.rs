@@ -1,0 +1,50 @@
+//! The seam between the batching of requests and Redis: one script call
+//! deciding some requests.
+//!
+//! The batcher ([`Batcher`](crate::batch::Batcher)) only needs "decide
+//! these requests, in order, in one call"; what carries the call is a
+//! [`Transport`]. The limiter's is [`ScriptCalls`], redis-rs's script
+//! invocation on a [`Connection`]; the batcher's own tests use a scripted
+//! one, which lets them hold calls, fail them and answer them late on a
+//! paused clock.
+
+use std::future::Future;
+
+use ratelimit_core::Decision;
+
+use crate::connection::{CallError, Connection};
+use crate::script::{ForeignValue, PolicyScript, Request};
+
+/// What one call answers: for each of its requests, in order, a decision,
+/// or why its key could not be decided.
+pub(crate) type Replies = Vec<Result<Decision, ForeignValue>>;
+
+/// Carries script calls to Redis.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// Decides `requests` in one script call, in order, each as if it had
+    /// a call of its own: one entry per request; `Err` when the call as a
+    /// whole failed.
+    ///
+    /// Calls reach Redis in the order they are first polled: the batcher
+    /// relies on it to keep requests in the order they were made.
+    fn call(&self, requests: &[Request])
+        -> impl Future<Output = Result<Replies, CallError>> + Send;
+}
+
+/// The limiter's transport: the policy's script, invoked by redis-rs
+/// (`EVALSHA`, and on `NOSCRIPT` a `SCRIPT LOAD` and the call again) on a
+/// connection.
+pub(crate) struct ScriptCalls {
+    pub(crate) connection: Connection,
+    pub(crate) script: PolicyScript,
+    /// The least TTL of a key written on an injected clock.
+    pub(crate) min_ttl_ms: u64,
+}
+
+impl Transport for ScriptCalls {
+    async fn call(&self, requests: &[Request]) -> Result<Replies, CallError> {
+        let invocation = self.script.invocation(requests, self.min_ttl_ms);
+        let reply = self.connection.invoke(&invocation).await?;
+        Ok(self.script.decisions(reply, requests.len())?)
+    }
+}
