@@ -139,7 +139,7 @@ async fn retry_after_of_a_fraction_of_a_second_is_one() {
 async fn forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let clock = ManualClock::new(1_800_000_000_000_000);
     let layer = RateLimitLayer::new(five_per_30s(&clock))
-        .with_key_extractor(ClientIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]));
+        .with_key_extractor(ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]));
     let svc = layer.layer(ok_service());
     for i in 0..5 {
         let forged = format!("198.51.100.{i}");
@@ -163,7 +163,7 @@ async fn forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
 #[tokio::test]
 async fn trusted_proxy_chain_is_read_right_to_left() {
     let clock = ManualClock::new(1_800_000_000_000_000);
-    let client_ip = ClientIp::new().trust_proxies([
+    let client_ip = ClientIp::new().with_trusted_proxies([
         "10.0.0.0/8".parse().unwrap(),
         "2001:db8:ffff::/48".parse().unwrap(),
     ]);
@@ -201,7 +201,7 @@ async fn trusted_proxy_chain_is_read_right_to_left() {
 #[tokio::test]
 async fn forwarded_header_when_configured() {
     let client_ip = ClientIp::new()
-        .trust_proxies(["127.0.0.0/8".parse().unwrap()])
+        .with_trusted_proxies(["127.0.0.0/8".parse().unwrap()])
         .with_header(ProxyHeader::Forwarded);
     let (parts, ()) = request(
         "127.0.0.1:9",
