@@ -85,7 +85,7 @@ fn overhead(c: &mut Criterion) {
     let behind_proxy = RateLimitLayer::new(limiter(u64::from(u32::MAX)))
         .with_check_timeout(None)
         .with_key_extractor(
-            ClientIp::new().trust_proxies(["10.0.0.0/8".parse().expect("valid CIDR")]),
+            ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().expect("valid CIDR")]),
         )
         .layer(inner);
     let proxy: SocketAddr = "10.0.0.1:50000".parse().expect("valid address");

@@ -53,7 +53,7 @@ pub fn check(data: &[u8]) {
     let mut headers = HeaderMap::new();
     headers.insert(FORWARDED, value);
     let client_ip = ClientIp::new()
-        .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+        .with_trusted_proxies(["10.0.0.0/8".parse().unwrap()])
         .with_header(ProxyHeader::Forwarded);
     let proxy: IpAddr = [10, 0, 0, 1].into();
     let client = client_ip.client_ip(proxy, &headers);

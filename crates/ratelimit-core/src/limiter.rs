@@ -1,5 +1,7 @@
 //! The trait every backend implements.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::{Decision, Error, Policy};
@@ -74,71 +76,79 @@ pub trait Limiter: Send + Sync {
     fn policies(&self) -> &[Policy];
 }
 
-/// A shared limiter is a limiter, so a wrapper generic over `L: Limiter`
-/// (a timeout, a circuit breaker, …) takes an `Arc<dyn Limiter>` of any
-/// backend as well as a concrete one, as tower's wrappers take a boxed
-/// service.
-///
-/// # Examples
-///
-/// ```
-/// use std::sync::Arc;
-/// use std::time::Duration;
-/// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
-///
-/// fn takes_any<L: Limiter>(limiter: L) -> L { limiter }
-///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let policy = Policy::fixed_window(1, Duration::from_secs(60)).unwrap();
-/// let shared: Arc<dyn Limiter> = Arc::new(ReferenceLimiter::new(policy));
-/// let limiter = takes_any(Arc::clone(&shared));
-/// assert!(limiter.check_one(b"k").await.unwrap().allowed);
-/// assert!(!shared.check_one(b"k").await.unwrap().allowed, "one state behind both");
-/// # });
-/// ```
-#[async_trait]
-impl<L: Limiter + ?Sized> Limiter for std::sync::Arc<L> {
-    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
-        (**self).check(key, cost).await
-    }
+// `Arc<L>` and `Box<L>` forward every method to the limiter they point
+// to. One generic impl over `Deref` would be incoherent (it would overlap
+// every concrete limiter), so the two impls are written once, here.
+macro_rules! forward_limiter {
+    ($(#[$doc:meta])* $pointer:ident) => {
+        $(#[$doc])*
+        #[async_trait]
+        impl<L: Limiter + ?Sized> Limiter for $pointer<L> {
+            async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+                (**self).check(key, cost).await
+            }
 
-    async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {
-        (**self).check_one(key).await
-    }
+            async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {
+                (**self).check_one(key).await
+            }
 
-    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
-        (**self).peek(key).await
-    }
+            async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
+                (**self).peek(key).await
+            }
 
-    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
-        (**self).reset(key).await
-    }
+            async fn reset(&self, key: &[u8]) -> Result<(), Error> {
+                (**self).reset(key).await
+            }
 
-    fn policies(&self) -> &[Policy] {
-        (**self).policies()
-    }
+            fn policies(&self) -> &[Policy] {
+                (**self).policies()
+            }
+        }
+    };
 }
 
-/// A boxed limiter is a limiter (see the `Arc` impl).
-#[async_trait]
-impl<L: Limiter + ?Sized> Limiter for Box<L> {
-    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
-        (**self).check(key, cost).await
-    }
+forward_limiter!(
+    /// A shared limiter is a limiter, so a wrapper generic over `L: Limiter`
+    /// (a timeout, a circuit breaker, …) takes an `Arc<dyn Limiter>` of any
+    /// backend as well as a concrete one, as tower's wrappers take a boxed
+    /// service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
+    ///
+    /// fn takes_any<L: Limiter>(limiter: L) -> L { limiter }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let policy = Policy::fixed_window(1, Duration::from_secs(60)).unwrap();
+    /// let shared: Arc<dyn Limiter> = Arc::new(ReferenceLimiter::new(policy));
+    /// let limiter = takes_any(Arc::clone(&shared));
+    /// assert!(limiter.check_one(b"k").await.unwrap().allowed);
+    /// assert!(!shared.check_one(b"k").await.unwrap().allowed, "one state behind both");
+    /// # });
+    /// ```
+    Arc
+);
 
-    async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {
-        (**self).check_one(key).await
-    }
-
-    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
-        (**self).peek(key).await
-    }
-
-    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
-        (**self).reset(key).await
-    }
-
-    fn policies(&self) -> &[Policy] {
-        (**self).policies()
-    }
-}
+forward_limiter!(
+    /// A boxed limiter is a limiter (see the `Arc` impl).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let policy = Policy::fixed_window(1, Duration::from_secs(60)).unwrap();
+    /// let boxed: Box<dyn Limiter> = Box::new(ReferenceLimiter::new(policy));
+    /// assert_eq!(boxed.policies().len(), 1);
+    /// assert!(boxed.check_one(b"k").await.unwrap().allowed);
+    /// assert!(!boxed.peek(b"k").await.unwrap().allowed);
+    /// # });
+    /// ```
+    Box
+);

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ratelimit_core::{ErrorChain, Limiter, ManualClock};
 use ratelimit_layers::{BreakerOptions, BreakerState, CircuitBreaker, Timeout};
-use support::{policy, Capture, Scripted, TestRecorder};
+use ratelimit_testkit::{Capture, TestRecorder};
+use support::{policy, Scripted};
 use tracing::Level;
 
 const OPEN_FOR: Duration = Duration::from_secs(1);

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ratelimit_core::{FailurePolicy, Limiter, ManualClock, ReferenceLimiter};
 use ratelimit_layers::Failover;
-use support::{policy, Capture, Scripted, TestRecorder};
+use ratelimit_testkit::{Capture, TestRecorder};
+use support::{policy, Scripted};
 use tracing::Level;
 
 #[tokio::test]

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use ratelimit_core::{FailurePolicy, Limiter, ManualClock};
 use ratelimit_layers::{Failover, KeyHash, Metered, Timeout};
-use support::{policy, Capture, Scripted, TestRecorder};
+use ratelimit_testkit::{Capture, TestRecorder};
+use support::{policy, Scripted};
 
 #[tokio::test(start_paused = true)]
 async fn counts_each_outcome_and_times_each_check() {

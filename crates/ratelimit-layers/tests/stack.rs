@@ -19,7 +19,8 @@ use ratelimit_core::{
     Decision, Error, FailurePolicy, Limiter, ManualClock, Policy, ReferenceLimiter,
 };
 use ratelimit_layers::{BreakerOptions, ResilienceConfig};
-use support::{policy, Capture, Scripted};
+use ratelimit_testkit::Capture;
+use support::{policy, Scripted};
 use tracing::Level;
 
 /// Fails the test on any degraded decision: over a healthy store, every

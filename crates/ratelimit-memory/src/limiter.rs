@@ -106,8 +106,8 @@ impl<C: Clock> MemoryLimiter<C> {
     /// use ratelimit_memory::{MemoryLimiter, MemoryLimiterOptions, WhenFull};
     ///
     /// let options = MemoryLimiterOptions::default()
-    ///     .max_keys(NonZeroUsize::new(1).unwrap())
-    ///     .when_full(WhenFull::DenyNewKeys);
+    ///     .with_max_keys(NonZeroUsize::new(1).unwrap())
+    ///     .with_when_full(WhenFull::DenyNewKeys);
     /// let policy = Policy::fixed_window(5, Duration::from_secs(30)).unwrap();
     /// let limiter = MemoryLimiter::with_options(policy, ManualClock::new(0), options);
     ///
@@ -119,7 +119,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// ```
     #[must_use]
     pub fn with_options(policy: Policy, clock: C, options: MemoryLimiterOptions) -> Self {
-        let meters = Meters::register(policy.algorithm_name(), options.name_value());
+        let meters = Meters::register(policy.algorithm_name(), options.name());
         Self {
             inner: Arc::new(Inner {
                 policy,

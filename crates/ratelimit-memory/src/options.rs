@@ -36,12 +36,12 @@ pub enum WhenFull {
 /// use ratelimit_memory::{MemoryLimiterOptions, WhenFull};
 ///
 /// let options = MemoryLimiterOptions::default()
-///     .max_keys(NonZeroUsize::new(100_000).unwrap())
-///     .when_full(WhenFull::AllowUnlimited)
-///     .shards(NonZeroUsize::new(16).unwrap());
-/// assert_eq!(options.max_keys_value(), Some(100_000));
+///     .with_max_keys(NonZeroUsize::new(100_000).unwrap())
+///     .with_when_full(WhenFull::AllowUnlimited)
+///     .with_shards(NonZeroUsize::new(16).unwrap());
+/// assert_eq!(options.max_keys(), Some(100_000));
 /// assert_eq!(options.shard_count(), 16);
-/// assert_eq!(options.idle_grace_value(), Duration::ZERO);
+/// assert_eq!(options.idle_grace(), Duration::ZERO);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimiterOptions {
@@ -74,11 +74,11 @@ impl MemoryLimiterOptions {
     /// ```
     /// # use std::num::NonZeroUsize;
     /// # use ratelimit_memory::MemoryLimiterOptions;
-    /// let o = MemoryLimiterOptions::default().shards(NonZeroUsize::new(5).unwrap());
+    /// let o = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(5).unwrap());
     /// assert_eq!(o.shard_count(), 8);
     /// ```
     #[must_use]
-    pub const fn shards(mut self, shards: NonZeroUsize) -> Self {
+    pub const fn with_shards(mut self, shards: NonZeroUsize) -> Self {
         self.shards = Some(shards);
         self
     }
@@ -87,18 +87,18 @@ impl MemoryLimiterOptions {
     /// the shards (each holds at most `max_keys / shards`), so a new key
     /// may meet a full shard while others have room. When a new key meets a
     /// full shard, the shard first forgets every idle key; if none is idle,
-    /// [`when_full`](Self::when_full) decides. Default: no cap.
+    /// [`with_when_full`](Self::with_when_full) decides. Default: no cap.
     ///
     /// # Examples
     ///
     /// ```
     /// # use std::num::NonZeroUsize;
     /// # use ratelimit_memory::MemoryLimiterOptions;
-    /// let o = MemoryLimiterOptions::default().max_keys(NonZeroUsize::new(10).unwrap());
-    /// assert_eq!(o.max_keys_value(), Some(10));
+    /// let o = MemoryLimiterOptions::default().with_max_keys(NonZeroUsize::new(10).unwrap());
+    /// assert_eq!(o.max_keys(), Some(10));
     /// ```
     #[must_use]
-    pub const fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
+    pub const fn with_max_keys(mut self, max_keys: NonZeroUsize) -> Self {
         self.max_keys = Some(max_keys);
         self
     }
@@ -110,11 +110,11 @@ impl MemoryLimiterOptions {
     ///
     /// ```
     /// # use ratelimit_memory::{MemoryLimiterOptions, WhenFull};
-    /// let o = MemoryLimiterOptions::default().when_full(WhenFull::AllowUnlimited);
-    /// assert_eq!(o.when_full_value(), WhenFull::AllowUnlimited);
+    /// let o = MemoryLimiterOptions::default().with_when_full(WhenFull::AllowUnlimited);
+    /// assert_eq!(o.when_full(), WhenFull::AllowUnlimited);
     /// ```
     #[must_use]
-    pub const fn when_full(mut self, when_full: WhenFull) -> Self {
+    pub const fn with_when_full(mut self, when_full: WhenFull) -> Self {
         self.when_full = when_full;
         self
     }
@@ -136,11 +136,11 @@ impl MemoryLimiterOptions {
     /// ```
     /// # use std::time::Duration;
     /// # use ratelimit_memory::MemoryLimiterOptions;
-    /// let o = MemoryLimiterOptions::default().idle_grace(Duration::from_secs(3600));
-    /// assert_eq!(o.idle_grace_value(), Duration::from_secs(3600));
+    /// let o = MemoryLimiterOptions::default().with_idle_grace(Duration::from_secs(3600));
+    /// assert_eq!(o.idle_grace(), Duration::from_secs(3600));
     /// ```
     #[must_use]
-    pub const fn idle_grace(mut self, grace: Duration) -> Self {
+    pub const fn with_idle_grace(mut self, grace: Duration) -> Self {
         self.idle_grace = grace;
         self
     }
@@ -154,12 +154,12 @@ impl MemoryLimiterOptions {
     ///
     /// ```
     /// # use ratelimit_memory::MemoryLimiterOptions;
-    /// assert_eq!(MemoryLimiterOptions::default().name_value(), "default");
-    /// let o = MemoryLimiterOptions::default().name("login");
-    /// assert_eq!(o.name_value(), "login");
+    /// assert_eq!(MemoryLimiterOptions::default().name(), "default");
+    /// let o = MemoryLimiterOptions::default().with_name("login");
+    /// assert_eq!(o.name(), "login");
     /// ```
     #[must_use]
-    pub const fn name(mut self, name: &'static str) -> Self {
+    pub const fn with_name(mut self, name: &'static str) -> Self {
         self.name = name;
         self
     }
@@ -192,8 +192,15 @@ impl MemoryLimiterOptions {
     }
 
     /// The key cap, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// assert_eq!(MemoryLimiterOptions::default().max_keys(), None);
+    /// ```
     #[must_use]
-    pub const fn max_keys_value(&self) -> Option<usize> {
+    pub const fn max_keys(&self) -> Option<usize> {
         match self.max_keys {
             Some(n) => Some(n.get()),
             None => None,
@@ -201,20 +208,42 @@ impl MemoryLimiterOptions {
     }
 
     /// The policy for new keys when full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_memory::{MemoryLimiterOptions, WhenFull};
+    /// assert_eq!(MemoryLimiterOptions::default().when_full(), WhenFull::DenyNewKeys);
+    /// ```
     #[must_use]
-    pub const fn when_full_value(&self) -> WhenFull {
+    pub const fn when_full(&self) -> WhenFull {
         self.when_full
     }
 
     /// The grace before an idle key may be forgotten.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// assert_eq!(MemoryLimiterOptions::default().idle_grace(), Duration::ZERO);
+    /// ```
     #[must_use]
-    pub const fn idle_grace_value(&self) -> Duration {
+    pub const fn idle_grace(&self) -> Duration {
         self.idle_grace
     }
 
     /// The `limiter` label of the metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ratelimit_memory::MemoryLimiterOptions;
+    /// assert_eq!(MemoryLimiterOptions::default().with_name("api").name(), "api");
+    /// ```
     #[must_use]
-    pub const fn name_value(&self) -> &'static str {
+    pub const fn name(&self) -> &'static str {
         self.name
     }
 }
@@ -225,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_small_cap_reduces_the_shards() {
-        let cap = |n| MemoryLimiterOptions::default().max_keys(NonZeroUsize::new(n).unwrap());
+        let cap = |n| MemoryLimiterOptions::default().with_max_keys(NonZeroUsize::new(n).unwrap());
         assert_eq!(cap(1).shard_count(), 1);
         assert_eq!(cap(5).shard_count(), 4);
         assert!(cap(1_000_000).shard_count() >= 16);

@@ -33,13 +33,13 @@ macro_rules! each {
 fn table<A: Algorithm>(algorithm: A, options: &MemoryLimiterOptions, meters: Meters) -> Table<A> {
     let shards = options.shard_count();
     let cap = options
-        .max_keys_value()
+        .max_keys()
         .map_or(usize::MAX, |keys| (keys / shards).max(1));
     let rules = Rules {
         algorithm,
         cap,
-        when_full: options.when_full_value(),
-        grace_us: u64::try_from(options.idle_grace_value().as_micros()).unwrap_or(u64::MAX),
+        when_full: options.when_full(),
+        grace_us: u64::try_from(options.idle_grace().as_micros()).unwrap_or(u64::MAX),
         meters,
     };
     Table::new(rules, shards)

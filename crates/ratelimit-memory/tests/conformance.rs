@@ -27,7 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// One shard, so that every insert's sweep step walks over the other keys
 /// and any reclaiming that changed a decision would show.
 fn one_shard() -> MemoryLimiterOptions {
-    MemoryLimiterOptions::default().shards(NonZeroUsize::MIN)
+    MemoryLimiterOptions::default().with_shards(NonZeroUsize::MIN)
 }
 
 fn differential(
@@ -63,7 +63,7 @@ fn scenarios_pass_with_default_options() {
 
 #[test]
 fn scenarios_pass_on_one_shard_with_a_cap() {
-    let options = one_shard().max_keys(NonZeroUsize::new(64).unwrap());
+    let options = one_shard().with_max_keys(NonZeroUsize::new(64).unwrap());
     runtime()
         .block_on(ratelimit_conformance::scenarios::run_all(
             move |policy, clock| async move {
@@ -103,7 +103,7 @@ proptest! {
             (Just(p), start_time(), steps(&p, SequenceOptions::default().with_keys(keys)))
         })
     ) {
-        let options = one_shard().idle_grace(WAY_BACK);
+        let options = one_shard().with_idle_grace(WAY_BACK);
         differential(policy, start, &steps, options)?;
     }
 
@@ -115,7 +115,7 @@ proptest! {
             (Just(p), start_time(), steps(&p, SequenceOptions::default().with_keys(keys)))
         })
     ) {
-        let options = MemoryLimiterOptions::default().idle_grace(WAY_BACK);
+        let options = MemoryLimiterOptions::default().with_idle_grace(WAY_BACK);
         differential(policy, start, &steps, options)?;
     }
 }

@@ -72,7 +72,7 @@ fn a_capped_limiter_stays_bounded_while_keys_rotate() {
     let cap = 10_000usize;
     let clock = ManualClock::new(START);
     let policy = Policy::token_bucket(5, 5, Duration::from_secs(1)).unwrap();
-    let options = MemoryLimiterOptions::default().max_keys(NonZeroUsize::new(cap).unwrap());
+    let options = MemoryLimiterOptions::default().with_max_keys(NonZeroUsize::new(cap).unwrap());
     let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
 
     let mut peak_bytes = 0;
@@ -111,8 +111,8 @@ fn when_full_of_live_keys_new_keys_follow_the_policy() {
     for when_full in [WhenFull::DenyNewKeys, WhenFull::AllowUnlimited] {
         let clock = ManualClock::new(START);
         let options = MemoryLimiterOptions::default()
-            .max_keys(NonZeroUsize::new(cap).unwrap())
-            .when_full(when_full);
+            .with_max_keys(NonZeroUsize::new(cap).unwrap())
+            .with_when_full(when_full);
         let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
 
         let mut refused = 0;

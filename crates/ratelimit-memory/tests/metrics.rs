@@ -97,9 +97,9 @@ impl Readings {
 /// One shard holding at most `max_keys`, so "full" means exactly that.
 fn capped(max_keys: usize, when_full: WhenFull) -> MemoryLimiterOptions {
     MemoryLimiterOptions::default()
-        .shards(NonZeroUsize::new(1).unwrap())
-        .max_keys(NonZeroUsize::new(max_keys).unwrap())
-        .when_full(when_full)
+        .with_shards(NonZeroUsize::new(1).unwrap())
+        .with_max_keys(NonZeroUsize::new(max_keys).unwrap())
+        .with_when_full(when_full)
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn the_incremental_sweeper_counts_every_key_it_forgets() {
     let mut readings = Readings::new();
     let clock = ManualClock::new(0);
     let policy = Policy::fixed_window(3, Duration::from_secs(1)).unwrap();
-    let options = MemoryLimiterOptions::default().shards(NonZeroUsize::new(1).unwrap());
+    let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(1).unwrap());
     let limiter = readings.limiter(policy, clock.clone(), options);
 
     let n = 1_000;
@@ -232,9 +232,13 @@ fn limiters_named_apart_keep_their_metrics_apart() {
     let login = readings.limiter(
         policy,
         clock.clone(),
-        capped(1, WhenFull::DenyNewKeys).name("login"),
+        capped(1, WhenFull::DenyNewKeys).with_name("login"),
     );
-    let api = readings.limiter(policy, clock, MemoryLimiterOptions::default().name("api"));
+    let api = readings.limiter(
+        policy,
+        clock,
+        MemoryLimiterOptions::default().with_name("api"),
+    );
 
     login.check_sync(b"a", 1).unwrap();
     assert!(!login.check_sync(b"b", 1).unwrap().allowed);

@@ -3,51 +3,15 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ratelimit_core::{ErrorChain, Limiter, Policy};
 use ratelimit_redis::{ConnectErrorKind, RedisLimiter, RedisOptions};
 use ratelimit_redis_harness::{free_port, RedisServer};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use ratelimit_testkit::Capture;
+use tracing::Level;
 
 use support::{fresh_prefix, runtime};
-
-/// Keeps the level and message of every event.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(Level, String)>>>);
-
-impl Events {
-    fn at(&self, level: Level) -> Vec<String> {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, m)| m.clone())
-            .collect()
-    }
-}
-
-struct Message(String);
-
-impl Visit for Message {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={value:?}", field.name()));
-    }
-}
-
-impl<S: Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), message.0));
-    }
-}
 
 fn policy() -> Policy {
     Policy::fixed_window(5, Duration::from_secs(60)).unwrap()
@@ -56,15 +20,13 @@ fn policy() -> Policy {
 #[test]
 fn calls_fail_fast_until_redis_is_up_then_redis_decides() {
     let port = free_port();
-    // One thread, so that the background task logs to this thread's
-    // subscriber.
+    // One thread, so that the background task logs on this thread, whose
+    // events the capture keeps.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let events = Events::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let (events, _guard) = Capture::install();
     let options = RedisOptions::standalone(format!("redis://127.0.0.1:{port}"))
         .with_prefix(fresh_prefix("lazy"))
         // A long timeout, so that failing fast (no waiting on the
@@ -116,7 +78,7 @@ fn calls_fail_fast_until_redis_is_up_then_redis_decides() {
         let key = String::from_utf8(limiter.redis_key(b"k")).unwrap();
         assert_eq!(server.cli(&["EXISTS", &key]), "1");
     });
-    let warnings = events.at(Level::WARN);
+    let warnings = events.events(Level::WARN);
     assert_eq!(
         warnings.len(),
         1,
@@ -127,10 +89,10 @@ fn calls_fail_fast_until_redis_is_up_then_redis_decides() {
         "{warnings:?}"
     );
     assert!(
-        events.at(Level::DEBUG).len() >= 2,
+        events.events(Level::DEBUG).len() >= 2,
         "the later failures are DEBUG"
     );
-    let infos = events.at(Level::INFO);
+    let infos = events.events(Level::INFO);
     assert_eq!(infos.len(), 1, "{infos:?}");
     assert!(infos[0].contains("connected to Redis"), "{infos:?}");
 }

@@ -6,62 +6,22 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use metrics_util::registry::{AtomicStorage, Registry};
 use ratelimit_core::{Limiter, Policy};
 use ratelimit_redis::{RedisLimiter, RedisOptions};
 use ratelimit_redis_harness::RedisServer;
+use ratelimit_testkit::TestRecorder;
 
 use support::fresh_prefix;
 
-/// A recorder whose values can be read any number of times.
-struct TestRecorder(Registry<Key, AtomicStorage>);
-
-impl TestRecorder {
-    fn calls(&self, result: &str) -> u64 {
-        self.0
-            .get_counter_handles()
-            .into_iter()
-            .find(|(k, _)| {
-                k.name() == "ratelimit_redis_calls_total"
-                    && k.labels()
-                        .any(|l| l.key() == "result" && l.value() == result)
-            })
-            .map_or(0, |(_, c)| c.load(std::sync::atomic::Ordering::SeqCst))
-    }
-
-    fn batch_sizes(&self) -> Vec<f64> {
-        self.0
-            .get_histogram_handles()
-            .into_iter()
-            .find(|(k, _)| k.name() == "ratelimit_redis_batch_size")
-            .map(|(_, h)| h.data())
-            .unwrap_or_default()
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        self.0
-            .get_or_create_counter(key, |c| Counter::from_arc(Arc::clone(c)))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        self.0
-            .get_or_create_gauge(key, |g| Gauge::from_arc(Arc::clone(g)))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        self.0
-            .get_or_create_histogram(key, |h| Histogram::from_arc(Arc::clone(h)))
-    }
-}
+const CALLS: &str = "ratelimit_redis_calls_total";
+const BATCH_SIZE: &str = "ratelimit_redis_batch_size";
 
 #[test]
 fn script_calls_are_counted_by_result_with_their_size() {
     let mut server = RedisServer::start();
-    let recorder = TestRecorder(Registry::atomic());
+    let recorder = TestRecorder::default();
+    let calls = |result| recorder.counter(CALLS, &[("result", result)]);
+    let batch_sizes = || recorder.histogram(BATCH_SIZE, &[]);
     // One thread: the recorder set for it is the one the limiter registers
     // its handles with when it connects.
     let _guard = metrics::set_default_local_recorder(&recorder);
@@ -78,8 +38,8 @@ fn script_calls_are_counted_by_result_with_their_size() {
         for _ in 0..3 {
             limiter.check_one(b"lone").await.unwrap();
         }
-        assert_eq!(recorder.calls("ok"), 3);
-        assert_eq!(recorder.batch_sizes(), [1.0; 3]);
+        assert_eq!(calls("ok"), 3);
+        assert_eq!(batch_sizes(), [1.0; 3]);
 
         // Requests made while the server is frozen queue behind the first
         // and go together once it thaws.
@@ -95,24 +55,24 @@ fn script_calls_are_counted_by_result_with_their_size() {
         for task in tasks {
             task.await.unwrap().expect("Redis decided");
         }
-        let sizes = recorder.batch_sizes();
+        let sizes = batch_sizes();
         assert_eq!(sizes.iter().sum::<f64>(), 23.0, "{sizes:?}");
         assert!(sizes.iter().any(|n| *n > 1.0), "{sizes:?}");
-        assert_eq!(recorder.calls("ok"), sizes.len() as u64);
+        assert_eq!(calls("ok"), sizes.len() as u64);
 
         server.pause();
         assert!(limiter.check_one(b"k").await.unwrap_err().is_timeout());
-        assert_eq!(recorder.calls("timeout"), 1);
+        assert_eq!(calls("timeout"), 1);
         server.resume();
 
         server.stop();
         assert!(limiter.check_one(b"k").await.is_err());
         assert!(
-            recorder.calls("error") + recorder.calls("timeout") >= 2,
+            calls("error") + calls("timeout") >= 2,
             "the call to a stopped server counts"
         );
-        let sizes = recorder.batch_sizes();
-        let calls = recorder.calls("ok") + recorder.calls("error") + recorder.calls("timeout");
+        let sizes = batch_sizes();
+        let calls = calls("ok") + calls("error") + calls("timeout");
         assert_eq!(calls, sizes.len() as u64, "one size per call");
     });
 }

@@ -54,7 +54,7 @@ pub enum ProxyHeader {
 /// use http::HeaderMap;
 /// use ratelimit_tower::ClientIp;
 ///
-/// let client_ip = ClientIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+/// let client_ip = ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
 /// let mut headers = HeaderMap::new();
 /// headers.insert("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.0.0.2".parse().unwrap());
 ///
@@ -107,11 +107,11 @@ impl ClientIp {
     ///
     /// ```
     /// let client_ip = ratelimit_tower::ClientIp::new()
-    ///     .trust_proxies(["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()]);
+    ///     .with_trusted_proxies(["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()]);
     /// assert_eq!(client_ip.trusted_proxies().len(), 2);
     /// ```
     #[must_use]
-    pub fn trust_proxies(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+    pub fn with_trusted_proxies(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
         self.trusted
             .extend(networks.into_iter().map(|net| canonical_net(net.trunc())));
         self
@@ -214,7 +214,7 @@ impl ClientIp {
     /// # Examples
     ///
     /// ```
-    /// let client_ip = ratelimit_tower::ClientIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+    /// let client_ip = ratelimit_tower::ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
     /// assert!(client_ip.is_trusted("10.9.9.9".parse().unwrap()));
     /// assert!(client_ip.is_trusted("::ffff:10.9.9.9".parse().unwrap()));
     /// assert!(!client_ip.is_trusted("11.0.0.1".parse().unwrap()));
@@ -236,7 +236,7 @@ impl ClientIp {
     /// use ratelimit_tower::{ClientIp, ProxyHeader};
     ///
     /// let client_ip = ClientIp::new()
-    ///     .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+    ///     .with_trusted_proxies(["10.0.0.0/8".parse().unwrap()])
     ///     .with_header(ProxyHeader::Forwarded);
     /// let mut headers = HeaderMap::new();
     /// headers.insert("forwarded", r#"for="[2001:db8::7]:4711", for=10.0.0.5"#.parse().unwrap());

@@ -42,7 +42,7 @@ use crate::{
 /// let policy = Policy::fixed_window(5, Duration::from_secs(30)).unwrap();
 /// let limiter: Arc<dyn Limiter> = Arc::new(ReferenceLimiter::new(policy));
 /// let layer = RateLimitLayer::new(limiter)
-///     .with_key_extractor(ClientIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]))
+///     .with_key_extractor(ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]))
 ///     .with_denied_response(PlainResponse::new(StatusCode::TOO_MANY_REQUESTS, "Slow down"));
 /// assert_eq!(layer.denied_response().body(), "Slow down");
 /// assert!(!layer.degraded_headers());

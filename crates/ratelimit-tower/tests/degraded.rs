@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 use ratelimit_core::{Decision, FailurePolicy, Policy};
+use ratelimit_testkit::Capture;
 use ratelimit_tower::{PlainResponse, RateLimitLayer};
 use support::*;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tracing::Level;
 
 fn policy() -> Policy {
@@ -45,7 +46,7 @@ async fn fail_closed_is_503_with_retry_after_and_no_quota() {
     let limiter = Scripted::new(policy(), Answer::Decide(closed()));
     let svc = RateLimitLayer::new(limiter).layer(counting_service(calls.clone()));
 
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(res.headers(), "retry-after"), "3", "2.3 s rounds up");
     assert_no_quota_headers(res.headers());
@@ -59,7 +60,7 @@ async fn fail_closed_uses_the_configured_unavailable_response() {
     let svc = RateLimitLayer::new(limiter)
         .with_unavailable_response(PlainResponse::new(StatusCode::SERVICE_UNAVAILABLE, "Busy"))
         .layer(counting_service(Arc::default()));
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body_text(res).await, "Busy");
 }
@@ -70,7 +71,7 @@ async fn fail_closed_without_a_wait_still_says_one_second() {
     decision.allowed = false;
     let limiter = Scripted::new(policy(), Answer::Decide(decision));
     let svc = RateLimitLayer::new(limiter).layer(counting_service(Arc::default()));
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(res.headers(), "retry-after"), "1");
 }
@@ -81,7 +82,7 @@ async fn fail_open_passes_without_invented_numbers() {
     let limiter = Scripted::new(policy(), Answer::Decide(open()));
     let svc = RateLimitLayer::new(limiter).layer(counting_service(calls.clone()));
 
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_no_quota_headers(res.headers());
     assert!(res.headers().get("retry-after").is_none());
@@ -93,7 +94,7 @@ async fn fail_open_passes_without_invented_numbers() {
 async fn fallback_allowed_passes_without_quota_headers() {
     let limiter = Scripted::new(policy(), Answer::Decide(fallback_allowed()));
     let svc = RateLimitLayer::new(limiter).layer(counting_service(Arc::default()));
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_no_quota_headers(res.headers());
     assert!(res.headers().get("retry-after").is_none());
@@ -105,7 +106,7 @@ async fn fallback_denied_is_429_with_retry_after_only() {
     let calls = Arc::new(AtomicUsize::new(0));
     let limiter = Scripted::new(policy(), Answer::Decide(fallback_denied()));
     let svc = RateLimitLayer::new(limiter).layer(counting_service(calls.clone()));
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(res.headers(), "retry-after"), "4");
     assert_no_quota_headers(res.headers());
@@ -120,39 +121,27 @@ async fn degraded_headers_when_asked_for() {
         .with_degraded_headers(true)
         .layer(counting_service(Arc::default()));
 
-    let res = svc
-        .clone()
-        .oneshot(request("192.0.2.1:1", &[]))
-        .await
-        .unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_quota_headers(res.headers());
     assert_eq!(header(res.headers(), "ratelimit"), r#""default";r=0;t=0"#);
     assert_eq!(header(res.headers(), "retry-after"), "3");
 
     limiter.set(Answer::Decide(fallback_denied()));
-    let res = svc
-        .clone()
-        .oneshot(request("192.0.2.1:1", &[]))
-        .await
-        .unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_quota_headers(res.headers());
     assert_eq!(header(res.headers(), "ratelimit"), r#""default";r=0;t=4"#);
     assert_eq!(header(res.headers(), "retry-after"), "4");
 
     limiter.set(Answer::Decide(fallback_allowed()));
-    let res = svc
-        .clone()
-        .oneshot(request("192.0.2.1:1", &[]))
-        .await
-        .unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "ratelimit"), r#""default";r=3;t=20"#);
     assert!(res.headers().get("retry-after").is_none());
 
     limiter.set(Answer::Decide(open()));
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "x-ratelimit-remaining"), "5");
 }
@@ -162,7 +151,7 @@ async fn an_error_is_503_with_a_one_second_retry_after_and_no_leak() {
     let calls = Arc::new(AtomicUsize::new(0));
     let limiter = Scripted::new(policy(), Answer::Fail);
     let svc = RateLimitLayer::new(limiter).layer(counting_service(calls.clone()));
-    let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+    let res = send(&svc, request("192.0.2.1:1", &[])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(res.headers(), "retry-after"), "1");
     assert_no_quota_headers(res.headers());
@@ -174,7 +163,7 @@ async fn an_error_is_503_with_a_one_second_retry_after_and_no_leak() {
 
 #[tokio::test]
 async fn an_outage_logs_one_warn_and_its_end_one_info() {
-    let logs = Capture::install();
+    let (logs, _guard) = Capture::install();
     let limiter = Scripted::new(policy(), Answer::Fail);
     let layer = RateLimitLayer::new(limiter.clone());
     // Two services of one layer (two routes) share the outage.
@@ -183,18 +172,18 @@ async fn an_outage_logs_one_warn_and_its_end_one_info() {
 
     for i in 0..50 {
         let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let res = svc.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
+        let res = send(&svc, request("192.0.2.1:1", &[])).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
-    let warns = logs.at(Level::WARN);
+    let warns = logs.events(Level::WARN);
     assert_eq!(warns.len(), 1, "{warns:?}");
     assert!(
         warns[0].contains("connection refused: cache-7.internal:6379"),
         "the cause is in the WARN: {}",
         warns[0]
     );
-    assert_eq!(logs.at(Level::DEBUG).len(), 49);
-    assert!(logs.at(Level::INFO).is_empty());
+    assert_eq!(logs.events(Level::DEBUG).len(), 49);
+    assert!(logs.events(Level::INFO).is_empty());
 
     limiter.set(Answer::Decide(Decision::allowed(
         5,
@@ -202,37 +191,30 @@ async fn an_outage_logs_one_warn_and_its_end_one_info() {
         Duration::from_secs(30),
     )));
     for _ in 0..3 {
-        let res = a
-            .clone()
-            .oneshot(request("192.0.2.1:1", &[]))
-            .await
-            .unwrap();
+        let res = send(&a, request("192.0.2.1:1", &[])).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
-    let infos = logs.at(Level::INFO);
+    let infos = logs.events(Level::INFO);
     assert_eq!(infos.len(), 1, "{infos:?}");
     assert!(infos[0].contains("errors=50"), "{}", infos[0]);
 
     // The next outage is a new transition.
     limiter.set(Answer::Fail);
-    b.oneshot(request("192.0.2.1:1", &[])).await.unwrap();
-    assert_eq!(logs.at(Level::WARN).len(), 2);
-    assert!(logs.lines().iter().all(|l| l.level != Level::ERROR));
+    send(&b, request("192.0.2.1:1", &[])).await;
+    assert_eq!(logs.events(Level::WARN).len(), 2);
+    assert!(logs.all().iter().all(|l| l.level != Level::ERROR));
 }
 
 #[tokio::test]
 async fn degraded_decisions_log_at_debug_only() {
-    let logs = Capture::install();
+    let (logs, _guard) = Capture::install();
     let limiter = Scripted::new(policy(), Answer::Decide(closed()));
     let svc = RateLimitLayer::new(limiter.clone()).layer(counting_service(Arc::default()));
     for answer in [closed(), open(), fallback_allowed(), fallback_denied()] {
         limiter.set(Answer::Decide(answer));
-        svc.clone()
-            .oneshot(request("192.0.2.1:1", &[]))
-            .await
-            .unwrap();
+        send(&svc, request("192.0.2.1:1", &[])).await;
     }
-    let lines = logs.lines();
+    let lines = logs.all();
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(lines.iter().all(|l| l.level == Level::DEBUG), "{lines:?}");
     assert!(lines[0].text.contains("policy=closed"), "{lines:?}");

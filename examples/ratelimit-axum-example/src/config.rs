@@ -465,7 +465,7 @@ impl Config {
     pub fn client_ip_extractor(&self) -> anyhow::Result<ratelimit_tower::ClientIp> {
         let c = &self.client_ip;
         ratelimit_tower::ClientIp::new()
-            .trust_proxies(c.trusted_proxies.iter().copied())
+            .with_trusted_proxies(c.trusted_proxies.iter().copied())
             .with_header(c.header)
             .with_ipv6_prefix_len(c.ipv6_prefix)
             .context("invalid `client_ip.ipv6_prefix`")?

@@ -2,58 +2,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
+use std::io::Read as _;
 
-use common::start_binary;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ratelimit-axum-example");
-
-fn config_file(name: &str, text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "ratelimit-example-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::process::{start_stream, ConfigFile, Process, START};
 
 fn fails_to_start(text: &str) -> String {
-    let path = config_file("bad", text);
-    let mut child = Command::new(BIN)
-        .args(["--bind", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env_remove("REDIS_URL")
-        .env_remove("OPENAI_API_KEY")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A service that accepts the bad config would serve forever: bound
-    // the wait, so the test fails instead of hanging.
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(20) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("started with a bad config:\n{text}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    std::fs::remove_file(&path).ok();
+    let config = ConfigFile::new("bad", text);
+    let mut service = Process::start(&["--config", config.arg()], &[], "info");
+    // A service that accepts the bad config would serve forever: the
+    // wait is bounded, so the test fails instead of hanging.
+    let status = service.exits_within(START);
     assert!(!status.success(), "started with a bad config:\n{text}");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    stderr
+    service.output()
 }
 
 #[test]
@@ -120,32 +80,12 @@ fn the_sample_config_file_is_the_default_service() {
 
 #[test]
 fn sigterm_lets_the_in_flight_stream_finish() {
-    let (mut child, addr, mut logs) = start_binary(&[], &[("RATELIMIT_DELTA_DELAY", "40ms")]);
-    let mut conn = TcpStream::connect(addr).unwrap();
-    let body = r#"{"messages":[{"role":"user","content":"Hi"}]}"#;
-    write!(
-        conn,
-        "POST /api/generate HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    // Wait for the answer to begin: the stream is then in flight, with
-    // about a second of deltas still to come.
-    let mut reader = BufReader::new(conn);
-    let mut head = String::new();
-    while !head.contains("text-delta") {
-        assert!(
-            reader.read_line(&mut head).unwrap() > 0,
-            "closed early: {head}"
-        );
-    }
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut service = Process::start(&[], &[("RATELIMIT_DELTA_DELAY", "40ms")], "info");
+    // The answer has begun: the stream is then in flight, with about a
+    // second of deltas still to come.
+    let mut reader = start_stream(service.addr(), START);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    service.sigterm();
 
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
@@ -154,9 +94,8 @@ fn sigterm_lets_the_in_flight_stream_finish() {
         "the stream finished: {rest}"
     );
     assert!(rest.contains("data: [DONE]"), "{rest}");
-    let status = child.0.wait().unwrap();
+    let status = service.exits_within(START);
     assert!(status.success(), "clean exit after shutdown: {status:?}");
-    let mut log = String::new();
-    logs.read_to_string(&mut log).unwrap();
+    let log = service.output();
     assert!(log.contains("shutting down"), "{log}");
 }

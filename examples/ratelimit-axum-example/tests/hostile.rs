@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{start_binary, test_app, PLAIN_BODY};
+use common::process::{start_stream, ConfigFile, Process};
+use common::{test_app, PLAIN_BODY};
 use ratelimit_axum_example::{serve, Config};
 use ratelimit_core::Limiter;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -353,69 +353,24 @@ fn hostile(addr: SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
     conn
 }
 
-/// Starts a generate request and waits for its first delta; returns the
-/// reader with the stream still running.
-fn start_stream(addr: SocketAddr) -> BufReader<std::net::TcpStream> {
-    let mut conn = hostile(addr, b"");
-    let body = r#"{"messages":[{"role":"user","content":"Hi"}]}"#;
-    write!(
-        conn,
-        "POST /api/generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reader = BufReader::new(conn);
-    let mut head = String::new();
-    while !head.contains("text-delta") {
-        assert!(
-            reader.read_line(&mut head).unwrap() > 0,
-            "closed early: {head}"
-        );
-    }
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    reader
-}
-
-fn sigterm(pid: u32) {
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-}
-
-/// Waits at most `bound` for the process to exit.
-fn exits_within(child: &mut std::process::Child, bound: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < bound, "still running after {bound:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn server_config(name: &str, grace: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "ratelimit-example-hostile-{}-{name}.toml",
-        std::process::id()
-    ));
-    // Long head and idle budgets: only the shutdown may close these.
+/// A configuration with long head and idle budgets, so that only the
+/// shutdown may close the connections, and `grace` to shut down.
+fn server_config(name: &str, grace: &str) -> ConfigFile {
     let text = format!(
         "[server]\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"\nshutdown_grace = \"{grace}\"\n"
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile::new(&format!("hostile-{name}"), &text)
 }
 
 #[test]
 fn sigterm_with_hostile_clients_lets_the_stream_finish_and_exits() {
     let config = server_config("short-stream", "5s");
-    let (mut child, addr, mut log) = start_binary(
-        &["--config", config.to_str().unwrap()],
+    let mut service = Process::start(
+        &["--config", config.arg()],
         &[("RATELIMIT_DELTA_DELAY", "30ms")],
+        "info",
     );
+    let addr = service.addr();
     let mut silent = hostile(addr, b"");
     let mut slow = hostile(addr, b"POST /api/generate HTTP/1.1\r\nhost: x\r\nx-slo");
     let mut idle = hostile(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
@@ -425,10 +380,10 @@ fn sigterm_with_hostile_clients_lets_the_stream_finish_and_exits() {
         answer[..n].starts_with(b"HTTP/1.1 200"),
         "the idle client was served once"
     );
-    let mut stream = start_stream(addr);
+    let mut stream = start_stream(addr, MARGIN);
 
     let signalled = Instant::now();
-    sigterm(child.0.id());
+    service.sigterm();
     // The hostile connections are closed at once: not at their budgets
     // (60 s), nor at the end of the grace (5 s).
     for (name, conn) in [
@@ -464,31 +419,31 @@ fn sigterm_with_hostile_clients_lets_the_stream_finish_and_exits() {
         rest.ends_with("\r\n0\r\n\r\n"),
         "the chunked body is complete: {rest}"
     );
-    let status = exits_within(&mut child.0, Duration::from_secs(5) + MARGIN);
+    let status = service.exits_within(Duration::from_secs(5) + MARGIN);
     assert!(status.success(), "{status:?}");
     assert!(signalled.elapsed() < Duration::from_secs(5) + MARGIN);
-    let mut log_text = String::new();
-    log.read_to_string(&mut log_text).unwrap();
+    let log_text = service.output();
     assert!(
         !log_text.contains("still open after the shutdown grace"),
         "{log_text}"
     );
-    std::fs::remove_file(&config).ok();
 }
 
 #[test]
 fn sigterm_cuts_a_stream_longer_than_the_grace() {
     let config = server_config("long-stream", "1s");
-    let (mut child, addr, mut log) = start_binary(
-        &["--config", config.to_str().unwrap()],
+    let mut service = Process::start(
+        &["--config", config.arg()],
         // About 45 deltas at 300 ms: some 13 s, far past the grace.
         &[("RATELIMIT_DELTA_DELAY", "300ms")],
+        "info",
     );
+    let addr = service.addr();
     let _slow = hostile(addr, b"POST /api/generate HTTP/1.1\r\nhost: x\r\nx-slo");
-    let mut stream = start_stream(addr);
+    let mut stream = start_stream(addr, MARGIN);
     let signalled = Instant::now();
-    sigterm(child.0.id());
-    let status = exits_within(&mut child.0, Duration::from_secs(1) + MARGIN);
+    service.sigterm();
+    let status = service.exits_within(Duration::from_secs(1) + MARGIN);
     assert!(status.success(), "{status:?}");
     assert!(
         signalled.elapsed() >= Duration::from_secs(1),
@@ -498,11 +453,9 @@ fn sigterm_cuts_a_stream_longer_than_the_grace() {
     let _ = stream.read_to_end(&mut rest);
     let rest = String::from_utf8_lossy(&rest);
     assert!(!rest.contains("[DONE]"), "the stream was cut: {rest}");
-    let mut log_text = String::new();
-    log.read_to_string(&mut log_text).unwrap();
+    let log_text = service.output();
     assert!(
         log_text.contains("closing the connections still open after the shutdown grace"),
         "{log_text}"
     );
-    std::fs::remove_file(&config).ok();
 }

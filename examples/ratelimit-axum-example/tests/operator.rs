@@ -23,13 +23,13 @@
 
 mod common;
 
-use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Service, PLAIN_BODY};
+use common::process::{ConfigFile, Process};
+use common::PLAIN_BODY;
 use ratelimit_redis_harness::{free_port, RedisServer};
 
 /// How long any one condition may take to come true.
@@ -48,10 +48,9 @@ const OTHER_WARNINGS: [&str; 2] = [
 
 /// One service process, its log collected line by line as it is written.
 struct Instance {
-    _process: Service,
+    process: Process,
     addr: SocketAddr,
     metrics: String,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// The configuration of one instance: a limit the load never reaches, a
@@ -88,79 +87,23 @@ bind = "127.0.0.1:0"
 impl Instance {
     /// Starts the binary on `config_text`; returns once it listens.
     fn start(name: &'static str, config_text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "ratelimit-operator-{}-{name}-{}.toml",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::write(&path, config_text).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratelimit-axum-example"))
-            .args(["--bind", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env_remove("REDIS_URL")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("RATELIMIT_FAILURE")
-            .env_remove("RATELIMIT_METRICS_BIND")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let process = Service(child);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    log.lock().unwrap().push(line);
-                }
-                // The end of the log: the process is gone.
-                let _ = tx.send(());
-            });
-        }
-        let started = Instant::now();
-        loop {
-            let (addr, metrics) = {
-                let lines = log.lock().unwrap();
-                let field = |name: &str| {
-                    lines.iter().find_map(|l| {
-                        l.split(&format!(" {name}="))
-                            .nth(1)
-                            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
-                    })
-                };
-                (field("addr"), field("url"))
-            };
-            if let (Some(addr), Some(metrics)) = (addr, metrics) {
-                std::fs::remove_file(&path).ok();
-                return Self {
-                    _process: process,
-                    addr: addr.parse().unwrap(),
-                    metrics,
-                    log,
-                };
-            }
-            let exited = rx.try_recv().is_ok();
-            assert!(
-                !exited && started.elapsed() < DEADLINE,
-                "{name} did not start:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let config = ConfigFile::new(&format!("operator-{name}"), config_text);
+        let mut process = Process::start(&["--config", config.arg()], &[], "info");
+        let metrics = process.wait_for_field("serving Prometheus metrics", "url");
+        let addr = process.addr();
+        Self {
+            process,
+            addr,
+            metrics,
         }
     }
 
     /// The lines at `level` containing `needle`.
     fn lines(&self, level: &str, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
+        self.process
+            .lines()
+            .into_iter()
             .filter(|l| l.contains(&format!(" {level} ")) && l.contains(needle))
-            .cloned()
             .collect()
     }
 
@@ -182,7 +125,7 @@ impl Instance {
     }
 
     fn log_text(&self) -> String {
-        let lines = self.log.lock().unwrap();
+        let lines = self.process.lines();
         let kept: Vec<&str> = lines
             .iter()
             .filter(|l| !l.contains("tower_http::trace::on_response"))

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{start_binary, PLAIN_BODY};
+use common::process::{Process, START};
+use common::PLAIN_BODY;
 use ratelimit_redis_harness::RedisServer;
 
 async fn post(client: &reqwest::Client, addr: std::net::SocketAddr) -> reqwest::Response {
@@ -22,8 +23,14 @@ async fn two_service_processes_sharing_one_redis_enforce_one_limit() {
     let redis = RedisServer::start();
     let url = redis.url();
     let envs = [("RATELIMIT_DELTA_DELAY", "0ms"), ("RATELIMIT_RATE", "5/1h")];
-    let (_a, addr_a, log_a) = start_binary(&["--redis-url", &url], &envs);
-    let (_b, addr_b, _log_b) = start_binary(&[], &[envs[0], envs[1], ("REDIS_URL", url.as_str())]);
+    let mut a = Process::start(&["--redis-url", &url], &envs, "info");
+    let addr_a = a.addr();
+    let mut b = Process::start(
+        &[],
+        &[envs[0], envs[1], ("REDIS_URL", url.as_str())],
+        "info",
+    );
+    let addr_b = b.addr();
 
     let client = reqwest::Client::new();
     let mut remaining = Vec::new();
@@ -49,7 +56,6 @@ async fn two_service_processes_sharing_one_redis_enforce_one_limit() {
         assert!(res.headers().contains_key("retry-after"));
         assert_eq!(res.text().await.unwrap(), "Ratelimited!");
     }
-    drop(log_a);
 }
 
 #[test]
@@ -59,17 +65,9 @@ fn an_unreachable_redis_stops_start_up_with_a_reason() {
         .local_addr()
         .unwrap()
         .port();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ratelimit-axum-example"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--redis-url",
-            &format!("redis://127.0.0.1:{port}"),
-        ])
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut service = Process::start(&["--redis-url", &url], &[], "info");
+    assert!(!service.exits_within(START).success());
+    let err = service.output();
     assert!(err.contains("cannot start the Redis backend"), "{err}");
 }

@@ -3,16 +3,14 @@
 //! on stdout or stderr, whether it serves, fails a request, or fails to
 //! start.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::{ConfigFile, Process};
 use ratelimit_axum_example::{Config, Secret, SecretUrl};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ratelimit-axum-example");
 
 /// A loopback port with nothing listening on it.
 fn closed_port() -> u16 {
@@ -21,15 +19,6 @@ fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn config_file(name: &str, text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "ratelimit-example-secrets-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// An OpenAI-compatible provider that refuses every request and, as a
@@ -63,81 +52,20 @@ fn echoing_provider() -> SocketAddr {
     addr
 }
 
-/// The service's whole output, both streams, read on threads so neither
-/// pipe fills up; the `listening` line's address is sent as soon as seen.
-struct Output {
-    threads: Vec<JoinHandle<String>>,
-    listening: mpsc::Receiver<SocketAddr>,
-}
-
-fn start(args: &[&str], envs: &[(&str, &str)]) -> (Child, Output) {
-    let mut child = Command::new(BIN)
-        .args(["--bind", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "trace")
-        .env_remove("REDIS_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env("RATELIMIT_DELTA_DELAY", "0ms")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, listening) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let threads = vec![
-        std::thread::spawn(move || {
-            let mut all = String::new();
-            BufReader::new(stdout).read_to_string(&mut all).ok();
-            all
-        }),
-        std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    if let Ok(addr) = rest.split_whitespace().next().unwrap_or("").parse() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        }),
-    ];
-    (child, Output { threads, listening })
-}
-
-/// Waits (at most 20 s) for the process to exit; returns its output.
-fn finish(mut child: Child, output: Output) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("the service did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    output
-        .threads
+/// Starts the service at `RUST_LOG=trace` with no delay between deltas.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Process {
+    let envs: Vec<_> = [("RATELIMIT_DELTA_DELAY", "0ms")]
         .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
+        .chain(envs.iter().copied())
+        .collect();
+    Process::start(args, &envs, "trace")
 }
 
 /// Starts the service, makes one generate request, stops it with
 /// SIGTERM; returns the answer and the whole output.
 fn serve_one_request(args: &[&str], envs: &[(&str, &str)]) -> (String, String) {
-    let (child, output) = start(args, envs);
-    let Ok(addr) = output.listening.recv_timeout(Duration::from_secs(20)) else {
-        let pid = child.id();
-        let out = finish(child, output);
-        panic!("service {pid} never listened:\n{out}");
-    };
+    let mut service = start(args, envs);
+    let addr = service.addr();
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -150,17 +78,12 @@ fn serve_one_request(args: &[&str], envs: &[(&str, &str)]) -> (String, String) {
     .unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    (answer, finish(child, output))
+    service.sigterm();
+    (answer, service.output())
 }
 
 fn fails_to_start(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let (child, output) = start(args, envs);
-    finish(child, output)
+    start(args, envs).output()
 }
 
 #[track_caller]
@@ -202,14 +125,13 @@ fn api_key_and_base_url_credentials_from_the_environment() {
 #[test]
 fn api_key_and_base_url_credentials_from_the_file() {
     let provider = echoing_provider();
-    let path = config_file(
-        "model",
+    let config = ConfigFile::new(
+        "secrets-model",
         &format!(
             "[model]\napi_key = \"sk-FileKey44f0a2\"\nbase_url = \"http://FileUrlToken9e8d@{provider}/v1\"\n"
         ),
     );
-    let (answer, output) = serve_one_request(&["--config", path.to_str().unwrap()], &[]);
-    std::fs::remove_file(&path).ok();
+    let (answer, output) = serve_one_request(&["--config", config.arg()], &[]);
     assert_hidden("sk-FileKey44f0a2", &output);
     assert_hidden("FileUrlToken9e8d", &output);
     assert!(
@@ -274,9 +196,11 @@ fn redis_passwords_in_the_file() {
             format!("cluster = [\"redis://u:FileClusterPass3f@127.0.0.1:{port}\"]"),
         ),
     ] {
-        let path = config_file(name, &format!("[backend]\nkind = \"redis\"\n{backend}\n"));
-        let output = fails_to_start(&["--config", path.to_str().unwrap()], &[]);
-        std::fs::remove_file(&path).ok();
+        let config = ConfigFile::new(
+            &format!("secrets-{name}"),
+            &format!("[backend]\nkind = \"redis\"\n{backend}\n"),
+        );
+        let output = fails_to_start(&["--config", config.arg()], &[]);
         assert!(
             output.contains("cannot start the Redis backend"),
             "{output}"
@@ -290,9 +214,8 @@ fn redis_passwords_in_the_file() {
 fn a_typo_next_to_a_secret_does_not_quote_it() {
     // Unquoted: the file does not parse, and toml's own message would
     // quote the line.
-    let path = config_file("typo", "[model]\napi_key = sk-TypoKey61aa\n");
-    let output = fails_to_start(&["--config", path.to_str().unwrap()], &[]);
-    std::fs::remove_file(&path).ok();
+    let config = ConfigFile::new("secrets-typo", "[model]\napi_key = sk-TypoKey61aa\n");
+    let output = fails_to_start(&["--config", config.arg()], &[]);
     assert_hidden("TypoKey61aa", &output);
     assert!(output.contains("line 2"), "{output}");
     assert!(output.contains("`api_key`"), "the key is named: {output}");

@@ -1,25 +1,21 @@
-//! What the integration tests share: a trivial service, requests, a
-//! limiter that answers what the test says, and a log capture.
+//! What the integration tests share: a trivial service, requests, and a
+//! limiter that answers what the test says. The log capture is
+//! `ratelimit-testkit`'s.
 
 #![allow(dead_code)] // each test file uses its own part
 
-use std::cell::RefCell;
 use std::convert::Infallible;
-use std::fmt::Write as _;
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use ratelimit_core::{Decision, Error, Limiter, Policy};
 use ratelimit_tower::{PeerAddr, RateLimitBody};
-use tower::{service_fn, Service};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt as _};
-use tracing_subscriber::Layer;
+use tower::{service_fn, Service, ServiceExt as _};
 
 pub type Body = http_body_util::Full<bytes::Bytes>;
 
@@ -34,6 +30,25 @@ pub fn counting_service(
         calls.fetch_add(1, Ordering::Relaxed);
         async { Ok(Response::new(Body::from("hello"))) }
     })
+}
+
+/// A service answering `hello`.
+pub fn ok_service(
+) -> impl Service<Request<()>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static {
+    counting_service(Arc::default())
+}
+
+/// Sends `req` through a clone of `svc` (which stays usable) and returns
+/// the response.
+pub async fn send<S>(svc: &S, req: Request<()>) -> Response<RateLimitBody<Body>>
+where
+    S: Service<Request<()>, Response = Response<RateLimitBody<Body>>> + Clone,
+    S::Error: Debug,
+{
+    svc.clone().oneshot(req).await.unwrap()
 }
 
 /// A request from `peer` with `headers`.
@@ -134,84 +149,5 @@ impl Limiter for Scripted {
     }
     fn policies(&self) -> &[Policy] {
         &self.policies
-    }
-}
-
-/// One captured log event: its level and its fields as `name=value`.
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub level: Level,
-    pub text: String,
-}
-
-thread_local! {
-    /// The events of this thread while a [`Capture`] is installed on it.
-    static LINES: RefCell<Option<Vec<Line>>> = const { RefCell::new(None) };
-}
-
-/// Captures the events of the current thread (the tests run on a
-/// current-thread runtime) until dropped.
-///
-/// The subscriber is global and installed once, and it files each event
-/// under the thread that emitted it. A scoped subscriber per test
-/// (`set_default`) loses events when tests run in parallel: tracing caches
-/// each call site's interest (and the maximum level) across threads, and
-/// a call site first reached by a test without a subscriber is cached as
-/// disabled.
-#[derive(Debug)]
-pub struct Capture(());
-
-impl Capture {
-    pub fn install() -> Self {
-        static GLOBAL: Once = Once::new();
-        GLOBAL.call_once(|| {
-            tracing::subscriber::set_global_default(
-                tracing_subscriber::registry().with(ThreadLines),
-            )
-            .expect("no other global subscriber in the tests");
-        });
-        LINES.with(|lines| *lines.borrow_mut() = Some(Vec::new()));
-        Self(())
-    }
-
-    pub fn lines(&self) -> Vec<Line> {
-        LINES.with(|lines| lines.borrow().clone().unwrap_or_default())
-    }
-
-    pub fn at(&self, level: Level) -> Vec<String> {
-        self.lines()
-            .into_iter()
-            .filter(|l| l.level == level)
-            .map(|l| l.text)
-            .collect()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        LINES.with(|lines| *lines.borrow_mut() = None);
-    }
-}
-
-struct ThreadLines;
-
-impl<S: Subscriber> Layer<S> for ThreadLines {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        struct Fields(String);
-        impl Visit for Fields {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        LINES.with(|lines| {
-            if let Some(lines) = lines.borrow_mut().as_mut() {
-                let mut fields = Fields(String::new());
-                event.record(&mut fields);
-                lines.push(Line {
-                    level: *event.metadata().level(),
-                    text: fields.0,
-                });
-            }
-        });
     }
 }

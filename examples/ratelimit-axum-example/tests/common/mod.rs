@@ -1,6 +1,8 @@
 //! Helpers shared by the example's integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,57 +138,4 @@ pub async fn serve(router: Router) -> SocketAddr {
         .unwrap();
     });
     addr
-}
-
-/// A running service process, killed (if still running) and reaped on
-/// drop, so a failing test leaves no server behind.
-pub struct Service(pub std::process::Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the compiled service on a free port with `args` and `envs`;
-/// returns it, its address (read from its "listening" log line) and the
-/// rest of its log.
-pub fn start_binary(
-    args: &[&str],
-    envs: &[(&str, &str)],
-) -> (
-    Service,
-    SocketAddr,
-    std::io::BufReader<std::process::ChildStderr>,
-) {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ratelimit-axum-example"))
-        .args(["--bind", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("REDIS_URL")
-        .env_remove("OPENAI_API_KEY")
-        .envs(envs.iter().copied())
-        // Not the test's stdout: a server outliving its test would hold
-        // the test runner's pipe open.
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let service = Service(child);
-    let mut line = String::new();
-    let mut log = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("the service exited before listening:\n{log}");
-        }
-        log.push_str(&line);
-        if let Some(rest) = line.split("addr=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (service, addr, stderr);
-        }
-    }
 }
