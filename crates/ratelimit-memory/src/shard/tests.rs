@@ -44,7 +44,7 @@ enum Op {
     /// where reclaiming a microsecond early or late shows.
     ToForget { key: usize, offset: i64 },
     /// Move the clock back, never more than the grace behind the latest
-    /// time seen (the promise of `MemoryLimiterOptions::idle_grace`), and
+    /// time seen (the promise of `MemoryLimiterOptions::with_idle_grace`), and
     /// only in uncapped shards: see [`Run::rewinds`].
     Rewind(u64),
     /// One sweep step, as a check may take: leaves the sweeper mid-pass,
