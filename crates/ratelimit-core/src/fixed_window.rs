@@ -90,72 +90,6 @@ impl FixedWindow {
         })
     }
 
-    /// `limit` per second.
-    ///
-    /// # Errors
-    ///
-    /// As [`new`](Self::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ratelimit_core::FixedWindow;
-    /// assert_eq!(FixedWindow::per_second(10).unwrap().window().as_secs(), 1);
-    /// ```
-    pub fn per_second(limit: u64) -> Result<Self, ConfigError> {
-        Self::new(limit, Duration::from_secs(1))
-    }
-
-    /// `limit` per minute.
-    ///
-    /// # Errors
-    ///
-    /// As [`new`](Self::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ratelimit_core::FixedWindow;
-    /// assert_eq!(FixedWindow::per_minute(10).unwrap().window().as_secs(), 60);
-    /// ```
-    pub fn per_minute(limit: u64) -> Result<Self, ConfigError> {
-        Self::new(limit, Duration::from_secs(60))
-    }
-
-    /// `limit` per hour.
-    ///
-    /// # Errors
-    ///
-    /// As [`new`](Self::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ratelimit_core::FixedWindow;
-    /// assert_eq!(FixedWindow::per_hour(10).unwrap().window().as_secs(), 3600);
-    /// ```
-    pub fn per_hour(limit: u64) -> Result<Self, ConfigError> {
-        Self::new(limit, Duration::from_secs(3600))
-    }
-
-    /// The most cost per window.
-    #[must_use]
-    pub const fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// The window length.
-    #[must_use]
-    pub const fn window(&self) -> Duration {
-        Duration::from_micros(self.window_us)
-    }
-
-    /// The window length in microseconds.
-    #[must_use]
-    pub const fn window_micros(&self) -> u64 {
-        self.window_us
-    }
-
     /// The state as of `now` and the effective window index: a later window
     /// starts empty; an earlier one (the clock went back) keeps the stored
     /// window, which is never reopened.
@@ -183,6 +117,8 @@ impl FixedWindow {
         )
     }
 }
+
+window_api!(FixedWindow);
 
 impl Algorithm for FixedWindow {
     type State = FixedWindowState;

@@ -43,6 +43,9 @@
 //! # }
 //! ```
 
+#[macro_use]
+mod window_api;
+
 mod algorithm;
 mod algorithm_name;
 mod clock;

@@ -104,72 +104,6 @@ impl SlidingWindow {
         })
     }
 
-    /// `limit` per second.
-    ///
-    /// # Errors
-    ///
-    /// As [`new`](Self::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ratelimit_core::SlidingWindow;
-    /// assert_eq!(SlidingWindow::per_second(10).unwrap().window().as_secs(), 1);
-    /// ```
-    pub fn per_second(limit: u64) -> Result<Self, ConfigError> {
-        Self::new(limit, Duration::from_secs(1))
-    }
-
-    /// `limit` per minute.
-    ///
-    /// # Errors
-    ///
-    /// As [`new`](Self::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ratelimit_core::SlidingWindow;
-    /// assert_eq!(SlidingWindow::per_minute(10).unwrap().window().as_secs(), 60);
-    /// ```
-    pub fn per_minute(limit: u64) -> Result<Self, ConfigError> {
-        Self::new(limit, Duration::from_secs(60))
-    }
-
-    /// `limit` per hour.
-    ///
-    /// # Errors
-    ///
-    /// As [`new`](Self::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use ratelimit_core::SlidingWindow;
-    /// assert_eq!(SlidingWindow::per_hour(10).unwrap().window().as_secs(), 3600);
-    /// ```
-    pub fn per_hour(limit: u64) -> Result<Self, ConfigError> {
-        Self::new(limit, Duration::from_secs(3600))
-    }
-
-    /// The most cost per window.
-    #[must_use]
-    pub const fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// The window length.
-    #[must_use]
-    pub const fn window(&self) -> Duration {
-        Duration::from_micros(self.window_us)
-    }
-
-    /// The window length in microseconds.
-    #[must_use]
-    pub const fn window_micros(&self) -> u64 {
-        self.window_us
-    }
-
     /// `ceil(count * (W_ms - elapsed_ms) / W_ms)`: the part of a previous
     /// window's count that still overlaps the last `window`.
     #[inline]
@@ -239,6 +173,8 @@ impl SlidingWindow {
         }
     }
 }
+
+window_api!(SlidingWindow);
 
 impl Algorithm for SlidingWindow {
     type State = SlidingWindowState;
