@@ -90,7 +90,7 @@ pub(crate) fn validate_period(value: Duration, field: &'static str) -> Result<u6
     let range = || {
         format!("expected a whole number of milliseconds from 1 ms to {MAX_PERIOD_MS} ms (about 795 days)")
     };
-    if value.subsec_nanos() % 1_000_000 != 0 {
+    if !value.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(ConfigError::new(
             field,
             format!(
