@@ -1,2 +1,2 @@
-//! Criterion benchmarks of the `ratelimit` workspace; run with
+//! Benchmarks of the `ratelimit` workspace (criterion and custom harnesses); run with
 //! `cargo bench -p ratelimit-benches`. See `BENCHMARKS.md` for the figures.

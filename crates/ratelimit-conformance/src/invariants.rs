@@ -1,4 +1,4 @@
-//! The invariants of SPEC section 4, checked step by step on the pure
+//! The invariants every policy keeps, checked step by step on the pure
 //! policy functions.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use ratelimit_core::{Algorithm, Decision, ErrorKind, Policy, PolicyState};
 pub use crate::ops::{Op, Step};
 use crate::{ensure, Violation};
 
-/// The invariants of SPEC section 4 that hold without a backend.
+/// The invariants that hold without a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Invariant {

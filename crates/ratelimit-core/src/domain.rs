@@ -1,4 +1,4 @@
-//! The exact-arithmetic domain (SPEC section 1).
+//! The exact-arithmetic domain.
 //!
 //! Redis evaluates Lua numbers as IEEE doubles, which are exact only below
 //! 2^53. Every policy is checked against these bounds when it is built, so
@@ -19,7 +19,7 @@ pub const MAX_PERIOD_MS: u64 = 1 << 36;
 /// `capacity * emission_interval_us` for the token bucket; both products must
 /// be strictly below it.
 ///
-/// For the window policies this is SPEC's `2^53`. The token bucket adds its
+/// For the window policies this is `2^53`. The token bucket adds its
 /// span to a timestamp, so it keeps two bits of headroom and is checked
 /// against [`MAX_BUCKET_SPAN_US`] instead.
 pub const MAX_PRODUCT: u64 = 1 << 53;
@@ -90,7 +90,7 @@ pub(crate) fn validate_period(value: Duration, field: &'static str) -> Result<u6
     let range = || {
         format!("expected a whole number of milliseconds from 1 ms to {MAX_PERIOD_MS} ms (about 795 days)")
     };
-    if value.subsec_nanos() % 1_000_000 != 0 {
+    if !value.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(ConfigError::new(
             field,
             format!(

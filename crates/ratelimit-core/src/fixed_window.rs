@@ -10,7 +10,7 @@ use crate::{Algorithm, ConfigError, Decision, Error};
 ///
 /// The cheapest policy to store (a window index and a count) and the one
 /// `@upstash/ratelimit` users know; its weakness is a burst of up to
-/// `2 * limit` across a window boundary. See SPEC section 3.
+/// `2 * limit` across a window boundary.
 ///
 /// # Examples
 ///

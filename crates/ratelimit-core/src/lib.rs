@@ -1,47 +1,4 @@
-//! The contract of the `ratelimit` workspace.
-//!
-//! This crate holds everything that every backend shares and nothing that
-//! does I/O:
-//!
-//! - [`Limiter`], the object-safe async trait an application holds as
-//!   `Arc<dyn Limiter>`;
-//! - [`Decision`], the answer to one check;
-//! - the three policies — [`FixedWindow`], [`SlidingWindow`] and
-//!   [`TokenBucket`] — as pure functions of `(state, now, cost)` through the
-//!   [`Algorithm`] trait, and [`Policy`], the enum an application picks from
-//!   configuration;
-//! - [`Clock`], with [`SystemClock`] and [`ManualClock`];
-//! - [`ReferenceLimiter`], the pure policies over an in-process map, which
-//!   every other backend must agree with.
-//!
-//! Time is an integer count of microseconds since the UNIX epoch throughout.
-//!
-//! # Examples
-//!
-//! ```
-//! use ratelimit_core::{Limiter, ManualClock, Policy, ReferenceLimiter};
-//!
-//! # tokio_test();
-//! # fn tokio_test() {
-//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-//! # rt.block_on(async {
-//! let policy: Policy = toml::from_str(r#"
-//!     algorithm = "fixed_window"
-//!     limit = 5
-//!     window = "30s"
-//! "#).unwrap();
-//! let clock = ManualClock::new(0);
-//! let limiter = ReferenceLimiter::with_clock(policy, clock.clone());
-//!
-//! for _ in 0..5 {
-//!     assert!(limiter.check_one(b"203.0.113.7").await.unwrap().allowed);
-//! }
-//! let sixth = limiter.check_one(b"203.0.113.7").await.unwrap();
-//! assert!(!sixth.allowed);
-//! assert_eq!(sixth.retry_after, Some(std::time::Duration::from_secs(30)));
-//! # });
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 
 #[macro_use]
 mod window_api;

@@ -12,7 +12,9 @@ use crate::{Algorithm, ConfigError, Decision, Error};
 /// Smooths the boundary burst of a [`FixedWindow`](crate::FixedWindow) at
 /// the price of a third integer per key. The previous window's weight is
 /// rounded **up**, per millisecond, so the estimate never admits more than
-/// the exact real-valued formula would. See SPEC section 3.
+/// the exact real-valued formula would. The repository's
+/// [`docs/semantics.md`](https://github.com/ratelimit-rs/ratelimit/blob/main/docs/semantics.md#sliding-window-details)
+/// argues the rounding.
 ///
 /// # Examples
 ///

@@ -11,8 +11,7 @@ use crate::{Algorithm, ConfigError, Decision, Error};
 /// Stored as the generic cell rate algorithm: one timestamp per key (the
 /// theoretical arrival time), so it is as cheap as a fixed window, allows
 /// bursts up to `capacity` and then a smooth rate with no boundary effect.
-/// The emission interval is `T = ceil(period / refill)` µs. See SPEC
-/// section 3.
+/// The emission interval is `T = ceil(period / refill)` µs.
 ///
 /// # Examples
 ///

@@ -1,4 +1,4 @@
-//! Property tests: every invariant of SPEC section 4 that holds without a
+//! Property tests: every invariant of `ratelimit_conformance::invariants` that holds without a
 //! backend (1 to 8), for every algorithm, over random sequences of
 //! (clock step, key, operation) with steps from 0 µs to many windows and
 //! occasional steps hours back.

@@ -103,7 +103,7 @@ impl<A: Algorithm> Shard<A> {
                 self.slots.set_state(at, next);
             }
             self.hits = self.hits.wrapping_add(1);
-            if self.eager || self.hits % HIT_SWEEP_PERIOD == 0 {
+            if self.eager || self.hits.is_multiple_of(HIT_SWEEP_PERIOD) {
                 self.sweep_step(rules, now);
             }
             return Ok(decision);

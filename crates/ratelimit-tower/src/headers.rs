@@ -259,11 +259,11 @@ pub(crate) fn write_retry_after(headers: &mut HeaderMap, wait: Duration) {
 /// never past the decision's `retry_after`.
 ///
 /// A decision's `reset_after` is the time until the key is entirely full
-/// (SPEC section 2). That is the reset of a fixed window and of a token
+/// (see `Decision::reset_after`). That is the reset of a fixed window and of a token
 /// bucket. A sliding window is entirely full only at the end of the
 /// **next** window (its current count decays over that one), up to two
 /// windows away, so its `t` is the end of the current window, read back
-/// from `reset_after` with SPEC section 3's formula: `reset_after` is the
+/// from `reset_after` with the sliding window's formula: `reset_after` is the
 /// end of the next window when the current count is not zero, which is
 /// exactly when it exceeds one window; otherwise it is the end of this
 /// window (or zero).

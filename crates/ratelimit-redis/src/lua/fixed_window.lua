@@ -1,4 +1,4 @@
--- Fixed window (SPEC 3).
+-- Fixed window (ratelimit-core's FixedWindow, ported exactly).
 
 -- Layout (see prelude.lua): the state is the window index and the cost
 -- taken in it; the parameters are the limit and the window in µs.

@@ -1,4 +1,4 @@
--- Sliding window (SPEC 3).
+-- Sliding window (ratelimit-core's SlidingWindow, ported exactly).
 
 -- Layout (see prelude.lua): the state is the current window index, the
 -- cost taken in the window before it and the cost taken in the current

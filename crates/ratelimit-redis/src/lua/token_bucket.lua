@@ -1,4 +1,4 @@
--- Token bucket as GCRA (SPEC 3).
+-- Token bucket as GCRA (ratelimit-core's TokenBucket, ported exactly).
 --
 -- The state is a full bucket again from tat on; its key expires at the
 -- first whole second at or after tat, so that the tokens taken before that
