@@ -127,21 +127,7 @@ impl<K, C> RateLimitLayer<K, C> {
     /// ```
     #[must_use]
     pub fn with_key_extractor<K2: KeyExtractor>(self, key: K2) -> RateLimitLayer<K2, C> {
-        let s = self.settings;
-        RateLimitLayer {
-            settings: Settings {
-                limiter: s.limiter,
-                key,
-                cost: s.cost,
-                denied: s.denied,
-                missing_key: s.missing_key,
-                unavailable: s.unavailable,
-                headers: s.headers,
-                degraded_headers: s.degraded_headers,
-                check_timeout: s.check_timeout,
-                outage: s.outage,
-            },
-        }
+        self.rebuild(|_| key, |cost| cost)
     }
 
     /// Prices requests with `cost` instead of one unit each.
@@ -158,12 +144,22 @@ impl<K, C> RateLimitLayer<K, C> {
     /// ```
     #[must_use]
     pub fn with_cost<C2: CostFunction>(self, cost: C2) -> RateLimitLayer<K, C2> {
+        self.rebuild(|key| key, |_| cost)
+    }
+
+    /// The same settings with the key extractor and the cost function
+    /// mapped: the one place the type-changing builders list every field.
+    fn rebuild<K2, C2>(
+        self,
+        key: impl FnOnce(K) -> K2,
+        cost: impl FnOnce(C) -> C2,
+    ) -> RateLimitLayer<K2, C2> {
         let s = self.settings;
         RateLimitLayer {
             settings: Settings {
                 limiter: s.limiter,
-                key: s.key,
-                cost,
+                key: key(s.key),
+                cost: cost(s.cost),
                 denied: s.denied,
                 missing_key: s.missing_key,
                 unavailable: s.unavailable,
