@@ -80,10 +80,16 @@ fn ours(path: Path) -> Router {
 
 fn governor(path: Path) -> Router {
     // tower_governor's `per_second(n)` replenishes one request every `n`
-    // seconds; `burst_size` is the quota.
-    let config = GovernorConfigBuilder::default()
-        .key_extractor(PeerIpKeyExtractor)
-        .per_second(WINDOW.as_secs())
+    // seconds; `burst_size` is the quota. The allowed path replenishes one
+    // a millisecond: a burst of `NEVER_DENIES` at one per hour overflows
+    // governor's nanosecond arithmetic, and it then denies.
+    let mut builder = GovernorConfigBuilder::default();
+    builder.key_extractor(PeerIpKeyExtractor);
+    match path {
+        Path::Allowed => builder.per_millisecond(1),
+        Path::Denied => builder.per_second(WINDOW.as_secs()),
+    };
+    let config = builder
         .burst_size(path.limit())
         .use_headers()
         .finish()
