@@ -1,9 +1,7 @@
 //! The rate-limit header fields written on limited responses.
 
-use std::ops::Range;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use ratelimit_core::{Decision, Policy};
 
@@ -172,14 +170,6 @@ impl RateLimitHeaders {
     }
 
     /// [`write`](Self::write) with the policy fields derived beforehand.
-    ///
-    /// Every value is written into one buffer and each field is a slice
-    /// of it: one allocation per response for all the fields, where a
-    /// value each (and a `format!` for `RateLimit`) cost six, the largest
-    /// part of the layer's own cost per request (see BENCHMARKS.md,
-    /// "Over real HTTP"). The policy's value is copied rather than shared:
-    /// a shared value's reference count is one cache line written by
-    /// every core on every response.
     pub(crate) fn write_decision(
         &self,
         headers: &mut HeaderMap,
@@ -187,48 +177,21 @@ impl RateLimitHeaders {
         policy: &PolicyFields,
     ) {
         let reset = ceil_seconds(reset(decision, policy.first.as_ref()));
-        let policy_value = policy
-            .header
-            .as_ref()
-            .map_or(&[][..], HeaderValue::as_bytes);
-        // Room for the values below without growing: four integers of
-        // at most 20 digits and the six bytes of `;r=` and `;t=`.
-        let mut buf = BytesMut::with_capacity(policy_value.len() + self.quoted_name.len() + 86);
-        buf.extend_from_slice(policy_value);
-        let policy_range = 0..buf.len();
-        let ratelimit_start = buf.len();
-        buf.extend_from_slice(self.quoted_name.as_bytes());
-        buf.extend_from_slice(b";r=");
-        let remaining = push_int(&mut buf, decision.remaining);
-        buf.extend_from_slice(b";t=");
-        let reset = push_int(&mut buf, reset);
-        let ratelimit = ratelimit_start..buf.len();
-        let limit = push_int(&mut buf, decision.limit);
-        let retry_after = decision
-            .retry_after
-            .map(|wait| push_int(&mut buf, retry_after_seconds(wait)));
-        let buf = buf.freeze();
-        let value = |range: Range<usize>| {
-            // Printable ASCII only: the name is filtered to it, the
-            // policy value was a valid header value, the rest are digits
-            // and punctuation.
-            HeaderValue::from_maybe_shared(buf.slice(range))
-                .expect("rate-limit fields are printable ASCII")
-        };
-
-        // Up to six fields: one growth of the map rather than several.
-        headers.reserve(6);
-        if policy.header.is_some() {
-            headers.insert(RATELIMIT_POLICY, value(policy_range));
+        if let Some(value) = &policy.header {
+            headers.insert(RATELIMIT_POLICY, value.clone());
         }
-        headers.insert(RATELIMIT, value(ratelimit));
-        headers.insert(X_LIMIT, value(limit));
-        headers.insert(X_REMAINING, value(remaining));
-        headers.insert(X_RESET, value(reset));
-        match retry_after {
-            Some(range) => {
-                headers.insert(RETRY_AFTER, value(range));
-            }
+        headers.insert(
+            RATELIMIT,
+            text(&format!(
+                "{};r={};t={reset}",
+                self.quoted_name, decision.remaining
+            )),
+        );
+        headers.insert(X_LIMIT, HeaderValue::from(decision.limit));
+        headers.insert(X_REMAINING, HeaderValue::from(decision.remaining));
+        headers.insert(X_RESET, HeaderValue::from(reset));
+        match decision.retry_after {
+            Some(wait) => write_retry_after(headers, wait),
             None => {
                 headers.remove(RETRY_AFTER);
             }
@@ -288,20 +251,7 @@ impl RateLimitHeaders {
 /// `Retry-After: wait`, in whole seconds rounded up and at least `1`: `0`
 /// would invite the client to retry at once and be refused again.
 pub(crate) fn write_retry_after(headers: &mut HeaderMap, wait: Duration) {
-    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
-}
-
-/// The `Retry-After` of `wait`: whole seconds rounded up, at least `1`.
-fn retry_after_seconds(wait: Duration) -> u64 {
-    ceil_seconds(wait).max(1)
-}
-
-/// Appends `n` in decimal to `buf` without an allocation of its own;
-/// returns where it went.
-fn push_int(buf: &mut BytesMut, n: u64) -> Range<usize> {
-    let start = buf.len();
-    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    start..buf.len()
+    headers.insert(RETRY_AFTER, HeaderValue::from(ceil_seconds(wait).max(1)));
 }
 
 /// The `t` of the `RateLimit` field (and `X-RateLimit-Reset`): the time

@@ -192,22 +192,13 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
     }
 
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
-        let mut check = self.settings.limiter.check(key, cost);
-        let Some(limit) = self.settings.check_timeout else {
-            return check.await;
-        };
-        // An in-memory limiter answers at its first poll. Arming the timer
-        // first would read the clock and the runtime's handle (a shared
-        // reference count) on every request for a timeout that cannot
-        // fire; so the timer starts only when the check has to wait,
-        // a first poll later (see BENCHMARKS.md, "Over real HTTP").
-        let first = std::future::poll_fn(|cx| Poll::Ready(check.as_mut().poll(cx))).await;
-        if let Poll::Ready(decision) = first {
-            return decision;
+        let check = self.settings.limiter.check(key, cost);
+        match self.settings.check_timeout {
+            Some(limit) => tokio::time::timeout(limit, check)
+                .await
+                .unwrap_or_else(|elapsed| Err(Error::timeout(Some(Box::new(elapsed))))),
+            None => check.await,
         }
-        tokio::time::timeout(limit, check)
-            .await
-            .unwrap_or_else(|elapsed| Err(Error::timeout(Some(Box::new(elapsed)))))
     }
 
     /// `answer` with `Retry-After: wait`, and the quota headers of
