@@ -122,7 +122,9 @@ async fn post_once(port: u16) -> (u16, Vec<String>) {
         .await
         .expect("connect to the server");
     stream
-        .write_all(b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
         .await
         .expect("send the request");
     let mut raw = Vec::new();
@@ -169,7 +171,12 @@ async fn main() {
                 200
             };
             assert_eq!(first, 200, "{} {variant}: first request", path.name());
-            assert_eq!(second, expected, "{} {variant}: second request", path.name());
+            assert_eq!(
+                second,
+                expected,
+                "{} {variant}: second request",
+                path.name()
+            );
             println!(
                 "{} {variant} {port} status={second} headers={}",
                 path.name(),
