@@ -19,8 +19,8 @@ use crate::options::{validate_max_batch, ConnectionMode, RedisOptions, Target};
 /// | `cluster` | or a Redis Cluster: a list of node URLs |
 /// | `prefix` | key prefix, default `"ratelimit:"`; no braces |
 /// | `timeout` | per call, default `"200ms"` |
-/// | `connection` | `"multiplexed"` (default) or `"pool"` |
-/// | `pool_size` | connections of a pool, default 16 |
+/// | `connection` | `"multiplexed"` (default) or `"pool"` (feature `pool`) |
+/// | `pool_size` | connections of a pool, default 16 (feature `pool`) |
 /// | `max_batch` | most requests one script call decides, default 128; 1: one call per request |
 /// | `lazy_connect` | `true`: connect in the background, failing calls until connected; default `false` |
 ///
@@ -28,6 +28,9 @@ use crate::options::{validate_max_batch, ConnectionMode, RedisOptions, Target};
 /// say: the keys `failure`, `breaker`, `breaker_threshold`,
 /// `breaker_open_for` and `deny_cache` are refused with an error pointing
 /// to the resilience layers (`ratelimit-layers`' `ResilienceConfig`).
+///
+/// Without the `pool` feature, `connection = "pool"` and `pool_size` are
+/// refused with an error that says to enable it.
 ///
 /// # Examples
 ///
@@ -68,12 +71,18 @@ pub struct RedisConfig {
     /// The per-call timeout, e.g. `"200ms"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// Multiplexed connection or pool.
+    /// Multiplexed connection or (feature `pool`) pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionMode>,
-    /// The most connections of a pool.
+    /// The most connections of a pool. Needs the `pool` feature.
+    #[cfg(feature = "pool")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<usize>,
+    // Read without the `pool` feature only to refuse it with an error that
+    // says to enable the feature, not "unknown field".
+    #[cfg(not(feature = "pool"))]
+    #[serde(default, skip_serializing)]
+    pool_size: Option<Moved>,
     /// The most requests one script call decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<usize>,
@@ -94,7 +103,7 @@ pub struct RedisConfig {
     deny_cache: Option<Moved>,
 }
 
-/// Any value of a key that moved elsewhere.
+/// Any value of a key that moved elsewhere, or that needs a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Moved;
 
@@ -178,8 +187,17 @@ impl TryFrom<RedisConfig> for RedisOptions {
         if let Some(mode) = c.connection {
             options = options.with_connection_mode(mode);
         }
+        #[cfg(feature = "pool")]
         if let Some(size) = c.pool_size {
             options = options.with_pool_size(non_zero("pool_size", size)?);
+        }
+        #[cfg(not(feature = "pool"))]
+        if c.pool_size.is_some() {
+            return Err(ConfigError::new(
+                "pool_size",
+                "needs the `pool` feature of ratelimit-redis (features = [\"pool\"] in \
+                 Cargo.toml), as does `connection = \"pool\"`",
+            ));
         }
         if let Some(max_batch) = c.max_batch {
             let max_batch = non_zero("max_batch", max_batch)?;
@@ -240,6 +258,37 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[cfg(feature = "pool")]
+    #[test]
+    fn pool_parses_with_its_feature() {
+        let o = parse("url = \"redis://x\"\nconnection = \"pool\"\npool_size = 4").unwrap();
+        assert_eq!(o.connection_mode(), ConnectionMode::Pool);
+        assert_eq!(o.pool_size().get(), 4);
+    }
+
+    // The workspace's tests run with `pool` on (the self-dev-dependency);
+    // this runs in a build without it, e.g. `cargo test -p ratelimit-redis
+    // --lib` with the dev-dependency's `pool` removed.
+    #[cfg(not(feature = "pool"))]
+    #[test]
+    fn pool_without_its_feature_says_to_enable_it() {
+        for (text, needle) in [
+            (
+                "url = \"redis://x\"\nconnection = \"pool\"",
+                "connection \"pool\" needs the `pool` feature of ratelimit-redis",
+            ),
+            (
+                "url = \"redis://x\"\npool_size = 4",
+                "invalid `pool_size`: needs the `pool` feature of ratelimit-redis",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        let err = parse("url = \"redis://x\"\nconnection = \"pooled\"").unwrap_err();
+        assert!(err.contains("unknown variant `pooled`"), "{err}");
     }
 
     #[test]

@@ -2,25 +2,27 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "pool")]
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation, Value,
-};
+#[cfg(feature = "pool")]
+use redis::AsyncConnectionConfig;
+use redis::{Client, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation, Value};
 
 use crate::connect_error::{classify, invalid_config, redact};
 use crate::options::{ConnectionMode, RedisOptions, Target};
 use crate::ConnectError;
 
-/// One handle to Redis, cheap to clone per call. All three reconnect on
-/// their own: the connection manager and the cluster connection re-dial
-/// after a dropped connection; the pool discards connections that fail
-/// their recycle `PING`.
+/// One handle to Redis, cheap to clone per call. Each reconnects on its
+/// own: the connection manager and the cluster connection re-dial after a
+/// dropped connection; the pool (feature `pool`) discards connections that
+/// fail their recycle `PING`.
 #[derive(Clone)]
 pub(crate) enum Connection {
     Multiplexed(ConnectionManager),
+    #[cfg(feature = "pool")]
     Pool(Pool),
     Cluster(ClusterConnection),
 }
@@ -54,6 +56,7 @@ impl Connection {
                 .await?;
                 Self::Multiplexed(manager)
             }
+            #[cfg(feature = "pool")]
             (Target::Standalone(url), ConnectionMode::Pool) => {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeout))
@@ -127,6 +130,7 @@ impl Connection {
         match self {
             Self::Multiplexed(m) => invocation.invoke_async(&mut m.clone()).await,
             Self::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            #[cfg(feature = "pool")]
             Self::Pool(pool) => {
                 let mut c = pool.get().await.map_err(pool_error)?;
                 invocation.invoke_async(&mut c).await
@@ -144,6 +148,7 @@ impl Connection {
         match self {
             Self::Multiplexed(m) => cmd.query_async(&mut m.clone()).await,
             Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            #[cfg(feature = "pool")]
             Self::Pool(pool) => {
                 let mut c = pool.get().await.map_err(pool_error)?;
                 cmd.query_async(&mut c).await
@@ -155,6 +160,7 @@ impl Connection {
         match self {
             Self::Multiplexed(m) => script.load_async(&mut m.clone()).await?,
             Self::Cluster(c) => script.load_async(&mut c.clone()).await?,
+            #[cfg(feature = "pool")]
             Self::Pool(pool) => {
                 let mut c = pool.get().await.map_err(pool_error)?;
                 script.load_async(&mut c).await?
@@ -165,6 +171,7 @@ impl Connection {
 }
 
 /// A pool error as a Redis error, keeping the Redis error when there is one.
+#[cfg(feature = "pool")]
 fn pool_error(e: deadpool_redis::PoolError) -> RedisError {
     match e {
         deadpool_redis::PoolError::Backend(e) => e,

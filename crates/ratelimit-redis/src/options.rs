@@ -24,7 +24,22 @@ pub enum Target {
 }
 
 /// How requests reach a standalone server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// In configuration: `"multiplexed"` or, with the `pool` feature,
+/// `"pool"`. Without the feature, `"pool"` is refused with an error that
+/// says to enable it.
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_redis::ConnectionMode;
+///
+/// let mode: ConnectionMode = serde_json::from_str("\"multiplexed\"").unwrap();
+/// assert_eq!(mode, ConnectionMode::Multiplexed);
+/// let err = serde_json::from_str::<ConnectionMode>("\"pooled\"").unwrap_err();
+/// assert!(err.to_string().contains("unknown variant `pooled`"), "{err}");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ConnectionMode {
@@ -41,8 +56,35 @@ pub enum ConnectionMode {
     Multiplexed,
     /// A `deadpool-redis` pool of connections, one call at a time each.
     /// Each checkout also sends `UNWATCH` + `PING` to recycle the
-    /// connection.
+    /// connection. Needs the `pool` feature.
+    #[cfg(feature = "pool")]
     Pool,
+}
+
+impl ConnectionMode {
+    /// The names configuration accepts, whatever the features: `pool` is
+    /// listed without its feature too, as the error then says to enable it.
+    const NAMES: &'static [&'static str] = &["multiplexed", "pool"];
+}
+
+// By hand rather than derived: without the `pool` feature, the derive
+// would refuse `"pool"` as an "unknown variant", which reads as a typo
+// rather than as a feature left off.
+impl<'de> Deserialize<'de> for ConnectionMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "multiplexed" => Ok(Self::Multiplexed),
+            #[cfg(feature = "pool")]
+            "pool" => Ok(Self::Pool),
+            #[cfg(not(feature = "pool"))]
+            "pool" => Err(serde::de::Error::custom(
+                "connection \"pool\" needs the `pool` feature of ratelimit-redis \
+                 (features = [\"pool\"] in Cargo.toml); without it, use \"multiplexed\"",
+            )),
+            other => Err(serde::de::Error::unknown_variant(other, Self::NAMES)),
+        }
+    }
 }
 
 /// Everything a [`RedisLimiter`](crate::RedisLimiter) needs besides its
@@ -79,6 +121,7 @@ pub struct RedisOptions {
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) connection: ConnectionMode,
+    #[cfg(feature = "pool")]
     pub(crate) pool_size: NonZeroUsize,
     pub(crate) max_batch: NonZeroUsize,
     pub(crate) lazy_connect: bool,
@@ -106,6 +149,7 @@ impl RedisOptions {
             prefix: Self::DEFAULT_PREFIX.to_string(),
             timeout: Self::DEFAULT_TIMEOUT,
             connection: ConnectionMode::default(),
+            #[cfg(feature = "pool")]
             pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
             max_batch: NonZeroUsize::new(Self::DEFAULT_MAX_BATCH).expect("not zero"),
             lazy_connect: false,
@@ -156,14 +200,30 @@ impl RedisOptions {
         self
     }
 
-    /// Multiplexed connection or pool (standalone only; a cluster always
+    /// Multiplexed connection or, with the `pool` feature, a pool
+    /// (standalone only; a cluster always
     /// multiplexes one connection per node).
     pub fn with_connection_mode(mut self, mode: ConnectionMode) -> Self {
         self.connection = mode;
         self
     }
 
-    /// The most connections of a [`ConnectionMode::Pool`].
+    /// The most connections of a [`ConnectionMode::Pool`] (default 16).
+    /// Needs the `pool` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use ratelimit_redis::{ConnectionMode, RedisOptions};
+    ///
+    /// let options = RedisOptions::standalone("redis://127.0.0.1:6379")
+    ///     .with_connection_mode(ConnectionMode::Pool)
+    ///     .with_pool_size(NonZeroUsize::new(4).unwrap());
+    /// assert_eq!(options.connection_mode(), ConnectionMode::Pool);
+    /// assert_eq!(options.pool_size().get(), 4);
+    /// ```
+    #[cfg(feature = "pool")]
     pub fn with_pool_size(mut self, size: NonZeroUsize) -> Self {
         self.pool_size = size;
         self
@@ -239,6 +299,13 @@ impl RedisOptions {
         self.connection
     }
 
+    /// The most connections of a pool. Needs the `pool` feature.
+    #[cfg(feature = "pool")]
+    #[must_use]
+    pub fn pool_size(&self) -> NonZeroUsize {
+        self.pool_size
+    }
+
     /// The most requests one script call decides.
     #[must_use]
     pub fn max_batch(&self) -> NonZeroUsize {
@@ -267,13 +334,14 @@ impl fmt::Debug for RedisOptions {
             Target::Standalone(_) => "standalone (1 URL)".to_string(),
             Target::Cluster(urls) => format!("cluster ({} URLs)", urls.len()),
         };
-        f.debug_struct("RedisOptions")
-            .field("target", &targets)
+        let mut f = f.debug_struct("RedisOptions");
+        f.field("target", &targets)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
-            .field("connection", &self.connection)
-            .field("pool_size", &self.pool_size)
-            .field("max_batch", &self.max_batch)
+            .field("connection", &self.connection);
+        #[cfg(feature = "pool")]
+        f.field("pool_size", &self.pool_size);
+        f.field("max_batch", &self.max_batch)
             .field("lazy_connect", &self.lazy_connect)
             .field("min_ttl", &self.min_ttl)
             .field("clock", &self.clock)
