@@ -45,6 +45,11 @@ pub enum ErrorKind {
     Backend,
     /// The backend did not answer within its timeout.
     Timeout,
+    /// The store answered, but what it holds for this key is not a state
+    /// this limiter wrote (another program's value, another layout): the
+    /// key's failure, not the store's, so it says nothing about the
+    /// store's health.
+    Data,
 }
 
 impl Error {
@@ -75,6 +80,27 @@ impl Error {
     pub fn backend(source: impl Into<BoxError>) -> Self {
         Self {
             kind: ErrorKind::Backend,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A key whose stored value this limiter did not write, keeping what
+    /// was found as [`source`](StdError::source).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = ratelimit_core::Error::data("a string of 3 bytes, not the 16 of a state");
+    /// assert!(err.is_data() && !err.is_backend());
+    /// assert_eq!(
+    ///     err.chain().to_string(),
+    ///     "the key holds a value this limiter did not write: a string of 3 bytes, not the 16 of a state"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn data(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Data,
             source: Some(source.into()),
         }
     }
@@ -115,6 +141,13 @@ impl Error {
         matches!(self.kind, ErrorKind::Backend | ErrorKind::Timeout)
     }
 
+    /// True when the store answered but holds, for this key, a value this
+    /// limiter did not write.
+    #[must_use]
+    pub fn is_data(&self) -> bool {
+        matches!(self.kind, ErrorKind::Data)
+    }
+
     /// True when the backend did not answer in time.
     #[must_use]
     pub fn is_timeout(&self) -> bool {
@@ -140,6 +173,7 @@ impl fmt::Display for Error {
             // chain (see `ErrorChain`), so it is never printed twice.
             ErrorKind::Backend => f.write_str("rate-limit backend failed"),
             ErrorKind::Timeout => f.write_str("rate-limit backend timed out"),
+            ErrorKind::Data => f.write_str("the key holds a value this limiter did not write"),
         }
     }
 }

@@ -109,7 +109,15 @@ impl<L: Limiter> CircuitBreaker<L> {
         let result = call.await;
         pending.armed = false;
         match &result {
+            // A key holding a foreign value is that key's failure: the
+            // store answered, so it counts as a success (one such key must
+            // not open the breaker for every key).
             Ok(_) => {
+                if let Some(t) = self.machine.succeeded() {
+                    self.report(t, None);
+                }
+            }
+            Err(e) if e.is_data() => {
                 if let Some(t) = self.machine.succeeded() {
                     self.report(t, None);
                 }

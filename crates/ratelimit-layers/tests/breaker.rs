@@ -163,3 +163,28 @@ async fn timeouts_count_and_rejected_costs_do_not() {
     assert!(breaker.check_one(b"k").await.is_ok());
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
+
+/// A key holding a value the limiter did not write is that key's failure:
+/// the store answered, so any number of them never open the breaker, and
+/// the store's own failures are counted from zero after one.
+#[tokio::test(start_paused = true)]
+async fn foreign_values_are_not_store_failures() {
+    let store = Scripted::new(policy(), ManualClock::new(0));
+    let breaker = CircuitBreaker::new(Arc::clone(&store), options());
+    store.foreign_next(10);
+    for _ in 0..10 {
+        assert!(breaker.check_one(b"k").await.unwrap_err().is_data());
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
+
+    store.fail_next(2);
+    assert!(breaker.check_one(b"k").await.is_err());
+    assert!(breaker.check_one(b"k").await.is_err());
+    store.foreign_next(1);
+    assert!(breaker.check_one(b"k").await.unwrap_err().is_data());
+    store.fail_next(2);
+    assert!(breaker.check_one(b"k").await.is_err());
+    assert!(breaker.check_one(b"k").await.is_err());
+    assert_eq!(breaker.state(), BreakerState::Closed, "never 3 in a row");
+    assert!(breaker.check_one(b"k").await.unwrap().allowed);
+}

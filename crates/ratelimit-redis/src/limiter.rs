@@ -147,7 +147,7 @@ impl RedisLimiter {
         outcome.map_err(|failure| match failure {
             // Redis answered, but this key holds a value the script did not
             // write: this key's failure, not Redis's.
-            Failure::Foreign(e) => Error::backend(e),
+            Failure::Foreign(e) => Error::data(e),
             Failure::Call(e) => Error::backend(e),
             Failure::Timeout => self.timed_out(),
         })

@@ -21,6 +21,7 @@ pub fn policy() -> Policy {
 pub struct Scripted {
     pub store: ReferenceLimiter,
     fail_next: AtomicU64,
+    foreign_next: AtomicU64,
     hang: AtomicBool,
     calls: AtomicUsize,
 }
@@ -30,6 +31,7 @@ impl Scripted {
         Arc::new(Self {
             store: ReferenceLimiter::with_clock(policy, clock),
             fail_next: AtomicU64::new(0),
+            foreign_next: AtomicU64::new(0),
             hang: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
         })
@@ -38,6 +40,11 @@ impl Scripted {
     /// The next `n` calls fail.
     pub fn fail_next(&self, n: u64) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` calls answer that the key holds a foreign value.
+    pub fn foreign_next(&self, n: u64) {
+        self.foreign_next.store(n, Ordering::SeqCst);
     }
 
     /// Calls hang (forever) from now on, or not.
@@ -63,6 +70,13 @@ impl Scripted {
             let io =
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
             return Err(Error::backend(io));
+        }
+        let foreign = self
+            .foreign_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if foreign {
+            return Err(Error::data("WRONGTYPE"));
         }
         Ok(())
     }
