@@ -156,22 +156,19 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
             }
         };
 
-        let Some(policy) = decision.degraded else {
-            return if decision.allowed {
-                let mut res = inner.call(req).await?;
-                self.write_headers(&mut res, &decision);
-                Ok(res.map(RateLimitBody::inner))
-            } else {
-                let mut res = self.settings.denied.to_response();
-                self.write_headers(&mut res, &decision);
-                Ok(res)
-            };
+        // The quota headers come from the store's decisions; a degraded
+        // one's numbers describe no real quota (or only this process's),
+        // so they are written only when the layer is told to.
+        let quota = match decision.degraded {
+            None => Some(&decision),
+            Some(policy) => {
+                // The failure policy that made the decision (`Failover`)
+                // logs the outage; a second WARN here would double every
+                // transition.
+                tracing::debug!(%policy, allowed = decision.allowed, "degraded rate-limit decision");
+                self.settings.degraded_headers.then_some(&decision)
+            }
         };
-
-        // The failure policy that made the decision (`Failover`) logs the
-        // outage; a second WARN here would double every transition.
-        tracing::debug!(%policy, allowed = decision.allowed, "degraded rate-limit decision");
-        let quota = self.settings.degraded_headers.then_some(&decision);
         if decision.allowed {
             let mut res = inner.call(req).await?;
             if let Some(decision) = quota {
@@ -179,13 +176,14 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
             }
             return Ok(res.map(RateLimitBody::inner));
         }
-        let answer = match policy {
+        let answer = match decision.degraded {
             // Nothing was counted: the service is unavailable, not the
             // client over its quota.
-            FailurePolicy::Closed => &self.settings.unavailable,
-            // A fallback limiter's count is real, if only this process's.
-            // Open never denies; should it, it is a denial all the same.
-            FailurePolicy::Fallback | FailurePolicy::Open => &self.settings.denied,
+            Some(FailurePolicy::Closed) => &self.settings.unavailable,
+            // The store's denial; a fallback limiter's count is real, if
+            // only this process's. Open never denies; should it, it is a
+            // denial all the same.
+            None | Some(FailurePolicy::Fallback | FailurePolicy::Open) => &self.settings.denied,
         };
         let wait = decision.retry_after.unwrap_or(ERROR_RETRY_AFTER);
         Ok(self.refuse(answer, quota, wait))
@@ -213,9 +211,12 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
         if let Some(decision) = quota {
             self.write_headers(&mut res, decision);
         }
-        // Written last: the quota headers remove a `Retry-After` when the
-        // decision has none, and a refusal always says when to come back.
-        write_retry_after(res.headers_mut(), wait);
+        // A refusal always says when to come back: the quota headers wrote
+        // the decision's `retry_after` if it has one (and removed the field
+        // if not), so only then is `wait` written.
+        if quota.is_none_or(|decision| decision.retry_after.is_none()) {
+            write_retry_after(res.headers_mut(), wait);
+        }
         res
     }
 
