@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
+use ratelimit_conformance::strategy::small_policy;
 use ratelimit_core::{Decision, Policy};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -263,24 +264,6 @@ struct Op {
     cost: u64,
 }
 
-fn small_policies() -> impl Strategy<Value = Policy> {
-    prop_oneof![
-        (1u64..=6, 1u64..=3_000).prop_map(|(l, ms)| Policy::fixed_window(
-            l,
-            Duration::from_millis(ms)
-        )
-        .unwrap()),
-        (1u64..=6, 1u64..=3_000).prop_map(|(l, ms)| Policy::sliding_window(
-            l,
-            Duration::from_millis(ms)
-        )
-        .unwrap()),
-        (1u64..=6, 1u64..=3, 1u64..=3_000).prop_map(|(c, r, ms)| {
-            Policy::token_bucket(c, r, Duration::from_millis(ms)).unwrap()
-        }),
-    ]
-}
-
 /// Rounds of requests made together, each after the injected clock moved
 /// on (µs).
 fn rounds(limit: u64) -> impl Strategy<Value = Vec<(u64, Vec<Op>)>> {
@@ -301,7 +284,7 @@ fn rounds(limit: u64) -> impl Strategy<Value = Vec<(u64, Vec<Op>)>> {
 /// flight may come back in either order).
 #[test]
 fn requests_are_decided_in_the_order_they_were_made() {
-    let strategy = small_policies().prop_flat_map(|p| {
+    let strategy = small_policy().prop_flat_map(|p| {
         (
             Just(p),
             1usize..=6,
