@@ -77,9 +77,11 @@ impl ReferenceSetLimiter {
         let mut state = keys.get(key).cloned().unwrap_or_default();
         let mut new_lease =
             || LeaseId::new(u128::from(self.next_lease.fetch_add(1, Ordering::Relaxed)));
-        let (decision, parts) = self.set.check(&mut state, now, costs, &mut new_lease)?;
+        let (decision, receipt) = self
+            .set
+            .check(key, &mut state, now, costs, &mut new_lease)?;
         keys.insert(key.into(), state);
-        Ok(SetCheck::new(decision, parts.map(|p| Receipt::new(key, p))))
+        Ok(SetCheck::new(decision, receipt))
     }
 
     /// The synchronous form of [`SetLimiter::settle`].

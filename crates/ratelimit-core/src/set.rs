@@ -2,12 +2,16 @@
 //! nothing, settled later, with concurrency leases; the pure math every
 //! backend applies atomically per key.
 
+use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::{
     Algorithm, Concurrency, ConfigError, Decision, Error, FailurePolicy, Lease, LeaseId, Mark,
-    Policy, PolicyReceipt, RateState,
+    Policy, PolicyReceipt, RateState, Receipt,
 };
 
 /// The most policies one [`PolicySet`] holds.
@@ -409,25 +413,26 @@ impl PolicySet {
     /// ]).unwrap();
     /// let mut state = SetState::default();
     /// let mut ids = (0..).map(LeaseId::new);
-    /// let (d, receipt) = set.check(&mut state, 0, &[1, 80], &mut || ids.next().unwrap()).unwrap();
+    /// let (d, receipt) = set.check(b"k", &mut state, 0, &[1, 80], &mut || ids.next().unwrap()).unwrap();
     /// assert!(d.allowed && receipt.is_some());
     /// // 30 tokens do not fit: denied by "tokens", and "requests" keeps its count.
-    /// let (d, receipt) = set.check(&mut state, 0, &[1, 30], &mut || ids.next().unwrap()).unwrap();
+    /// let (d, receipt) = set.check(b"k", &mut state, 0, &[1, 30], &mut || ids.next().unwrap()).unwrap();
     /// assert!(!d.allowed && receipt.is_none());
     /// assert_eq!(d.denied_by().collect::<Vec<_>>(), [1]);
     /// assert_eq!(set.peek(&state, 0).decisions[0].remaining, 4);
     /// ```
     pub fn check(
         &self,
+        key: &[u8],
         state: &mut SetState,
         now: u64,
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
-    ) -> Result<(SetDecision, Option<Vec<PolicyReceipt>>), Error> {
+    ) -> Result<(SetDecision, Option<Receipt>), Error> {
         self.validate_costs(costs)?;
         state.align(self);
-        let mut decisions = Vec::with_capacity(self.len());
-        let mut nexts: Vec<Option<(RateState, Mark)>> = Vec::with_capacity(self.len());
+        let mut decisions = Decisions::default();
+        let mut nexts: SmallVec<[Option<(RateState, Mark)>; 4]> = SmallVec::new();
         for ((l, &cost), part) in self.limits.iter().zip(costs).zip(&mut state.parts) {
             match (l.limit, part) {
                 (Limit::Rate(p), PartState::Rate(s)) => {
@@ -449,11 +454,11 @@ impl PolicySet {
                 _ => unreachable!("SetState::align gives every policy a part of its kind"),
             }
         }
-        let decision = SetDecision::from_decisions(decisions);
+        let decision = SetDecision::of(decisions);
         if !decision.allowed {
             return Ok((decision, None));
         }
-        let mut receipts = Vec::with_capacity(self.len());
+        let mut receipts: SmallVec<[PolicyReceipt; 4]> = SmallVec::new();
         for (((l, &cost), part), next) in self
             .limits
             .iter()
@@ -478,7 +483,7 @@ impl PolicySet {
                 _ => unreachable!("one next state per rate policy"),
             }
         }
-        Ok((decision, Some(receipts)))
+        Ok((decision, Some(Receipt::new(key, receipts))))
     }
 
     /// The pure settle (`SPEC.md` 5.2) of one check's receipt `parts` with
@@ -504,7 +509,7 @@ impl PolicySet {
             return Err(e);
         }
         state.align(self);
-        let mut nexts = Vec::with_capacity(self.len());
+        let mut nexts: SmallVec<[Option<(Decision, RateState)>; 4]> = SmallVec::new();
         for (((l, part), r), &a) in self.limits.iter().zip(&state.parts).zip(parts).zip(actual) {
             if let (Limit::Rate(p), PartState::Rate(s)) = (l.limit, part) {
                 match p.settle_part(s, now, r, a, l.settles()) {
@@ -518,7 +523,7 @@ impl PolicySet {
                 nexts.push(None);
             }
         }
-        let mut decisions = Vec::with_capacity(self.len());
+        let mut decisions = Decisions::default();
         for (((l, part), r), next) in self
             .limits
             .iter()
@@ -540,7 +545,7 @@ impl PolicySet {
                 _ => unreachable!("one settled state per rate policy"),
             }
         }
-        Ok(SetDecision::from_decisions(decisions))
+        Ok(SetDecision::of(decisions))
     }
 
     /// Releases the leases of a receipt's `parts` and changes nothing else:
@@ -588,7 +593,7 @@ impl PolicySet {
         } else {
             &default.parts
         };
-        let decisions = self
+        let decisions: Decisions = self
             .limits
             .iter()
             .zip(parts)
@@ -598,7 +603,7 @@ impl PolicySet {
                 _ => unreachable!("an aligned state has a part of each policy's kind"),
             })
             .collect();
-        SetDecision::from_decisions(decisions)
+        SetDecision::of(decisions)
     }
 
     /// The first instant (µs) from which `state` is equivalent to a key
@@ -723,7 +728,7 @@ pub struct SetDecision {
     /// Only when denied: `max(retry_after)` over the denying policies.
     pub retry_after: Option<Duration>,
     /// One decision per policy, in set order.
-    pub decisions: Vec<Decision>,
+    pub decisions: Decisions,
     /// `Some` when the store could not decide and a [`FailurePolicy`] did
     /// instead; `None` on every decision a store makes.
     pub degraded: Option<FailurePolicy>,
@@ -732,7 +737,11 @@ pub struct SetDecision {
 impl SetDecision {
     /// The set's answer from its policies' decisions.
     #[must_use]
-    pub fn from_decisions(decisions: Vec<Decision>) -> Self {
+    pub fn from_decisions(decisions: impl IntoIterator<Item = Decision>) -> Self {
+        Self::of(decisions.into_iter().collect())
+    }
+
+    fn of(decisions: Decisions) -> Self {
         let allowed = decisions.iter().all(|d| d.allowed);
         let retry_after = decisions.iter().filter_map(|d| d.retry_after).max();
         Self {
@@ -748,7 +757,7 @@ impl SetDecision {
     #[must_use]
     pub fn with_degraded(mut self, policy: FailurePolicy) -> Self {
         self.degraded = Some(policy);
-        for d in &mut self.decisions {
+        for d in &mut self.decisions.0 {
             *d = d.with_degraded(policy);
         }
         self
@@ -771,5 +780,52 @@ impl SetDecision {
         self.decisions
             .iter()
             .position(|d| !d.allowed && d.retry_after == Some(longest))
+    }
+}
+
+/// The decisions of a [`SetDecision`], one per policy in set order: a
+/// slice (through `Deref`), held inline for sets of up to four policies so
+/// a check allocates nothing for them.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Decisions(SmallVec<[Decision; 4]>);
+
+impl Decisions {
+    fn push(&mut self, d: Decision) {
+        self.0.push(d);
+    }
+}
+
+impl Deref for Decisions {
+    type Target = [Decision];
+
+    fn deref(&self) -> &[Decision] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Decisions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<Decision> for Decisions {
+    fn from_iter<I: IntoIterator<Item = Decision>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Decisions {
+    type Item = &'a Decision;
+    type IntoIter = std::slice::Iter<'a, Decision>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<Decision>> for Decisions {
+    fn from(v: Vec<Decision>) -> Self {
+        Self(SmallVec::from_vec(v))
     }
 }

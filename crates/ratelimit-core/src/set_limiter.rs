@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use smallvec::SmallVec;
 
 use crate::{Error, Lease, Limit, PolicyReceipt, PolicySet, SetDecision};
 
@@ -18,17 +19,19 @@ use crate::{Error, Lease, Limit, PolicyReceipt, PolicySet, SetDecision};
 #[must_use = "a receipt holds what the check took and any lease: settle it or hold it in a Reservation"]
 #[derive(PartialEq, Eq)]
 pub struct Receipt {
-    key: Box<[u8]>,
-    parts: Vec<PolicyReceipt>,
+    // Inline for keys up to 32 bytes and sets up to four policies, so a
+    // check allocates nothing for them.
+    key: SmallVec<[u8; 32]>,
+    parts: SmallVec<[PolicyReceipt; 4]>,
 }
 
 impl Receipt {
     /// A receipt for `key`, one part per policy of the set in set order.
     /// For backends: an application gets receipts from checks.
-    pub fn new(key: &[u8], parts: Vec<PolicyReceipt>) -> Self {
+    pub fn new(key: &[u8], parts: impl IntoIterator<Item = PolicyReceipt>) -> Self {
         Self {
-            key: key.into(),
-            parts,
+            key: SmallVec::from_slice(key),
+            parts: parts.into_iter().collect(),
         }
     }
 

@@ -87,8 +87,9 @@ proptest! {
                 Op::Check { step, cost } => {
                     now = now.saturating_add_signed(step);
                     latest = latest.max(now);
-                    let (d, parts) = set.check(&mut state, now, &[cost], &mut no_lease).unwrap();
-                    if let Some(parts) = parts {
+                    let (d, receipt) = set.check(b"k", &mut state, now, &[cost], &mut no_lease).unwrap();
+                    if let Some(receipt) = receipt {
+                        let parts = receipt.parts().to_vec();
                         prop_assert!(d.allowed);
                         history.push((now, cost, None));
                         open.push((history.len() - 1, parts));
