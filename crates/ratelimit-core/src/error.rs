@@ -25,6 +25,8 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub struct Error {
     kind: ErrorKind,
     source: Option<BoxError>,
+    /// The policy of a set the error is about, when it is about one.
+    policy: Option<Box<str>>,
 }
 
 /// The kind of an [`Error`].
@@ -50,6 +52,12 @@ pub enum ErrorKind {
     /// key's failure, not the store's, so it says nothing about the
     /// store's health.
     Data,
+    /// The call itself is wrong and can never succeed as made: costs that
+    /// do not match the policy set, a receipt of another set, a settle that
+    /// would take a counter out of the exact domain. Nothing was changed
+    /// (but a lease the call would have released). The message is the
+    /// [`source`](StdError::source).
+    Invalid,
 }
 
 impl Error {
@@ -81,6 +89,7 @@ impl Error {
         Self {
             kind: ErrorKind::Backend,
             source: Some(source.into()),
+            policy: None,
         }
     }
 
@@ -102,6 +111,7 @@ impl Error {
         Self {
             kind: ErrorKind::Data,
             source: Some(source.into()),
+            policy: None,
         }
     }
 
@@ -111,13 +121,69 @@ impl Error {
         Self {
             kind: ErrorKind::Timeout,
             source,
+            policy: None,
         }
+    }
+
+    /// A call that can never succeed as made, saying why.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = ratelimit_core::Error::invalid("3 costs for a set of 2 policies");
+    /// assert!(err.is_invalid() && !err.is_backend());
+    /// assert_eq!(err.chain().to_string(), "invalid rate-limit call: 3 costs for a set of 2 policies");
+    /// ```
+    #[must_use]
+    pub fn invalid(why: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Invalid,
+            source: Some(why.into()),
+            policy: None,
+        }
+    }
+
+    /// This error, as being about the policy named `name` of a set; its
+    /// `Display` then starts with the name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = ratelimit_core::Error::cost_exceeds_limit(7, 5).in_policy("tokens");
+    /// assert_eq!(err.policy(), Some("tokens"));
+    /// assert!(err.is_cost_rejected());
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "policy \"tokens\": cost 7 exceeds the policy's limit of 5 and can never be allowed"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn in_policy(mut self, name: &str) -> Self {
+        self.policy = Some(name.into());
+        self
+    }
+
+    /// The name of the policy of a set this error is about, if any.
+    #[must_use]
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_deref()
+    }
+
+    /// True when the call can never succeed as made (see
+    /// [`ErrorKind::Invalid`]).
+    #[must_use]
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.kind, ErrorKind::Invalid)
     }
 
     /// An error of the given kind with no cause.
     #[must_use]
     pub fn new(kind: ErrorKind) -> Self {
-        Self { kind, source: None }
+        Self {
+            kind,
+            source: None,
+            policy: None,
+        }
     }
 
     /// What went wrong.
@@ -163,6 +229,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(policy) = &self.policy {
+            write!(f, "policy {policy:?}: ")?;
+        }
         match &self.kind {
             ErrorKind::CostExceedsLimit { cost, limit } => write!(
                 f,
@@ -174,6 +243,7 @@ impl fmt::Display for Error {
             ErrorKind::Backend => f.write_str("rate-limit backend failed"),
             ErrorKind::Timeout => f.write_str("rate-limit backend timed out"),
             ErrorKind::Data => f.write_str("the key holds a value this limiter did not write"),
+            ErrorKind::Invalid => f.write_str("invalid rate-limit call"),
         }
     }
 }
