@@ -331,8 +331,16 @@ impl PolicySet {
         Ok(costs)
     }
 
-    /// Checks the number of costs and each cost against its policy.
-    fn validate_costs(&self, costs: &[u64]) -> Result<(), Error> {
+    /// Checks the number of costs and each cost against its policy, as
+    /// every check does first: a layer that decides without the store
+    /// (a failure policy) must refuse what the store would.
+    ///
+    /// # Errors
+    ///
+    /// When the number of costs is not the set's, a cost is above its
+    /// policy's limit, or a concurrency policy's cost is above 1; the
+    /// error names the policy.
+    pub fn validate_costs(&self, costs: &[u64]) -> Result<(), Error> {
         if costs.len() != self.len() {
             return Err(Error::invalid(format!(
                 "{} costs for a set of {} policies",

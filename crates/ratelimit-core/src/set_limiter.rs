@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use smallvec::SmallVec;
 
-use crate::{Error, Lease, Limit, PolicyReceipt, PolicySet, SetDecision};
+use crate::{Error, FailurePolicy, Lease, Limit, PolicyReceipt, PolicySet, SetDecision};
 
 /// What an allowed set check took, per policy, for one key: settle it once
 /// with the actual amounts ([`SetLimiter::settle`]), or drop it through a
@@ -23,6 +23,7 @@ pub struct Receipt {
     // check allocates nothing for them.
     key: SmallVec<[u8; 32]>,
     parts: SmallVec<[PolicyReceipt; 4]>,
+    degraded: Option<FailurePolicy>,
 }
 
 impl Receipt {
@@ -32,7 +33,38 @@ impl Receipt {
         Self {
             key: SmallVec::from_slice(key),
             parts: parts.into_iter().collect(),
+            degraded: None,
         }
+    }
+
+    /// A receipt of a check that a [`FailurePolicy`] allowed while the
+    /// store could not decide, holding `parts` of the limiter that did
+    /// decide (a fallback's), or none (fail open). Only the layer that made
+    /// it can settle it; a store given one refuses it as a receipt of
+    /// another set.
+    pub fn degraded(
+        key: &[u8],
+        policy: FailurePolicy,
+        parts: impl IntoIterator<Item = PolicyReceipt>,
+    ) -> Self {
+        Self {
+            degraded: Some(policy),
+            ..Self::new(key, parts)
+        }
+    }
+
+    /// `Some` when a [`FailurePolicy`] allowed the check instead of the
+    /// store (see [`degraded`](Self::degraded)).
+    #[must_use]
+    pub fn degraded_by(&self) -> Option<FailurePolicy> {
+        self.degraded
+    }
+
+    /// The same parts, no longer marked degraded: for the layer that made
+    /// a degraded receipt, to hand it back to the limiter that decided.
+    pub fn into_undegraded(mut self) -> Self {
+        self.degraded = None;
+        self
     }
 
     /// The key the check was made for.
@@ -72,6 +104,7 @@ impl fmt::Debug for Receipt {
         f.debug_struct("Receipt")
             .field("key", &format_args!("<{} bytes>", self.key.len()))
             .field("parts", &self.parts)
+            .field("degraded", &self.degraded)
             .finish()
     }
 }

@@ -53,7 +53,7 @@ pub struct CircuitBreaker<L> {
     openings: Counter,
 }
 
-impl<L: Limiter> CircuitBreaker<L> {
+impl<L> CircuitBreaker<L> {
     /// `inner` behind a closed breaker.
     pub fn new(inner: L, options: BreakerOptions) -> Self {
         let state_gauge = metrics::gauge!("ratelimit_breaker_state");
@@ -92,7 +92,10 @@ impl<L: Limiter> CircuitBreaker<L> {
     }
 
     /// `call` if the breaker lets it through, its outcome reported.
-    async fn guarded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    pub(crate) async fn guarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         let probe = match self.machine.admit() {
             Admit::Call => false,
             Admit::Probe => {
@@ -122,9 +125,9 @@ impl<L: Limiter> CircuitBreaker<L> {
                     self.report(t, None);
                 }
             }
-            // The cost could never be taken: nothing was learnt about the
-            // store.
-            Err(e) if e.is_cost_rejected() => {
+            // The cost could never be taken, or the call was malformed:
+            // nothing was learnt about the store.
+            Err(e) if e.is_cost_rejected() || e.is_invalid() => {
                 if probe {
                     self.machine.release_probe();
                 }
@@ -179,12 +182,12 @@ impl<L: Limiter> CircuitBreaker<L> {
 
 /// Counts a probe as failed if its caller gives up on it (drops the
 /// future) before it reports.
-struct PendingProbe<'a, L: Limiter> {
+struct PendingProbe<'a, L> {
     breaker: &'a CircuitBreaker<L>,
     armed: bool,
 }
 
-impl<L: Limiter> Drop for PendingProbe<'_, L> {
+impl<L> Drop for PendingProbe<'_, L> {
     fn drop(&mut self) {
         if self.armed {
             if let Some(t) = self.breaker.machine.failed(true) {

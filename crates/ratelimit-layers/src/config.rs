@@ -4,10 +4,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::{parse_duration, ConfigError, FailurePolicy, Limiter};
+use ratelimit_core::{parse_duration, ConfigError, FailurePolicy, Limiter, SetLimiter};
 use serde::Deserialize;
 
-use crate::{BreakerOptions, CircuitBreaker, DenyCache, Failover, Metered, Timeout};
+use crate::{BreakerOptions, CircuitBreaker, DenyCache, Failover, Metered, SetFailover, Timeout};
 
 /// Which resilience layers wrap a limiter, and how; deserialized from a
 /// table such as:
@@ -180,6 +180,61 @@ impl ResilienceConfig {
             Some(entries) => Arc::new(Metered::new(DenyCache::new(failover, entries))),
             None => Arc::new(Metered::new(failover)),
         }
+    }
+}
+
+impl ResilienceConfig {
+    /// The same stack over a [`SetLimiter`]:
+    /// `Metered(SetFailover(CircuitBreaker(Timeout(store))))`, with
+    /// `fallback` deciding under [`FailurePolicy::Fallback`] (an in-process
+    /// limiter over the same set). There is no deny cache for sets (see
+    /// [`SetFailover`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use ratelimit_core::{NamedLimit, Policy, PolicySet, ReferenceSetLimiter, SetLimiter};
+    /// use ratelimit_layers::ResilienceConfig;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let set = PolicySet::new(vec![
+    ///     NamedLimit::new("requests", Policy::fixed_window(5, Duration::from_secs(30)).unwrap()).unwrap(),
+    /// ]).unwrap();
+    /// let config: ResilienceConfig = toml::from_str(r#"failure = "closed"
+    /// timeout = "200ms""#).unwrap();
+    /// let limiter = config.wrap_set(Arc::new(ReferenceSetLimiter::new(set)), None);
+    /// assert!(limiter.check_set(b"k", &[1]).await.unwrap().decision.allowed);
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn wrap_set(
+        &self,
+        inner: Arc<dyn SetLimiter>,
+        fallback: Option<Arc<dyn SetLimiter>>,
+    ) -> Arc<dyn SetLimiter> {
+        let breaker = self.breaker;
+        match self.timeout {
+            Some(t) => {
+                let timed = Timeout::new(inner, t).expect("the config accepts no zero timeout");
+                self.outer_set(CircuitBreaker::new(timed, breaker), fallback)
+            }
+            None => self.outer_set(CircuitBreaker::new(inner, breaker), fallback),
+        }
+    }
+
+    fn outer_set<L: SetLimiter + 'static>(
+        &self,
+        inner: L,
+        fallback: Option<Arc<dyn SetLimiter>>,
+    ) -> Arc<dyn SetLimiter> {
+        let mut failover =
+            SetFailover::new(inner, self.failure).with_retry_after(self.breaker.open_for);
+        if let Some(fallback) = fallback {
+            failover = failover.with_fallback(fallback);
+        }
+        Arc::new(Metered::for_set(failover))
     }
 }
 

@@ -9,6 +9,7 @@ mod deny_entries;
 mod failover;
 mod key_hash;
 mod metered;
+mod set_layers;
 mod timeout;
 
 pub use breaker_options::BreakerOptions;
@@ -19,4 +20,5 @@ pub use deny_cache::DenyCache;
 pub use failover::Failover;
 pub use key_hash::KeyHash;
 pub use metered::Metered;
+pub use set_layers::SetFailover;
 pub use timeout::Timeout;

@@ -42,12 +42,14 @@ use crate::KeyHash;
 /// ```
 pub struct Metered<L> {
     inner: L,
-    policy: &'static str,
-    allowed: Counter,
-    denied: Counter,
-    degraded: Counter,
-    error: Counter,
-    seconds: Histogram,
+    pub(crate) policy: &'static str,
+    pub(crate) allowed: Counter,
+    pub(crate) denied: Counter,
+    pub(crate) degraded: Counter,
+    pub(crate) error: Counter,
+    pub(crate) seconds: Histogram,
+    /// `(ok, error)` settle counters, for a set limiter only.
+    pub(crate) settles: Option<(Counter, Counter)>,
 }
 
 impl<L: Limiter> Metered<L> {
@@ -57,6 +59,13 @@ impl<L: Limiter> Metered<L> {
             .policies()
             .first()
             .map_or("none", Policy::algorithm_name);
+        Self::labelled(inner, policy)
+    }
+}
+
+impl<L> Metered<L> {
+    /// `inner`, measured under the `policy` label `label`.
+    pub(crate) fn labelled(inner: L, policy: &'static str) -> Self {
         let outcome = |outcome: &'static str| metrics::counter!("ratelimit_decisions_total", "outcome" => outcome, "policy" => policy);
         Self {
             allowed: outcome("allowed"),
@@ -64,6 +73,7 @@ impl<L: Limiter> Metered<L> {
             degraded: outcome("degraded"),
             error: outcome("error"),
             seconds: metrics::histogram!("ratelimit_decision_seconds", "policy" => policy),
+            settles: None,
             policy,
             inner,
         }

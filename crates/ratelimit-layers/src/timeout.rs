@@ -36,7 +36,7 @@ pub struct Timeout<L> {
     timeout: Duration,
 }
 
-impl<L: Limiter> Timeout<L> {
+impl<L> Timeout<L> {
     /// `inner`, each of whose calls gives up after `timeout`.
     ///
     /// # Errors
@@ -65,7 +65,7 @@ impl<L: Limiter> Timeout<L> {
         &self.inner
     }
 
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {

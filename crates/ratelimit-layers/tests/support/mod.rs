@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ratelimit_core::{Decision, Error, Limiter, ManualClock, Policy, ReferenceLimiter};
+use ratelimit_core::{
+    Concurrency, Decision, Error, Limiter, ManualClock, NamedLimit, Policy, PolicySet, Receipt,
+    ReferenceLimiter, ReferenceSetLimiter, SetCheck, SetDecision, SetLimiter,
+};
 
 /// The policy of most tests: 3 per minute.
 pub fn policy() -> Policy {
@@ -102,5 +105,92 @@ impl Limiter for Scripted {
 
     fn policies(&self) -> &[Policy] {
         self.store.policies()
+    }
+}
+
+/// The set of the set tests: 3 requests per minute, 100 tokens per minute
+/// (settled later) and 1 stream with a 10 s lease.
+pub fn set() -> PolicySet {
+    let minute = Duration::from_secs(60);
+    PolicySet::new(vec![
+        NamedLimit::new("requests", Policy::fixed_window(3, minute).unwrap()).unwrap(),
+        NamedLimit::new("tokens", Policy::fixed_window(100, minute).unwrap())
+            .unwrap()
+            .settling(),
+        NamedLimit::new(
+            "streams",
+            Concurrency::new(1, Duration::from_secs(10)).unwrap(),
+        )
+        .unwrap(),
+    ])
+    .unwrap()
+}
+
+/// A [`ReferenceSetLimiter`] behind the same failure switches as
+/// [`Scripted`]; `release` is never refused.
+#[derive(Debug)]
+pub struct ScriptedSet {
+    pub store: ReferenceSetLimiter,
+    switches: Arc<Scripted>,
+}
+
+impl ScriptedSet {
+    pub fn new(set: PolicySet, clock: ManualClock) -> Arc<Self> {
+        Arc::new(Self {
+            store: ReferenceSetLimiter::with_clock(set, clock.clone()),
+            switches: Scripted::new(policy(), clock),
+        })
+    }
+
+    /// The next `n` calls fail.
+    pub fn fail_next(&self, n: u64) {
+        self.switches.fail_next(n);
+    }
+
+    /// Calls hang (forever) from now on, or not.
+    pub fn hang(&self, hang: bool) {
+        self.switches.hang(hang);
+    }
+
+    /// Calls that reached this store, failed ones included.
+    pub fn calls(&self) -> usize {
+        self.switches.calls()
+    }
+}
+
+#[async_trait]
+impl SetLimiter for ScriptedSet {
+    fn policy_set(&self) -> &PolicySet {
+        self.store.policy_set()
+    }
+
+    async fn check_set(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error> {
+        self.switches.gate().await?;
+        self.store.check_set_sync(key, costs)
+    }
+
+    async fn settle(&self, receipt: Receipt, actual: &[u64]) -> Result<SetDecision, Error> {
+        self.switches.gate().await?;
+        self.store.settle_sync(receipt, actual)
+    }
+
+    async fn renew(&self, receipt: &mut Receipt) -> Result<bool, Error> {
+        self.switches.gate().await?;
+        Ok(self.store.renew_sync(receipt))
+    }
+
+    async fn peek_set(&self, key: &[u8]) -> Result<SetDecision, Error> {
+        self.switches.gate().await?;
+        Ok(self.store.peek_set_sync(key))
+    }
+
+    async fn reset_set(&self, key: &[u8]) -> Result<(), Error> {
+        self.switches.gate().await?;
+        self.store.reset_set_sync(key);
+        Ok(())
+    }
+
+    fn release(&self, receipt: Receipt) {
+        self.store.release(receipt);
     }
 }
