@@ -25,7 +25,11 @@
 //!   now >= x*T`) made with only checks of that policy in between, under
 //!   a clock that never went back, must answer *exactly* as the
 //!   counterfactual (S1); every other admits no more (S2: `remaining` no
-//!   larger, `allowed` only if it is allowed). Probing by `remaining`
+//!   larger, `allowed` only if it is allowed). S1 needs the forward
+//!   clock even with no settle at all: after the clock went back, a check
+//!   is charged where the policy already was (section 1: never admit more
+//!   than the latest instant seen would), not at its own instant as the
+//!   counterfactual charges it. Probing by `remaining`
 //!   relies on invariant 2 (`remaining` is exact), which the single-policy
 //!   suite checks;
 //! - **C1**: never more than `N` leases held that no instant seen has
@@ -70,6 +74,10 @@ fn shape(set: &PolicySet, d: &SetDecision) -> Result<(), Violation> {
         "{} decisions for a set of {} policies",
         d.decisions.len(),
         set.len()
+    );
+    ensure!(
+        d.degraded.is_none() && d.decisions.iter().all(|p| p.degraded.is_none()),
+        "a decision the store made is marked degraded: {d:?}"
     );
     let all = d.decisions.iter().all(|p| p.allowed);
     ensure!(
