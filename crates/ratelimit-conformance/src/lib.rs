@@ -4,6 +4,7 @@ pub mod differential;
 pub mod invariants;
 pub mod ops;
 pub mod scenarios;
+pub mod sets;
 pub mod strategy;
 mod violation;
 
