@@ -31,7 +31,7 @@ pub use config::{ClientIpConfig, Config, HttpConfig, ModelConfig, ProviderKind};
 pub use error::AppError;
 pub use gateway::{
     build_set_limiter, check_profile, default_set_limiter_factory, ApiKeyConfig, AuthError, Caller,
-    Gateway, GatewaySettings, KeyHash, KeyHasher, SetLimiterFactory, TierConfig, TierSpec,
+    Gateway, GatewaySettings, KeyHash, KeyHasher, Profile, SetLimiterFactory, TierConfig, TierSpec,
     ANONYMOUS, MIN_SECRET_LEN, TOKENS,
 };
 pub use limiter::{build_backend, Backend};

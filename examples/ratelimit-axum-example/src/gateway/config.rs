@@ -87,6 +87,16 @@ pub struct TierSpec {
 /// A key's hash, decoded.
 pub type KeyHash = [u8; 32];
 
+/// The gateway profile, checked.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Profile {
+    /// The tiers, sorted by name.
+    pub tiers: Vec<TierSpec>,
+    /// Each key's hash and tier.
+    pub keys: Vec<(KeyHash, String)>,
+}
+
 /// Checks the tiers and keys of the profile and builds each tier's set.
 ///
 /// # Errors
@@ -98,7 +108,7 @@ pub type KeyHash = [u8; 32];
 pub fn check_profile(
     tiers: &BTreeMap<String, TierConfig>,
     keys: &[ApiKeyConfig],
-) -> anyhow::Result<(Vec<TierSpec>, Vec<(KeyHash, String)>)> {
+) -> anyhow::Result<Profile> {
     if !tiers.contains_key(ANONYMOUS) {
         bail!("the gateway profile needs a `[tiers.{ANONYMOUS}]` for callers without a key");
     }
@@ -162,7 +172,10 @@ pub fn check_profile(
         }
         hashes.push((hash, key.tier.clone()));
     }
-    Ok((specs, hashes))
+    Ok(Profile {
+        tiers: specs,
+        keys: hashes,
+    })
 }
 
 fn decode_hash(hex: &str) -> Option<KeyHash> {

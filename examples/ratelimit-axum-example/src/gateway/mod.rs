@@ -22,7 +22,8 @@ use std::sync::Arc;
 use ratelimit_tower::ClientIp;
 
 pub use config::{
-    check_profile, ApiKeyConfig, GatewaySettings, KeyHash, TierConfig, TierSpec, ANONYMOUS, TOKENS,
+    check_profile, ApiKeyConfig, GatewaySettings, KeyHash, Profile, TierConfig, TierSpec,
+    ANONYMOUS, TOKENS,
 };
 pub(crate) use handler::generate;
 pub use identity::{AuthError, Caller, KeyHasher, MIN_SECRET_LEN};

@@ -52,7 +52,8 @@ pub(crate) struct Tiers {
 impl Tiers {
     /// The tiers of `config`, each counting in a limiter `factory` builds.
     pub(crate) fn build(config: &Config, factory: &SetLimiterFactory) -> anyhow::Result<Self> {
-        let (specs, hashes) = check_profile(&config.tiers, &config.keys)?;
+        let profile = check_profile(&config.tiers, &config.keys)?;
+        let (specs, hashes) = (profile.tiers, profile.keys);
         let hasher = match &config.gateway.key_secret {
             Some(secret) => Some(KeyHasher::new(secret.clone())?),
             None if hashes.is_empty() => None,
