@@ -17,6 +17,7 @@ mod outage;
 mod peer;
 mod responses;
 mod service;
+mod set_headers;
 
 pub use body::RateLimitBody;
 pub use client_ip::{ClientIp, ProxyHeader};
@@ -28,3 +29,4 @@ pub use layer::RateLimitLayer;
 pub use peer::PeerAddr;
 pub use responses::PlainResponse;
 pub use service::{RateLimitService, ResponseFuture};
+pub use set_headers::{openai_duration, SetHeaders};

@@ -116,6 +116,7 @@ console.log(
     deltas,
     text,
     role: message.role,
+    metadata: message.metadata,
     requestBody,
   }),
 );

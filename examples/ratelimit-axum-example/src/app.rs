@@ -16,7 +16,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::{generate, json_body, Config, Model};
+use crate::gateway::GatewayState;
+use crate::{generate, json_body, Config, Gateway, Model};
 
 /// The settings [`app`] needs, prepared (and validated) from a [`Config`].
 #[derive(Debug, Clone)]
@@ -125,7 +126,7 @@ pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model
         model,
         stream_idle_timeout: options.stream_idle_timeout,
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/api/generate",
             // Layers added later wrap the earlier ones: the limit first,
@@ -138,7 +139,67 @@ pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model
                 .route_layer(rate_limit),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .with_state(state);
+    common_layers(router, options)
+}
+
+/// The service in the gateway profile: `POST /api/generate` as an LLM
+/// gateway (see [`Gateway`]), and an unlimited `GET /healthz`.
+///
+/// A request is identified first (`401` for an unknown or malformed
+/// `Authorization`, before the body is read); then its body is read
+/// (bounded by `max_body_bytes`) and parsed, since the check needs the
+/// prompt's tokens; then one set check reserves a request, the prompt's
+/// tokens plus the tier's `max_output_tokens`, and a stream, before the
+/// model is called. A malformed body is refused before the check and is
+/// not counted.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use axum::body::Body;
+/// use axum::extract::connect_info::MockConnectInfo;
+/// use ratelimit_axum_example::{default_set_limiter_factory, gateway_app, AppOptions, Config, Gateway, OfflineModel};
+/// use tower::ServiceExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let config = Config::from_toml_str(include_str!("../gateway.toml")).unwrap();
+/// let gateway = Gateway::from_config(&config, default_set_limiter_factory()).unwrap();
+/// let router = gateway_app(
+///     &AppOptions::from_config(&config).unwrap(),
+///     Arc::new(gateway),
+///     Arc::new(OfflineModel::new(Duration::ZERO)),
+/// )
+/// .layer(MockConnectInfo(std::net::SocketAddr::from(([192, 0, 2, 1], 1))));
+/// let req = axum::http::Request::post("/api/generate")
+///     .header("content-type", "application/json")
+///     .body(Body::from(r#"{"messages":[{"role":"user","content":"Hi"}]}"#))
+///     .unwrap();
+/// let res = router.oneshot(req).await.unwrap();
+/// assert_eq!(res.status(), 200);
+/// let fields = res.headers()["ratelimit"].to_str().unwrap();
+/// assert!(fields.starts_with(r#""requests";r=4;t="#), "{fields}");
+/// # });
+/// ```
+pub fn gateway_app(options: &AppOptions, gateway: Arc<Gateway>, model: Arc<dyn Model>) -> Router {
+    let state = GatewayState {
+        gateway,
+        model,
+        options: Arc::new(options.clone()),
+    };
+    let router = Router::new()
+        .route("/api/generate", post(crate::gateway::generate))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state);
+    common_layers(router, options)
+}
+
+/// What every route shares: the body limit, a panic as a logged `500`,
+/// the request timeout and the request log.
+fn common_layers(router: Router, options: &AppOptions) -> Router {
+    router
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         // A panic anywhere below (a handler, a backend) becomes a logged 500
         // instead of a dropped connection.

@@ -1,6 +1,7 @@
 //! The service's configuration: embedded defaults, a TOML file, then
 //! environment variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,10 @@ use ratelimit_core::Policy;
 use ratelimit_tower::ProxyHeader;
 use serde::{Deserialize, Deserializer};
 
-use crate::{BackendConfig, BackendKind, MetricsConfig, Secret, SecretUrl, ServerConfig};
+use crate::{
+    ApiKeyConfig, BackendConfig, BackendKind, GatewaySettings, MetricsConfig, Secret, SecretUrl,
+    ServerConfig, TierConfig,
+};
 
 /// Everything the service reads at start-up. Every field has a default,
 /// so an empty file (or none) is the documented default service: five
@@ -45,6 +49,16 @@ pub struct Config {
     /// The Prometheus endpoint (off unless `bind` is set).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The gateway profile's settings (the API keys' hash secret).
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// The gateway profile's tiers: when any is set, `/api/generate` runs
+    /// as an LLM gateway (see `gateway.toml`) and `limit` is not used.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+    /// The gateway profile's API keys, by hash.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
 }
 
 /// `[client_ip]`.
@@ -242,6 +256,9 @@ impl Default for Config {
             model: ModelConfig::default(),
             server: ServerConfig::default(),
             metrics: MetricsConfig::default(),
+            gateway: GatewaySettings::default(),
+            tiers: BTreeMap::new(),
+            keys: Vec::new(),
         }
     }
 }
@@ -309,6 +326,7 @@ impl Config {
     /// | `RATELIMIT_DELTA_DELAY` | `model.delta_delay`, e.g. `0ms` |
     /// | `REDIS_URL` | `backend.kind = "redis"` and `backend.url` |
     /// | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | `model.api_key`, `model.base_url`, `model.name` |
+    /// | `RATELIMIT_KEY_SECRET` | `gateway.key_secret`: the secret API keys are hashed with |
     ///
     /// # Errors
     ///
@@ -399,6 +417,9 @@ impl Config {
         if let Some(v) = var("OPENAI_MODEL").filter(|v| !v.is_empty()) {
             self.model.name = v;
         }
+        if let Some(v) = var("RATELIMIT_KEY_SECRET").filter(|v| !v.is_empty()) {
+            self.gateway.key_secret = Some(Secret::new(v));
+        }
         Ok(())
     }
 
@@ -424,6 +445,11 @@ impl Config {
     /// ```
     pub fn validate(&self) -> anyhow::Result<()> {
         self.client_ip_extractor()?;
+        if self.is_gateway() {
+            crate::check_profile(&self.tiers, &self.keys)?;
+        } else if !self.keys.is_empty() {
+            bail!("`[[keys]]` needs the gateway profile's `[tiers.*]`");
+        }
         // A zero timeout fails every request (or closes every connection)
         // at once: a typo, never a wish.
         let timeouts = [
@@ -455,6 +481,20 @@ impl Config {
             bail!("invalid `http.max_body_bytes`: must be at least 1");
         }
         Ok(())
+    }
+
+    /// Whether the configuration is the gateway profile (it has tiers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ratelimit_axum_example::Config;
+    /// assert!(!Config::default().is_gateway());
+    /// assert!(Config::from_toml_str(include_str!("../gateway.toml")).unwrap().is_gateway());
+    /// ```
+    #[must_use]
+    pub fn is_gateway(&self) -> bool {
+        !self.tiers.is_empty()
     }
 
     /// The key extractor of `[client_ip]`.

@@ -12,6 +12,7 @@ mod backend_config;
 mod chat;
 mod config;
 mod error;
+mod gateway;
 mod generate;
 mod json_body;
 mod limiter;
@@ -23,13 +24,20 @@ mod server;
 mod toml_error;
 mod ui_stream;
 
-pub use app::{app, AppOptions};
+pub use app::{app, gateway_app, AppOptions};
 pub use backend_config::{BackendConfig, BackendKind};
 pub use chat::{parse_chat_request, ChatMessage, Role};
 pub use config::{ClientIpConfig, Config, HttpConfig, ModelConfig, ProviderKind};
 pub use error::AppError;
+pub use gateway::{
+    build_set_limiter, check_profile, default_set_limiter_factory, ApiKeyConfig, AuthError, Caller,
+    Gateway, GatewaySettings, KeyHash, KeyHasher, Profile, SetLimiterFactory, TierConfig, TierSpec,
+    ANONYMOUS, MIN_SECRET_LEN, TOKENS,
+};
 pub use limiter::{build_backend, Backend};
-pub use model::{build_model, Model, ModelError, OfflineModel, OpenAiCompatible};
+pub use model::{
+    build_model, Model, ModelError, ModelEvent, ModelRequest, OfflineModel, OpenAiCompatible, Usage,
+};
 pub use prometheus::{install_recorder, metrics_app, MetricsConfig};
 pub use secret::Secret;
 pub use secret_url::{redact_url, SecretUrl};

@@ -6,16 +6,22 @@
 //! `ratelimit-axum-example.toml`); environment variables override it.
 //! `RATELIMIT_METRICS_BIND=127.0.0.1:9090` (or `[metrics] bind`) also
 //! serves Prometheus metrics at `GET /metrics` there.
+//!
+//! `--config examples/ratelimit-axum-example/gateway.toml` runs the route
+//! as an LLM gateway (API-key tiers; requests, tokens and streams checked
+//! at once). `hash-key` prints the hash of an API key read from stdin,
+//! for its `[[keys]]` entry.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ratelimit_axum_example::{
-    app, build_backend, build_model, install_recorder, metrics_app, serve, AppOptions, BackendKind,
-    Config, SecretUrl, ServerConfig,
+    app, build_backend, build_model, default_set_limiter_factory, gateway_app, install_recorder,
+    metrics_app, serve, AppOptions, BackendKind, Config, Gateway, KeyHasher, SecretUrl,
+    ServerConfig,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +38,16 @@ struct Cli {
     /// Count in Redis at this URL instead of in memory.
     #[arg(long)]
     redis_url: Option<SecretUrl>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints the `[[keys]] hash` of an API key read from stdin (one line),
+    /// keyed with `gateway.key_secret` or RATELIMIT_KEY_SECRET. The key is
+    /// read from stdin so it stays out of the shell history and `ps`.
+    HashKey,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +77,9 @@ async fn run() -> anyhow::Result<()> {
 
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(Command::HashKey) = cli.command {
+        return hash_key(&config);
+    }
     if let Some(bind) = cli.bind {
         config.bind = bind;
     }
@@ -112,9 +131,37 @@ async fn run() -> anyhow::Result<()> {
         model = ?model,
         "listening; POST /api/generate"
     );
-    let router = app(&options, backend.limiter(), model);
+    let router = if config.is_gateway() {
+        let gateway = Gateway::from_config(&config, default_set_limiter_factory())
+            .context("invalid gateway profile")?;
+        tracing::info!(?gateway, "gateway profile: API-key tiers");
+        gateway_app(&options, std::sync::Arc::new(gateway), model)
+    } else {
+        app(&options, backend.limiter(), model)
+    };
     serve(listener, router, &config.server, shutdown_signal()).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `hash-key`: one line from stdin, hashed, printed in hex.
+fn hash_key(config: &Config) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let secret = config.gateway.key_secret.clone().context(
+        "hash-key needs the key secret: `gateway.key_secret` in --config, or RATELIMIT_KEY_SECRET",
+    )?;
+    let hasher = KeyHasher::new(secret)?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the key from stdin")?;
+    let key = line.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        anyhow::bail!("no key on stdin");
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", hasher.hex(key.as_bytes()))?;
     Ok(())
 }
 

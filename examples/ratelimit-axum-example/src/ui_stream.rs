@@ -60,6 +60,13 @@ pub enum UiChunk {
         #[serde(rename = "finishReason")]
         finish_reason: &'static str,
     },
+    /// Metadata for the message (the gateway's usage and token budget),
+    /// which the SDK merges into `message.metadata`.
+    MessageMetadata {
+        /// Any JSON value.
+        #[serde(rename = "messageMetadata")]
+        message_metadata: serde_json::Value,
+    },
     /// The answer failed; the text is safe to show.
     Error {
         /// What the user sees.
@@ -78,7 +85,7 @@ impl UiChunk {
     }
 }
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
+pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// The streaming response for `messages`: the model runs in its own task
 /// and its deltas are framed as they come. A slow client holds the model
@@ -102,6 +109,12 @@ pub(crate) fn response(
             let _ = tx.send(Bytes::from_static(DONE)).await;
         }
     });
+    stream_response(rx)
+}
+
+/// A UI message stream response whose events come from `rx`; dropping the
+/// response (the client left) closes `rx`, which the sender sees.
+pub(crate) fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response {
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });

@@ -122,3 +122,65 @@ async fn ai_sdk_parser_reads_the_stream_of_the_plain_body() {
     check(&result, question);
     assert!(result["requestBody"]["messages"][0]["content"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_sdk_reads_the_gateway_usage_metadata() {
+    use ratelimit_axum_example::{
+        default_set_limiter_factory, gateway_app, AppOptions, Config, Gateway,
+    };
+    use std::sync::Arc;
+
+    ensure_sdk_installed();
+    let config = Config::from_toml_str(include_str!("../gateway.toml")).unwrap();
+    let gateway = Gateway::from_config(&config, default_set_limiter_factory()).unwrap();
+    let router = gateway_app(
+        &AppOptions::from_config(&config).unwrap(),
+        Arc::new(gateway),
+        Arc::new(OfflineModel::new(std::time::Duration::ZERO)),
+    );
+    let url = format!("http://{}/api/generate", serve(router).await);
+    let question = "Why is the sky blue?";
+    let result = tokio::task::spawn_blocking(move || consume(&url, "sdk", question))
+        .await
+        .unwrap();
+    // The anonymous tier's max_output_tokens (256) holds the whole answer.
+    check_text(&result, question);
+    let types: Vec<&str> = result["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &types[types.len() - 4..],
+        ["text-end", "finish-step", "message-metadata", "finish"]
+    );
+    // readUIMessageStream put the chunk's metadata on the message.
+    let meta = &result["metadata"];
+    let words = OfflineModel::answer(&[ChatMessage {
+        role: Role::User,
+        content: question.into(),
+    }])
+    .split_inclusive(' ')
+    .count() as u64;
+    assert_eq!(meta["usage"]["inputTokens"], 5);
+    assert_eq!(meta["usage"]["outputTokens"], words);
+    assert_eq!(meta["usage"]["totalTokens"], 5 + words);
+    // The anonymous bucket holds 2,000 tokens; a refill of a few tokens
+    // may come in while the answer streams, never more than were used.
+    let remaining = meta["remainingTokens"].as_u64().unwrap();
+    assert!(
+        (2_000 - 5 - words..=2_000).contains(&remaining),
+        "{remaining}"
+    );
+}
+
+fn check_text(result: &Value, question: &str) {
+    let expected = OfflineModel::answer(&[ChatMessage {
+        role: Role::User,
+        content: question.into(),
+    }]);
+    assert_eq!(result["deltas"], expected.as_str());
+    assert_eq!(result["text"], expected.as_str());
+    assert_eq!(result["role"], "assistant");
+}

@@ -9,11 +9,17 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::sse::DataLines;
-use super::{Deltas, Model, ModelError};
+use super::{Deltas, Events, Model, ModelError, ModelEvent, ModelRequest, Usage};
 use crate::{ChatMessage, Secret, SecretUrl};
 
 /// `POST {base_url}/chat/completions` with `"stream": true`, reading the
 /// `choices[0].delta.content` of each event until `data: [DONE]`.
+///
+/// [`generate`](Model::generate) also sends `max_tokens` (the request's
+/// `max_output_tokens`) and `stream_options.include_usage`, and reports
+/// the `usage` (`prompt_tokens`, `completion_tokens`) of the last event;
+/// each delta counts [`estimate_tokens`](super::estimate_tokens) of its
+/// text until then, which is what an answer cut short is charged.
 ///
 /// Works with OpenAI and with the many servers that speak its protocol
 /// (selected by `OPENAI_BASE_URL`). An error status before the stream, an
@@ -87,16 +93,50 @@ impl OpenAiCompatible {
 #[async_trait]
 impl Model for OpenAiCompatible {
     async fn stream(&self, messages: Vec<ChatMessage>) -> Result<Deltas, ModelError> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
-            .collect();
+        let body = json!({ "model": self.model, "messages": wire(&messages), "stream": true });
+        let events = self.call(&body).await?;
+        Ok(events
+            .filter_map(|e| async move {
+                match e {
+                    Ok(ModelEvent::Delta { text, .. }) => Some(Ok(text)),
+                    Ok(ModelEvent::Usage(_)) => None,
+                    Err(err) => Some(Err(err)),
+                }
+            })
+            .boxed())
+    }
+
+    async fn generate(&self, request: ModelRequest) -> Result<Events, ModelError> {
+        let mut body = json!({
+            "model": self.model,
+            "messages": wire(&request.messages),
+            "stream": true,
+            "stream_options": { "include_usage": true },
+        });
+        if let Some(max) = request.max_output_tokens {
+            body["max_tokens"] = json!(max);
+        }
+        self.call(&body).await
+    }
+}
+
+/// The messages in the chat-completions form.
+fn wire(messages: &[ChatMessage]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+        .collect()
+}
+
+impl OpenAiCompatible {
+    /// Sends `body` and streams the answer's events.
+    async fn call(&self, body: &Value) -> Result<Events, ModelError> {
         let c = &self.credentials;
         let res = self
             .client
             .post(c.url.expose())
             .bearer_auth(c.api_key.expose())
-            .json(&json!({ "model": self.model, "messages": messages, "stream": true }))
+            .json(body)
             .send()
             .await
             .map_err(|e| c.transport(e))?;
@@ -150,7 +190,7 @@ impl Credentials {
 struct State {
     body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     lines: DataLines,
-    pending: VecDeque<Result<String, ModelError>>,
+    pending: VecDeque<Result<ModelEvent, ModelError>>,
     done: bool,
     credentials: Credentials,
 }
@@ -158,7 +198,7 @@ struct State {
 fn deltas(
     body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     credentials: Credentials,
-) -> Deltas {
+) -> Events {
     let state = State {
         body,
         lines: DataLines::default(),
@@ -179,7 +219,13 @@ fn deltas(
                     for data in s.lines.push(&bytes) {
                         match event(&data) {
                             Event::Done => s.done = true,
-                            Event::Delta(text) => s.pending.push_back(Ok(text)),
+                            Event::Delta(text) => s.pending.push_back(Ok(ModelEvent::Delta {
+                                tokens: super::estimate_tokens(&text),
+                                text,
+                            })),
+                            Event::Usage(usage) => {
+                                s.pending.push_back(Ok(ModelEvent::Usage(usage)));
+                            }
                             Event::Nothing => {}
                             Event::Failed(err) => {
                                 s.pending.push_back(Err(s.credentials.scrubbed(err)));
@@ -210,6 +256,7 @@ fn deltas(
 enum Event {
     Done,
     Delta(String),
+    Usage(Usage),
     Nothing,
     Failed(ModelError),
 }
@@ -233,7 +280,21 @@ fn event(data: &str) -> Event {
         .and_then(Value::as_str)
     {
         Some(text) if !text.is_empty() => Event::Delta(text.to_owned()),
-        // Role-only first events, finish events and usage events.
-        _ => Event::Nothing,
+        // Role-only first events and finish events; with
+        // `include_usage`, the last event before [DONE] has no choices
+        // and the usage.
+        _ => match usage(&value) {
+            Some(usage) => Event::Usage(usage),
+            None => Event::Nothing,
+        },
     }
+}
+
+/// The `usage` object of an event, when it has one with both counts.
+fn usage(value: &Value) -> Option<Usage> {
+    let usage = value.get("usage")?;
+    Some(Usage {
+        input_tokens: usage.get("prompt_tokens")?.as_u64()?,
+        output_tokens: usage.get("completion_tokens")?.as_u64()?,
+    })
 }
