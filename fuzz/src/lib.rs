@@ -2,6 +2,7 @@
 //! and an operation sequence, and the checks they run.
 
 pub mod forwarded;
+pub mod sets;
 
 use arbitrary::Arbitrary;
 use ratelimit_conformance::invariants::{check_sequence, Invariant};

@@ -6,6 +6,9 @@ mod limiter;
 mod meters;
 mod options;
 mod robin_hood;
+mod set;
+mod set_options;
+mod set_store;
 mod shard;
 mod siphash;
 mod slots;
@@ -14,3 +17,5 @@ mod table;
 
 pub use limiter::MemoryLimiter;
 pub use options::{MemoryLimiterOptions, WhenFull};
+pub use set::MemorySetLimiter;
+pub use set_options::MemorySetLimiterOptions;

@@ -1,0 +1,145 @@
+//! Policy sets on `ratelimit-memory` beside a single-policy check, in the
+//! same run: what a set check and a lease cost, as ratios to one
+//! `MemoryLimiter::check_sync`.
+//!
+//! Run with: `cargo bench -p ratelimit-benches --bench sets`
+//!
+//! Every subject runs on a `ManualClock` that does not move, over the same
+//! 1,024 `u64` keys (8 bytes) taken in turn, through the public API only.
+//! The limits are far above what a run takes, so every check is allowed.
+//! Subjects, one group:
+//! - `single`: `MemoryLimiter::check_sync`, a fixed window, cost 1;
+//! - `set3_sliding_gate` / `set3_bucket_gate`: a set of requests (fixed
+//!   window) + tokens (settling sliding window or token bucket) + streams
+//!   (concurrency), costs `[1, 100, 0]`: the streams policy only gates, so
+//!   no lease is left behind;
+//! - `set3_sliding_lease`: costs `[1, 100, 1]`, the receipt then released
+//!   (`SetLimiter::release`, what dropping a `Reservation` does);
+//! - `lease`: a set of one concurrency policy, `check_set_sync` then
+//!   `release`;
+//! - `lease_reservation`: the same through `Reservation::acquire` and drop,
+//!   on a current-thread runtime (the future never waits).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_main, Criterion};
+use ratelimit_core::{
+    Concurrency, ManualClock, NamedLimit, Policy, PolicySet, Reservation, SetLimiter,
+};
+use ratelimit_memory::{MemoryLimiter, MemorySetLimiter};
+
+/// A realistic epoch time for the manual clock, in µs.
+const START: u64 = 1_700_000_000_000_000;
+/// Keys taken in turn.
+const KEYS: u64 = 1_024;
+/// The largest limit (`2^32 - 1`): no run exhausts it.
+const BIG: u64 = u32::MAX as u64;
+
+fn set3(tokens: Policy) -> PolicySet {
+    let hour = Duration::from_secs(3600);
+    PolicySet::new(vec![
+        NamedLimit::new(
+            "requests",
+            Policy::fixed_window(BIG, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap(),
+        NamedLimit::new("tokens", tokens).unwrap().settling(),
+        NamedLimit::new("streams", Concurrency::new(64, hour).unwrap()).unwrap(),
+    ])
+    .unwrap()
+}
+
+fn streams() -> PolicySet {
+    let c = Concurrency::new(64, Duration::from_secs(3600)).unwrap();
+    PolicySet::new(vec![NamedLimit::new("streams", c).unwrap()]).unwrap()
+}
+
+/// The next key of the rotation.
+fn next(i: &mut u64) -> [u8; 8] {
+    *i = (*i + 1) % KEYS;
+    i.to_le_bytes()
+}
+
+fn bench(c: &mut Criterion) {
+    let clock = ManualClock::new(START);
+    let second = Duration::from_secs(1);
+    let single = MemoryLimiter::with_clock(
+        Policy::fixed_window(BIG, Duration::from_secs(60)).unwrap(),
+        clock.clone(),
+    );
+    let sliding = MemorySetLimiter::with_clock(
+        set3(Policy::sliding_window(BIG, second).unwrap()),
+        clock.clone(),
+    );
+    let bucket = MemorySetLimiter::with_clock(
+        set3(Policy::token_bucket(BIG, 1_000_000, second).unwrap()),
+        clock.clone(),
+    );
+    let lease = Arc::new(MemorySetLimiter::with_clock(streams(), clock.clone()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    let mut g = c.benchmark_group("sets");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    let mut i = 0;
+    g.bench_function("single", |b| {
+        b.iter(|| single.check_sync(black_box(&next(&mut i)), 1).unwrap())
+    });
+    g.bench_function("set3_sliding_gate", |b| {
+        b.iter(|| {
+            sliding
+                .check_set_sync(black_box(&next(&mut i)), &[1, 100, 0])
+                .unwrap()
+        })
+    });
+    g.bench_function("set3_bucket_gate", |b| {
+        b.iter(|| {
+            bucket
+                .check_set_sync(black_box(&next(&mut i)), &[1, 100, 0])
+                .unwrap()
+        })
+    });
+    g.bench_function("set3_sliding_lease", |b| {
+        b.iter(|| {
+            let check = sliding
+                .check_set_sync(black_box(&next(&mut i)), &[1, 100, 1])
+                .unwrap();
+            sliding.release(check.receipt.unwrap());
+            check.decision
+        })
+    });
+    g.bench_function("lease", |b| {
+        b.iter(|| {
+            let check = lease
+                .check_set_sync(black_box(&next(&mut i)), &[1])
+                .unwrap();
+            lease.release(check.receipt.unwrap());
+            check.decision
+        })
+    });
+    g.bench_function("lease_reservation", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let key = next(&mut i);
+                let held = Reservation::acquire(Arc::clone(&lease), black_box(&key), &[1])
+                    .await
+                    .unwrap()
+                    .unwrap();
+                drop(held);
+            })
+        })
+    });
+    g.finish();
+    assert_eq!(lease.leases_held(&next(&mut i)), 0);
+}
+
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+}
+
+criterion_main!(benches);
