@@ -576,6 +576,11 @@ impl PolicySet {
     /// updating their expiry in `parts`; true when every lease was still
     /// held, false when one was lost (it expired: its slot may be taken).
     pub fn renew(&self, state: &mut SetState, now: u64, parts: &mut [PolicyReceipt]) -> bool {
+        if parts.len() != self.len() {
+            // A receipt of another set (or a degraded one): nothing of it
+            // is held here.
+            return false;
+        }
         state.align(self);
         let mut all = true;
         for ((l, part), r) in self.limits.iter().zip(&mut state.parts).zip(parts) {

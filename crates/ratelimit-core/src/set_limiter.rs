@@ -73,14 +73,25 @@ impl Receipt {
         &self.key
     }
 
-    /// The parts, one per policy, in set order.
+    /// The parts, one per policy, in set order. None for a
+    /// [`degraded`](Self::degraded) receipt: a store given one sees a
+    /// receipt of another set (its settle is refused, its release frees
+    /// nothing), and only the layer that made it reads its parts, through
+    /// [`into_undegraded`](Self::into_undegraded).
     #[must_use]
     pub fn parts(&self) -> &[PolicyReceipt] {
+        if self.degraded.is_some() {
+            return &[];
+        }
         &self.parts
     }
 
-    /// The parts, for a backend renewing the leases in place.
+    /// The parts, for a backend renewing the leases in place (none for a
+    /// degraded receipt, as [`parts`](Self::parts)).
     pub fn parts_mut(&mut self) -> &mut [PolicyReceipt] {
+        if self.degraded.is_some() {
+            return &mut [];
+        }
         &mut self.parts
     }
 
@@ -93,7 +104,7 @@ impl Receipt {
 
     /// The leases held, in set order.
     pub fn leases(&self) -> impl Iterator<Item = Lease> + '_ {
-        self.parts.iter().filter_map(PolicyReceipt::lease)
+        self.parts().iter().filter_map(PolicyReceipt::lease)
     }
 }
 
