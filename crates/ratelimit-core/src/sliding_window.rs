@@ -39,8 +39,9 @@ pub struct SlidingWindow {
     window_ms: u64,
     /// Divides by `window_us`, for the window index.
     per_window_us: Reciprocal,
-    /// Divides by `window_ms`, for the previous window's weight.
-    per_window_ms: Reciprocal,
+    /// Divides by `2 * window_ms` (a reciprocal needs a divisor of at
+    /// least 2), for the previous window's weight.
+    per_twice_window_ms: Reciprocal,
 }
 
 // By hand: the reciprocals are derived from the window, and not part of
@@ -67,30 +68,34 @@ impl std::fmt::Debug for SlidingWindow {
 /// and `n = q * d + t` with `0 <= t < d`; then
 /// `m * n / 2^s = q + (t + n * r / 2^s) / d`, and `n * r < 2^63 * 2^l = 2^s`
 /// makes the fraction's numerator below `t + 1 <= d`: the floor is `q`.
-/// And `m < 2^(s - l + 1) = 2^64`, so it is one word.
+/// And `m < 2^(s - l + 1) = 2^64`, so it is one word. With `d >= 2`,
+/// `l >= 1` and `s >= 64`: the quotient is the high word of `m * n`
+/// shifted by `s - 64`, a single shift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Reciprocal {
     magic: u64,
-    shift: u8,
+    /// `s - 64`.
+    high_shift: u8,
 }
 
 impl Reciprocal {
     /// Numerators below this are divided exactly.
     pub(crate) const EXACT_BELOW: u64 = 1 << 63;
 
-    /// The reciprocal of `d`, which must be in `1..=2^62` (a window policy's
-    /// `d` is at most `2^36 * 1000 < 2^46`).
+    /// The reciprocal of `d`, which must be in `2..=2^62` (a window
+    /// policy's window is at most `2^36 * 1000 < 2^46` µs; the window in
+    /// ms is passed doubled, see `SlidingWindow::weighted`).
     pub(crate) const fn new(d: u64) -> Self {
-        assert!(d >= 1 && d <= 1 << 62, "a divisor in 1..=2^62");
-        // ceil(log2 d): 0 for d = 1.
+        assert!(d >= 2 && d <= 1 << 62, "a divisor in 2..=2^62");
+        // ceil(log2 d), at least 1.
         let l = u64::BITS - (d - 1).leading_zeros();
         let shift = 63 + l;
         let magic = (1u128 << shift).div_ceil(d as u128);
         assert!(magic <= u64::MAX as u128, "below 2^64, as argued above");
         Self {
-            // Cannot truncate: checked just above, and shift <= 63 + 62.
+            // Cannot truncate: checked just above, and 64 <= shift <= 125.
             magic: magic as u64,
-            shift: shift as u8,
+            high_shift: (shift - 64) as u8,
         }
     }
 
@@ -98,8 +103,9 @@ impl Reciprocal {
     #[inline]
     pub(crate) const fn div(self, n: u64) -> u64 {
         debug_assert!(n < Self::EXACT_BELOW);
-        // Cannot truncate: the quotient is at most n.
-        ((self.magic as u128 * n as u128) >> self.shift) as u64
+        // Cannot truncate: the high word of a product of two words.
+        let high = ((self.magic as u128 * n as u128) >> 64) as u64;
+        high >> self.high_shift
     }
 }
 
@@ -168,7 +174,7 @@ impl SlidingWindow {
             window_us: window_ms * 1000,
             window_ms,
             per_window_us: Reciprocal::new(window_ms * 1000),
-            per_window_ms: Reciprocal::new(window_ms),
+            per_twice_window_ms: Reciprocal::new(2 * window_ms),
         })
     }
 
@@ -179,9 +185,11 @@ impl SlidingWindow {
         let left = self.window_ms.saturating_sub(elapsed_ms);
         let part = count.saturating_mul(left);
         // Always so for a count the policy stored (`limit * W_ms < 2^53`);
-        // then `part + W_ms - 1 < 2^63`, in the reciprocal's range.
-        if part < 1 << 62 {
-            self.per_window_ms.div(part + (self.window_ms - 1))
+        // then `2 * (part + W_ms - 1) < 2^63`, in the reciprocal's range,
+        // and `floor(2x / 2W) = floor(x / W)`.
+        if part < 1 << 61 {
+            self.per_twice_window_ms
+                .div(2 * (part + (self.window_ms - 1)))
         } else {
             div_ceil(part, self.window_ms)
         }
@@ -352,12 +360,12 @@ mod tests {
     /// Divisors at the edges: 1 and 2, a power of two and its neighbours
     /// for every exponent up to the longest window in µs, the 1000s.
     fn edge_divisors() -> Vec<u64> {
-        let mut d = vec![1, 2, 3, 999, 1000, 1001, MAX_WINDOW_US - 1, MAX_WINDOW_US];
+        let mut d = vec![2, 3, 4, 999, 1000, 1001, MAX_WINDOW_US - 1, MAX_WINDOW_US];
         for e in 1..=46 {
             let p = 1u64 << e;
             d.extend([p - 1, p, p + 1, p * 1000 / 1024]);
         }
-        d.retain(|&d| (1..=MAX_WINDOW_US).contains(&d));
+        d.retain(|&d| (2..=2 * MAX_WINDOW_US).contains(&d));
         d
     }
 
@@ -402,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_reciprocal_of_every_small_divisor_divides_small_numerators() {
-        for d in 1..=2048 {
+        for d in 2..=2048 {
             let r = Reciprocal::new(d);
             for n in 0..4 * d + 3 {
                 assert_eq!(r.div(n), n / d, "{n} / {d}");
@@ -413,7 +421,7 @@ mod tests {
     proptest! {
         #[test]
         fn the_reciprocal_divides_exactly(
-            d in prop_oneof![1..=MAX_WINDOW_US, 1..=1u64 << 20, 1..=1u64 << 62],
+            d in prop_oneof![2..=2 * MAX_WINDOW_US, 2..=1u64 << 20, 2..=1u64 << 62],
             n in prop_oneof![0..Reciprocal::EXACT_BELOW, 0..1u64 << 53, 0..1u64 << 20],
         ) {
             prop_assert_eq!(Reciprocal::new(d).div(n), n / d);
