@@ -37,11 +37,9 @@ pub struct SlidingWindow {
     limit: u64,
     window_us: u64,
     window_ms: u64,
-    /// Divides by `window_us`, for the window index.
+    /// Divides by `window_us`: the window index, and the previous
+    /// window's weight.
     per_window_us: Reciprocal,
-    /// Divides by `2 * window_ms` (a reciprocal needs a divisor of at
-    /// least 2), for the previous window's weight.
-    per_twice_window_ms: Reciprocal,
 }
 
 // By hand: the reciprocals are derived from the window, and not part of
@@ -83,8 +81,7 @@ impl Reciprocal {
     pub(crate) const EXACT_BELOW: u64 = 1 << 63;
 
     /// The reciprocal of `d`, which must be in `2..=2^62` (a window
-    /// policy's window is at most `2^36 * 1000 < 2^46` µs; the window in
-    /// ms is passed doubled, see `SlidingWindow::weighted`).
+    /// policy's window in µs is in `1000..=2^36 * 1000`, below `2^46`).
     pub(crate) const fn new(d: u64) -> Self {
         assert!(d >= 2 && d <= 1 << 62, "a divisor in 2..=2^62");
         // ceil(log2 d), at least 1.
@@ -174,7 +171,6 @@ impl SlidingWindow {
             window_us: window_ms * 1000,
             window_ms,
             per_window_us: Reciprocal::new(window_ms * 1000),
-            per_twice_window_ms: Reciprocal::new(2 * window_ms),
         })
     }
 
@@ -184,12 +180,12 @@ impl SlidingWindow {
     fn weighted(&self, count: u64, elapsed_ms: u64) -> u64 {
         let left = self.window_ms.saturating_sub(elapsed_ms);
         let part = count.saturating_mul(left);
-        // Always so for a count the policy stored (`limit * W_ms < 2^53`);
-        // then `2 * (part + W_ms - 1) < 2^63`, in the reciprocal's range,
-        // and `floor(2x / 2W) = floor(x / W)`.
-        if part < 1 << 61 {
-            self.per_twice_window_ms
-                .div(2 * (part + (self.window_ms - 1)))
+        // Always so for a count the policy stored (`limit * W_ms < 2^53`).
+        // Then `ceil(part / W_ms) = ceil(1000 * part / W_us)`, and
+        // `1000 * part + W_us - 1 < 1000 * 2^53 + 2^46 < 2^63` is in the
+        // reciprocal's range.
+        if part < 1 << 53 {
+            self.per_window_us.div(1000 * part + (self.window_us - 1))
         } else {
             div_ceil(part, self.window_ms)
         }
