@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::domain::{stored_count, validate_window_policy};
+use crate::sliding_window::Reciprocal;
 use crate::{Algorithm, ConfigError, Decision, Error};
 
 /// At most `limit` cost per aligned window of length `window`
@@ -30,10 +31,23 @@ use crate::{Algorithm, ConfigError, Decision, Error};
 /// // The window [0 s, 30 s) ends 20 s later.
 /// assert_eq!(sixth.retry_after, Some(Duration::from_secs(20)));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FixedWindow {
     limit: u64,
     window_us: u64,
+    /// Divides by `window_us`, for the window index.
+    per_window_us: Reciprocal,
+}
+
+// By hand: the reciprocal is derived from the window, and not part of
+// what a policy is.
+impl std::fmt::Debug for FixedWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixedWindow")
+            .field("limit", &self.limit)
+            .field("window_us", &self.window_us)
+            .finish()
+    }
 }
 
 /// The stored state of a [`FixedWindow`] key: 16 bytes (see
@@ -87,6 +101,7 @@ impl FixedWindow {
         Ok(Self {
             limit,
             window_us: window_ms * 1000,
+            per_window_us: Reciprocal::new(window_ms * 1000),
         })
     }
 
@@ -95,7 +110,11 @@ impl FixedWindow {
     /// window, which is never reopened.
     #[inline]
     fn current(&self, state: &FixedWindowState, now: u64) -> FixedWindowState {
-        let k = now / self.window_us;
+        let k = if now < Reciprocal::EXACT_BELOW {
+            self.per_window_us.div(now)
+        } else {
+            now / self.window_us
+        };
         if k > state.window {
             FixedWindowState::new(k, 0)
         } else {
@@ -161,6 +180,63 @@ impl Algorithm for FixedWindow {
                 .window
                 .saturating_add(1)
                 .saturating_mul(self.window_us)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{MAX_PERIOD_MS, MAX_PRODUCT};
+
+    proptest! {
+        /// Every field of every decision and state is what the plain
+        /// division by the window gives, for any stored state and any
+        /// time, the exact domain's edges included.
+        #[test]
+        fn check_and_peek_are_those_of_plain_division(
+            window_ms in prop_oneof![Just(1u64), Just(1000), Just(MAX_PERIOD_MS), 1..=MAX_PERIOD_MS],
+            limit in any::<u64>(),
+            window in prop_oneof![any::<u64>(), Just(u64::MAX), 0..4u64],
+            count in prop_oneof![any::<u32>(), 0..4u32],
+            now in prop_oneof![
+                any::<u64>(),
+                0..1u64 << 52,
+                (1u64 << 63) - 4..(1u64 << 63) + 4,
+                u64::MAX - 4..=u64::MAX,
+            ],
+            near in prop::option::of((0..3u64, any::<u64>())),
+            cost in 1..4u64,
+        ) {
+            let limit = limit % ((MAX_PRODUCT - 1) / window_ms).min(u64::from(u32::MAX)) + 1;
+            let policy = FixedWindow::new(limit, Duration::from_millis(window_ms)).unwrap();
+            let state = FixedWindowState::new(window, count);
+            let now = match near {
+                Some((k, offset)) => window
+                    .saturating_add(k)
+                    .saturating_mul(policy.window_us)
+                    .saturating_add(offset % policy.window_us),
+                None => now,
+            };
+            // The state as the plain division rolls it forward.
+            let k = now / policy.window_us;
+            let s = if k > state.window { FixedWindowState::new(k, 0) } else { state };
+            let taken = u64::from(s.count) + cost;
+            let want = if cost > limit {
+                None
+            } else if taken <= limit {
+                let next = FixedWindowState::new(s.window, stored_count(taken));
+                Some((policy.decide(&next, now, true), next))
+            } else {
+                Some((policy.decide(&s, now, false), state))
+            };
+            prop_assert_eq!(policy.check(&state, now, cost).ok(), want);
+            prop_assert_eq!(
+                policy.peek(&state, now),
+                policy.decide(&s, now, u64::from(s.count) < limit)
+            );
         }
     }
 }

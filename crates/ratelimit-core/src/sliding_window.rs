@@ -32,11 +32,78 @@ use crate::{Algorithm, ConfigError, Decision, Error};
 /// let (denied, _) = policy.check(&state, 12_000_000, 3).unwrap();
 /// assert_eq!(denied.retry_after, Some(Duration::from_secs(1)));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SlidingWindow {
     limit: u64,
     window_us: u64,
     window_ms: u64,
+    /// Divides by `window_us`: the window index, and the previous
+    /// window's weight.
+    per_window_us: Reciprocal,
+}
+
+// By hand: the reciprocals are derived from the window, and not part of
+// what a policy is.
+impl std::fmt::Debug for SlidingWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlidingWindow")
+            .field("limit", &self.limit)
+            .field("window_us", &self.window_us)
+            .field("window_ms", &self.window_ms)
+            .finish()
+    }
+}
+
+/// Division by a divisor fixed when a policy is built, as one multiply and
+/// one shift: a window policy divides by its window on every check, and a
+/// division by a value known only at run time costs several times a
+/// multiplication, on the path to the allow/deny bit.
+///
+/// `div(n) == n / d` exactly for every `n < 2^63` (Granlund and
+/// Montgomery, "Division by invariant integers using multiplication",
+/// 1994, theorem 4.2): with `l = ceil(log2 d)`, `s = 63 + l` and
+/// `m = ceil(2^s / d)`, write `m * d = 2^s + r` with `0 <= r < d <= 2^l`
+/// and `n = q * d + t` with `0 <= t < d`; then
+/// `m * n / 2^s = q + (t + n * r / 2^s) / d`, and `n * r < 2^63 * 2^l = 2^s`
+/// makes the fraction's numerator below `t + 1 <= d`: the floor is `q`.
+/// And `m < 2^(s - l + 1) = 2^64`, so it is one word. With `d >= 2`,
+/// `l >= 1` and `s >= 64`: the quotient is the high word of `m * n`
+/// shifted by `s - 64`, a single shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Reciprocal {
+    magic: u64,
+    /// `s - 64`.
+    high_shift: u8,
+}
+
+impl Reciprocal {
+    /// Numerators below this are divided exactly.
+    pub(crate) const EXACT_BELOW: u64 = 1 << 63;
+
+    /// The reciprocal of `d`, which must be in `2..=2^62` (a window
+    /// policy's window in µs is in `1000..=2^36 * 1000`, below `2^46`).
+    pub(crate) const fn new(d: u64) -> Self {
+        assert!(d >= 2 && d <= 1 << 62, "a divisor in 2..=2^62");
+        // ceil(log2 d), at least 1.
+        let l = u64::BITS - (d - 1).leading_zeros();
+        let shift = 63 + l;
+        let magic = (1u128 << shift).div_ceil(d as u128);
+        assert!(magic <= u64::MAX as u128, "below 2^64, as argued above");
+        Self {
+            // Cannot truncate: checked just above, and 64 <= shift <= 125.
+            magic: magic as u64,
+            high_shift: (shift - 64) as u8,
+        }
+    }
+
+    /// `n / d`, for `n <` [`EXACT_BELOW`](Self::EXACT_BELOW).
+    #[inline]
+    pub(crate) const fn div(self, n: u64) -> u64 {
+        debug_assert!(n < Self::EXACT_BELOW);
+        // Cannot truncate: the high word of a product of two words.
+        let high = ((self.magic as u128 * n as u128) >> 64) as u64;
+        high >> self.high_shift
+    }
 }
 
 /// The stored state of a [`SlidingWindow`] key: 16 bytes (see
@@ -103,6 +170,7 @@ impl SlidingWindow {
             limit,
             window_us: window_ms * 1000,
             window_ms,
+            per_window_us: Reciprocal::new(window_ms * 1000),
         })
     }
 
@@ -111,7 +179,26 @@ impl SlidingWindow {
     #[inline]
     fn weighted(&self, count: u64, elapsed_ms: u64) -> u64 {
         let left = self.window_ms.saturating_sub(elapsed_ms);
-        div_ceil(count.saturating_mul(left), self.window_ms)
+        let part = count.saturating_mul(left);
+        // Always so for a count the policy stored (`limit * W_ms < 2^53`).
+        // Then `ceil(part / W_ms) = ceil(1000 * part / W_us)`, and
+        // `1000 * part + W_us - 1 < 1000 * 2^53 + 2^46 < 2^63` is in the
+        // reciprocal's range.
+        if part < 1 << 53 {
+            self.per_window_us.div(1000 * part + (self.window_us - 1))
+        } else {
+            div_ceil(part, self.window_ms)
+        }
+    }
+
+    /// `floor(now / window_us)`, the index of the window holding `now`.
+    #[inline]
+    fn window_index(&self, now: u64) -> u64 {
+        if now < Reciprocal::EXACT_BELOW {
+            self.per_window_us.div(now)
+        } else {
+            now / self.window_us
+        }
     }
 
     /// Rolls `state` forward to `now`. If the clock went back before the
@@ -119,7 +206,7 @@ impl SlidingWindow {
     /// its estimate is highest.
     #[inline]
     fn view(&self, state: &SlidingWindowState, now: u64) -> View {
-        let k = now / self.window_us;
+        let k = self.window_index(now);
         let s = if k <= state.window {
             *state
         } else if k == state.window + 1 {
@@ -142,12 +229,19 @@ impl SlidingWindow {
     fn allowed_at(&self, s: &SlidingWindowState, cost: u64) -> u64 {
         let start = s.window.saturating_mul(self.window_us);
         // ceil(p * (W - e) / W) <= a  <=>  W - e <= floor(a * W / p).
-        // A zero count leaves nothing to decay: the cost fits from the start.
+        // A count within the budget (a zero count among them) fits from the
+        // start: floor(a * W / p) >= W. A zero budget waits for the whole
+        // count: floor(0 / p) = 0. Neither needs the division by a count.
+        // (`a <= limit`, so `a * W < 2^53` does not saturate.)
         let first_ms = |count: u64, budget: u64| -> u64 {
-            budget
-                .saturating_mul(self.window_ms)
-                .checked_div(count)
-                .map_or(0, |keep| self.window_ms.saturating_sub(keep))
+            if budget >= count {
+                0
+            } else if budget == 0 {
+                self.window_ms
+            } else {
+                self.window_ms
+                    .saturating_sub(budget.saturating_mul(self.window_ms) / count)
+            }
         };
         if let Some(budget) = self.limit.checked_sub(u64::from(s.current) + cost) {
             let e = first_ms(u64::from(s.previous), budget);
@@ -246,5 +340,243 @@ impl Algorithm for SlidingWindow {
     #[inline]
     fn expires_at(&self, state: &SlidingWindowState) -> u64 {
         self.reset_at(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{MAX_PERIOD_MS, MAX_PRODUCT};
+
+    /// The largest divisor a window policy makes: its window in µs.
+    const MAX_WINDOW_US: u64 = MAX_PERIOD_MS * 1000;
+
+    /// Divisors at the edges: 1 and 2, a power of two and its neighbours
+    /// for every exponent up to the longest window in µs, the 1000s.
+    fn edge_divisors() -> Vec<u64> {
+        let mut d = vec![2, 3, 4, 999, 1000, 1001, MAX_WINDOW_US - 1, MAX_WINDOW_US];
+        for e in 1..=46 {
+            let p = 1u64 << e;
+            d.extend([p - 1, p, p + 1, p * 1000 / 1024]);
+        }
+        d.retain(|&d| (2..=2 * MAX_WINDOW_US).contains(&d));
+        d
+    }
+
+    /// Numerators at the edges for divisor `d`: near 0, near multiples of
+    /// `d` at every scale, and near the top of the exact range.
+    fn edge_numerators(d: u64) -> Vec<u64> {
+        let top = Reciprocal::EXACT_BELOW - 1;
+        let mut n = vec![
+            0,
+            1,
+            d - 1,
+            d,
+            d + 1,
+            top,
+            top - 1,
+            top - d,
+            1 << 52,
+            1 << 53,
+        ];
+        for e in 0..63 {
+            let q = (1u64 << e) / d.max(1);
+            for m in [q.saturating_sub(1), q, q + 1] {
+                let base = m.saturating_mul(d);
+                n.extend([base.saturating_sub(1), base, base.saturating_add(1)]);
+            }
+        }
+        let q = top / d;
+        n.extend([q * d - 1, q * d, (q * d).saturating_add(d - 1)]);
+        n.retain(|&n| n < Reciprocal::EXACT_BELOW);
+        n
+    }
+
+    #[test]
+    fn the_reciprocal_divides_exactly_at_the_edges() {
+        for d in edge_divisors() {
+            let r = Reciprocal::new(d);
+            for n in edge_numerators(d) {
+                assert_eq!(r.div(n), n / d, "{n} / {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_reciprocal_of_every_small_divisor_divides_small_numerators() {
+        for d in 2..=2048 {
+            let r = Reciprocal::new(d);
+            for n in 0..4 * d + 3 {
+                assert_eq!(r.div(n), n / d, "{n} / {d}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_reciprocal_divides_exactly(
+            d in prop_oneof![2..=2 * MAX_WINDOW_US, 2..=1u64 << 20, 2..=1u64 << 62],
+            n in prop_oneof![0..Reciprocal::EXACT_BELOW, 0..1u64 << 53, 0..1u64 << 20],
+        ) {
+            prop_assert_eq!(Reciprocal::new(d).div(n), n / d);
+        }
+
+        /// Every field of every decision and state is what the plain
+        /// divisions give, for any stored state (foreign ones too) and any
+        /// time, the exact domain's edges included.
+        #[test]
+        fn check_and_peek_are_those_of_plain_division(
+            (limit, window_ms) in policy(),
+            window in prop_oneof![any::<u64>(), Just(u64::MAX), 0..4u64],
+            previous in prop_oneof![any::<u32>(), 0..4u32],
+            current in prop_oneof![any::<u32>(), 0..4u32],
+            now in prop_oneof![
+                any::<u64>(),
+                0..1u64 << 52,
+                (1u64 << 63) - 4..(1u64 << 63) + 4,
+                u64::MAX - 4..=u64::MAX,
+            ],
+            // Relative to the stored window, so that the previous and the
+            // current window are reached often.
+            near in prop::option::of(0..3u64),
+            offset_ms in any::<u64>(),
+            cost in any::<u64>(),
+        ) {
+            let policy = SlidingWindow::new(limit, Duration::from_millis(window_ms)).unwrap();
+            let state = SlidingWindowState::new(window, previous, current);
+            let now = match near {
+                Some(k) => window
+                    .saturating_add(k)
+                    .saturating_mul(policy.window_us)
+                    .saturating_add(offset_ms % window_ms * 1000 + offset_ms % 1000),
+                None => now,
+            };
+            // Mostly valid costs, the smallest and the largest often.
+            let cost = match cost % 4 {
+                0 => cost,
+                1 => 1,
+                2 => limit,
+                _ => cost % limit + 1,
+            };
+            let old = Plain(policy);
+            prop_assert_eq!(
+                policy.check(&state, now, cost).map_err(|e| e.to_string()),
+                old.check(&state, now, cost).map_err(|e| e.to_string())
+            );
+            prop_assert_eq!(policy.peek(&state, now), old.peek(&state, now));
+        }
+    }
+
+    /// `(limit, window_ms)` in the exact domain, edges often.
+    fn policy() -> impl Strategy<Value = (u64, u64)> {
+        let window_ms = prop_oneof![
+            Just(1u64),
+            Just(1000),
+            Just(MAX_PERIOD_MS),
+            1..=MAX_PERIOD_MS,
+            1..=100_000u64,
+        ];
+        window_ms.prop_flat_map(|w| {
+            let most = ((MAX_PRODUCT - 1) / w).min(u64::from(u32::MAX));
+            (
+                prop_oneof![Just(1), Just(most), 1..=most, 1..=most.min(10)],
+                Just(w),
+            )
+        })
+    }
+
+    /// The sliding window as it was computed before the reciprocals: plain
+    /// divisions by the window, and by the count while waiting.
+    struct Plain(SlidingWindow);
+
+    impl Plain {
+        fn view(&self, state: &SlidingWindowState, now: u64) -> (SlidingWindowState, u64) {
+            let p = &self.0;
+            let k = now / p.window_us;
+            let s = if k <= state.window {
+                *state
+            } else if k == state.window + 1 {
+                SlidingWindowState::new(k, state.current, 0)
+            } else {
+                SlidingWindowState::new(k, 0, 0)
+            };
+            let start = s.window.saturating_mul(p.window_us);
+            let elapsed_ms = now.saturating_sub(start) / 1000;
+            let left = p.window_ms.saturating_sub(elapsed_ms);
+            let weighted = div_ceil(u64::from(s.previous).saturating_mul(left), p.window_ms);
+            (s, weighted.saturating_add(u64::from(s.current)))
+        }
+
+        fn allowed_at(&self, s: &SlidingWindowState, cost: u64) -> u64 {
+            let p = &self.0;
+            let start = s.window.saturating_mul(p.window_us);
+            let first_ms = |count: u64, budget: u64| -> u64 {
+                budget
+                    .saturating_mul(p.window_ms)
+                    .checked_div(count)
+                    .map_or(0, |keep| p.window_ms.saturating_sub(keep))
+            };
+            if let Some(budget) = p.limit.checked_sub(u64::from(s.current) + cost) {
+                let e = first_ms(u64::from(s.previous), budget);
+                if e < p.window_ms {
+                    return start.saturating_add(e * 1000);
+                }
+            }
+            let next = start.saturating_add(p.window_us);
+            let e = first_ms(u64::from(s.current), p.limit - cost);
+            if e < p.window_ms {
+                return next.saturating_add(e * 1000);
+            }
+            next.saturating_add(p.window_us)
+        }
+
+        fn check(
+            &self,
+            state: &SlidingWindowState,
+            now: u64,
+            cost: u64,
+        ) -> Result<(Decision, SlidingWindowState), Error> {
+            let p = &self.0;
+            p.validate_cost(cost)?;
+            let (s, estimate) = self.view(state, now);
+            if estimate.saturating_add(cost) <= p.limit {
+                let current = stored_count(u64::from(s.current) + cost);
+                let next = SlidingWindowState::new(s.window, s.previous, current);
+                let reset_after = p.reset_at(&next).saturating_sub(now);
+                let remaining = p.limit - estimate - cost;
+                Ok((
+                    Decision::from_micros(true, p.limit, remaining, reset_after, 0),
+                    next,
+                ))
+            } else {
+                let retry_after = self.allowed_at(&s, cost).saturating_sub(now);
+                let reset_after = p.reset_at(&s).saturating_sub(now);
+                let remaining = p.limit.saturating_sub(estimate);
+                Ok((
+                    Decision::from_micros(false, p.limit, remaining, reset_after, retry_after),
+                    *state,
+                ))
+            }
+        }
+
+        fn peek(&self, state: &SlidingWindowState, now: u64) -> Decision {
+            let p = &self.0;
+            let (s, estimate) = self.view(state, now);
+            let allowed = estimate < p.limit;
+            let retry_after = if allowed {
+                0
+            } else {
+                self.allowed_at(&s, 1).saturating_sub(now)
+            };
+            Decision::from_micros(
+                allowed,
+                p.limit,
+                p.limit.saturating_sub(estimate),
+                p.reset_at(&s).saturating_sub(now),
+                retry_after,
+            )
+        }
     }
 }
