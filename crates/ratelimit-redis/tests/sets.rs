@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -13,12 +12,12 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 use ratelimit_conformance::strategy::{awkward_keys, small_policy};
 use ratelimit_core::{
     Concurrency, Error, Limit, ManualClock, Mark, NamedLimit, Policy, PolicySet, Receipt,
-    ReferenceSetLimiter, Reservation, SetDecision, SetLimiter,
+    ReferenceSetLimiter, SetDecision, SetLimiter,
 };
-use ratelimit_redis::{RedisOptions, RedisSetLimiter, Target};
+use ratelimit_redis::{RedisSetLimiter, Target};
 use ratelimit_redis_harness::{RedisCluster, RedisServer};
 
-use support::{fresh_prefix, options, runtime};
+use support::{options, runtime};
 
 const START: u64 = 1_700_000_000_000_000;
 
