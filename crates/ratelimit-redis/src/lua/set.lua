@@ -215,31 +215,36 @@ local function decide(j, a, b, c, now, cost)
   return false, remaining, debt, max(max(a, now) + interval - (now + span), 0), a, b, c
 end
 
--- A concurrency policy's leases at `now`: how many are held, the earliest
--- and the latest expiry (nil when none). `forget` first removes the
--- expired ones (every call but a peek does); without it they are only
--- left out. Returns nil and a message for a key of another type.
-local function leases(key, now, forget)
-  local n, first, last
+-- How many leases of a concurrency policy are held at `now`; nil and a
+-- message for a key of another type. `forget` first removes the expired
+-- ones (every call but a peek and a gate's settle does, as the core);
+-- without it they are only left out.
+local function count_leases(key, now, forget)
   if forget then
     local r = try('ZREMRANGEBYSCORE', key, '-inf', format('%d', now))
     if type(r) == 'table' then return nil, r.err end
-    n = call('ZCARD', key)
-    if n > 0 then
-      first = tonumber(call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-      last = tonumber(call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
-    end
-  else
-    local above = '(' .. format('%d', now)
-    local r = try('ZCOUNT', key, above, '+inf')
-    if type(r) == 'table' then return nil, r.err end
-    n = r
-    if n > 0 then
-      first = tonumber(call('ZRANGEBYSCORE', key, above, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2])
-      last = tonumber(call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
-    end
+    return call('ZCARD', key)
   end
-  return n, first, last
+  local r = try('ZCOUNT', key, '(' .. format('%d', now), '+inf')
+  if type(r) == 'table' then return nil, r.err end
+  return r
+end
+
+-- The earliest expiry of the leases held at `now` (some are).
+local function first_lease(key, now)
+  return tonumber(call('ZRANGEBYSCORE', key, '(' .. format('%d', now), '+inf',
+    'WITHSCORES', 'LIMIT', 0, 1)[2])
+end
+
+-- The latest expiry of the leases held (some are).
+local function last_lease(key)
+  return tonumber(call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+end
+
+-- The earliest and latest expiry of the `n` leases held at `now`.
+local function bounds(key, now, n)
+  if n == 0 then return nil, nil end
+  return first_lease(key, now), last_lease(key)
 end
 
 -- Concurrency::peek / decide: (allowed, remaining, reset_after, retry_after).
@@ -281,12 +286,16 @@ local function check(base, now)
     if kind[j] == CC then
       id[j] = ARGV[arg]
       arg = arg + 1
-      local held, f, l = leases(key, now, true)
-      if not held then return foreign(j, f) end
+      local held, err = count_leases(key, now, true)
+      if not held then return foreign(j, err) end
+      local l
+      if held > 0 then l = last_lease(key) end
       last[j] = l
       if cost[j] > 0 and held < pa[j] then
         o = { true, pa[j] - held - 1, max(max(l or 0, now + pb[j]) - now, 0), 0 }
       else
+        local f
+        if held > 0 then f = first_lease(key, now) end
         o = { lease_decision(j, held, f, l, now, held < pa[j] and cost[j] == 0) }
       end
     else
@@ -415,9 +424,9 @@ local function settle(base, now)
     if kind[j] == CC then
       local id = ARGV[arg]
       arg = arg + 1
-      local n, f, l = leases(key, now, id ~= '')
-      if not n then return foreign(j, f) end
-      held[j] = { n = n, f = f, l = l, id = id }
+      local n, err = count_leases(key, now, id ~= '')
+      if not n then return foreign(j, err) end
+      held[j] = { n = n, id = id }
     else
       local taken, actual = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
       local ma, mb, mc = tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3]), tonumber(ARGV[arg + 4])
@@ -437,11 +446,9 @@ local function settle(base, now)
     local key = KEYS[base + j]
     local o = out[j]
     if kind[j] == CC then
-      local h = held[j]
-      local n, f, l, id = h.n, h.f, h.l, h.id
-      if id ~= '' and call('ZREM', key, id) == 1 then
-        n, f, l = leases(key, now, false)
-      end
+      local n, id = held[j].n, held[j].id
+      if id ~= '' then n = n - call('ZREM', key, id) end
+      local f, l = bounds(key, now, n)
       o = { lease_decision(j, n, f, l, now, n < pa[j]) }
     else
       local s0, s1 = before[j], after[j]
@@ -489,8 +496,9 @@ local function peek(base, now)
     local key = KEYS[base + j]
     local o
     if kind[j] == CC then
-      local held, f, l = leases(key, now, false)
-      if not held then return foreign(j, f) end
+      local held, err = count_leases(key, now, false)
+      if not held then return foreign(j, err) end
+      local f, l = bounds(key, now, held)
       o = { lease_decision(j, held, f, l, now, held < pa[j]) }
     else
       local a, b, c = read_rate(key, j)
