@@ -71,11 +71,30 @@ where
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `EVALSHA` calls and µs inside them since the last reset, then resets.
+fn server_stats(c: &mut redis::Connection) -> (f64, f64) {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(c).unwrap();
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .unwrap_or("");
+    let field = |name: &str| -> f64 {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("calls="), field("usec="))
+}
+
 fn main() {
     let seconds = env("REDIS_BENCH_SECONDS", 2);
     let rounds = env("REDIS_BENCH_ROUNDS", 5);
     let tasks = env("REDIS_BENCH_TASKS", 64) as usize;
     let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).expect("a loopback URL");
+    let mut stats = client.get_connection().expect("the server is up");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,10 +126,14 @@ fn main() {
                 .await
                 .expect("connect"),
         );
-        println!("| round | single checks/s | set reservations/s (check + settle) | ratio |");
-        println!("|---:|---:|---:|---:|");
+        println!(
+            "| round | single checks/s | server µs/check | set reservations/s (check + settle) \
+             | server µs/reservation | EVALSHA/reservation | ratio |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
         let mut ratios = Vec::new();
         for round in 1..=rounds {
+            server_stats(&mut stats);
             let limiter = Arc::clone(&single);
             let one = rate(tasks, seconds, move |key| {
                 let limiter = Arc::clone(&limiter);
@@ -120,6 +143,8 @@ fn main() {
                 }
             })
             .await;
+            let (_, one_us) = server_stats(&mut stats);
+            let one_us = one_us / (one * seconds as f64);
             let limiter = Arc::clone(&sets);
             let three = rate(tasks, seconds, move |key| {
                 let limiter = Arc::clone(&limiter);
@@ -130,9 +155,15 @@ fn main() {
                 }
             })
             .await;
+            let (calls, three_us) = server_stats(&mut stats);
+            let reservations = three * seconds as f64;
             let ratio = three / one;
             ratios.push(ratio);
-            println!("| {round} | {one:.0} | {three:.0} | {ratio:.2} |");
+            println!(
+                "| {round} | {one:.0} | {one_us:.2} | {three:.0} | {:.2} | {:.2} | {ratio:.2} |",
+                three_us / reservations,
+                calls / reservations
+            );
         }
         ratios.sort_by(f64::total_cmp);
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
