@@ -35,7 +35,11 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn keys() -> Arc<Vec<Vec<u8>>> {
-    Arc::new((0..KEYS).map(|i| format!("user:{i}").into_bytes()).collect())
+    Arc::new(
+        (0..KEYS)
+            .map(|i| format!("user:{i}").into_bytes())
+            .collect(),
+    )
 }
 
 /// Operations per second of `tasks` tasks each running `op` on the keys in

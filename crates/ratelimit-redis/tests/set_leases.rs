@@ -268,3 +268,75 @@ fn one_evalsha_per_decision() {
         assert_eq!(evalsha_calls(&mut c) - before, decisions);
     });
 }
+
+#[test]
+fn a_foreign_value_is_a_data_error_and_changes_nothing() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    runtime().block_on(async {
+        let limiter = RedisSetLimiter::connect(
+            llm_set(STREAMS, Duration::from_secs(60)),
+            server_time(&server, "foreign"),
+        )
+        .await
+        .expect("connect");
+        let keys = limiter.redis_keys(b"k");
+        // A string of the wrong length where the tokens' state goes.
+        let _: () = redis::cmd("SET")
+            .arg(&keys[1][..])
+            .arg("abc")
+            .query(&mut c)
+            .unwrap();
+        let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(
+            !e.chain().to_string().contains("k}"),
+            "the key stays out: {e}"
+        );
+        let requests: Option<Vec<u8>> = redis::cmd("GET").arg(&keys[0][..]).query(&mut c).unwrap();
+        assert_eq!(requests, None, "nothing taken from the other policies");
+        let leases: u64 = redis::cmd("EXISTS")
+            .arg(&keys[2][..])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(leases, 0, "no lease taken");
+        // A string where the leases' sorted set goes.
+        let _: () = redis::cmd("DEL").arg(&keys[1][..]).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&keys[2][..])
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+        let e = limiter.peek_set(b"k").await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        limiter.reset_set(b"k").await.unwrap();
+        assert!(
+            limiter
+                .check_set(b"k", &[1, 1, 1])
+                .await
+                .unwrap()
+                .decision
+                .allowed
+        );
+    });
+}
+
+#[test]
+fn a_settle_without_redis_is_an_error_and_keeps_the_estimate() {
+    let mut server = Some(RedisServer::start());
+    runtime().block_on(async {
+        let options =
+            server_time(server.as_ref().unwrap(), "gone").with_timeout(Duration::from_millis(500));
+        let limiter = RedisSetLimiter::connect(llm_set(STREAMS, Duration::from_secs(60)), options)
+            .await
+            .expect("connect");
+        let check = limiter.check_set(b"k", &[1, 500, 1]).await.unwrap();
+        server.take();
+        let e = limiter
+            .settle(check.receipt.unwrap(), &[1, 0, 0])
+            .await
+            .unwrap_err();
+        assert!(e.is_backend() || e.is_timeout(), "{e}");
+    });
+}
