@@ -28,30 +28,29 @@ use tokio::time::Instant;
 use crate::call::{Caller, Failure, Outcome, SharedError};
 use crate::connection::CallError;
 use crate::flight::{Flight, InFlight, LoneCall};
-use crate::script::Request;
 use crate::transport::Transport;
 
 #[cfg(test)]
 mod tests;
 
 /// A request waiting for the call that will carry it.
-struct Queued {
-    request: Request,
-    waiter: Waiter,
+struct Queued<T: Transport> {
+    request: T::Request,
+    waiter: Waiter<T::Reply>,
 }
 
 /// The caller of a queued request, waiting for its outcome.
-struct Waiter {
+struct Waiter<R> {
     /// When its caller's timeout runs out.
     deadline: Instant,
-    outcome: oneshot::Sender<Outcome>,
+    outcome: oneshot::Sender<Outcome<R>>,
 }
 
 /// Sends requests made while a call is in flight together, in the next
 /// call (see the module docs).
-pub(crate) struct Batcher<T> {
+pub(crate) struct Batcher<T: Transport> {
     caller: Arc<Caller<T>>,
-    queue: mpsc::UnboundedSender<Queued>,
+    queue: mpsc::UnboundedSender<Queued<T>>,
     /// Calls on the wire, lone or sent by the batching task.
     in_flight: Arc<Flight>,
 }
@@ -83,7 +82,7 @@ impl<T: Transport> Batcher<T> {
     /// included: a queued request carries its deadline, and the call that
     /// carries it answers it with a timeout once that has passed (so no
     /// request needs a timer of its own).
-    pub(crate) async fn decide(&self, request: Request) -> Outcome {
+    pub(crate) async fn decide(&self, request: T::Request) -> Outcome<T::Reply> {
         if let Some(_lone) = LoneCall::start(&self.in_flight) {
             return self.caller.run_one(request).await;
         }
@@ -99,7 +98,7 @@ impl<T: Transport> Batcher<T> {
     }
 }
 
-impl<T> fmt::Debug for Batcher<T> {
+impl<T: Transport> fmt::Debug for Batcher<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batcher")
             .field("batches_in_flight", &self.in_flight.batches())
@@ -129,7 +128,7 @@ const CALLS_IN_FLIGHT: usize = 2;
 /// Redis in the order their requests were made.
 async fn drive<T: Transport>(
     caller: Arc<Caller<T>>,
-    mut receiver: mpsc::UnboundedReceiver<Queued>,
+    mut receiver: mpsc::UnboundedReceiver<Queued<T>>,
     max_batch: usize,
     in_flight: Arc<Flight>,
 ) {
@@ -173,12 +172,12 @@ async fn drive<T: Transport>(
 /// [`InFlight::enter`]), which can be in flight only while this task has
 /// no call of its own in flight: `drive` then has nothing else to select,
 /// and never drops this future holding requests.
-async fn gather(
-    receiver: &mut mpsc::UnboundedReceiver<Queued>,
+async fn gather<T: Transport>(
+    receiver: &mut mpsc::UnboundedReceiver<Queued<T>>,
     max_batch: usize,
     free: usize,
     flight: &Arc<Flight>,
-) -> Option<(InFlight, Vec<Queued>)> {
+) -> Option<(InFlight, Vec<Queued<T>>)> {
     let mut batch = Vec::new();
     // Wait for the first request, then for the way to be clear, then take
     // a share of what is queued.
@@ -197,7 +196,7 @@ async fn gather(
 /// Decides `batch` in one call and hands out the outcomes, each caller's
 /// by its own deadline. Requests whose deadline passed while they waited
 /// fail without being sent; the call is given up once every caller's has.
-async fn send<T: Transport>(caller: Arc<Caller<T>>, entered: InFlight, batch: Vec<Queued>) {
+async fn send<T: Transport>(caller: Arc<Caller<T>>, entered: InFlight, batch: Vec<Queued<T>>) {
     let _in_flight = entered;
     let now = Instant::now();
     let mut requests = Vec::with_capacity(batch.len());

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::call_metrics::{CallMetrics, CallResult};
 use crate::connection::CallError;
-use crate::script::{ForeignValue, Request};
+use crate::script::ForeignValue;
 use crate::transport::{Replies, Transport};
 
 /// Why a request got no decision from Redis.
@@ -48,8 +48,8 @@ impl std::error::Error for SharedError {
     }
 }
 
-/// A request's outcome.
-pub(crate) type Outcome = Result<Decision, Failure>;
+/// A request's outcome: its reply (a decision, for the policy scripts).
+pub(crate) type Outcome<R = Decision> = Result<R, Failure>;
 
 /// Script calls on a transport, within a timeout, counted.
 pub(crate) struct Caller<T> {
@@ -61,7 +61,7 @@ pub(crate) struct Caller<T> {
 
 impl<T: Transport> Caller<T> {
     /// Decides one request in a call of its own, within the timeout.
-    pub(crate) async fn run_one(&self, request: Request) -> Outcome {
+    pub(crate) async fn run_one(&self, request: T::Request) -> Outcome<T::Reply> {
         let deadline = Instant::now() + self.timeout;
         let requests = [request];
         match tokio::time::timeout_at(deadline, self.transport.call(&requests)).await {
@@ -78,7 +78,11 @@ impl<T: Transport> Caller<T> {
 
     /// The outcomes of a call of `n` requests that returned `result`, one
     /// per request, in order; the call counted.
-    pub(crate) fn outcomes(&self, result: Result<Replies, CallError>, n: usize) -> Vec<Outcome> {
+    pub(crate) fn outcomes(
+        &self,
+        result: Result<Replies<T::Reply>, CallError>,
+        n: usize,
+    ) -> Vec<Outcome<T::Reply>> {
         match result {
             // A transport answering another number of requests would hand
             // decisions to the wrong callers: a failed call instead.
@@ -92,17 +96,25 @@ impl<T: Transport> Caller<T> {
             Ok(replies) => {
                 self.metrics.call(n, CallResult::Error);
                 let e = format!("{} answers to a call of {n} requests", replies.len());
-                vec![Err(Failure::Call(SharedError::new(e.into()))); n]
+                let e = SharedError::new(e.into());
+                std::iter::repeat_with(|| Err(Failure::Call(e.clone())))
+                    .take(n)
+                    .collect()
             }
             // The connection's own response timeout, as long as ours, may
             // fire first: the same timeout.
             Err(e) if is_timeout(&e) => {
                 self.timed_out(n);
-                vec![Err(Failure::Timeout); n]
+                std::iter::repeat_with(|| Err(Failure::Timeout))
+                    .take(n)
+                    .collect()
             }
             Err(e) => {
                 self.metrics.call(n, CallResult::Error);
-                vec![Err(Failure::Call(SharedError::new(e))); n]
+                let e = SharedError::new(e);
+                std::iter::repeat_with(|| Err(Failure::Call(e.clone())))
+                    .take(n)
+                    .collect()
             }
         }
     }

@@ -143,6 +143,11 @@ impl Connection {
         Ok(self.query(redis::cmd("DEL").arg(key)).await?)
     }
 
+    /// Deletes keys of one hash slot, in one command.
+    pub(crate) async fn del_all(&self, keys: &[Vec<u8>]) -> Result<(), CallError> {
+        Ok(self.query(redis::cmd("DEL").arg(keys)).await?)
+    }
+
     /// Runs one command.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
         match self {

@@ -1,6 +1,6 @@
 //! Where a limiter key's state lives in Redis.
 
-use ratelimit_core::{ConfigError, Policy};
+use ratelimit_core::{ConfigError, Limit, Policy, PolicySet};
 
 /// Maps user keys (any bytes) to Redis keys `<prefix><algorithm>:{<key>}`.
 ///
@@ -30,22 +30,79 @@ impl KeyLayout {
 
     /// The Redis key holding `key`'s state.
     pub(crate) fn redis_key(&self, key: &[u8]) -> Vec<u8> {
-        let escapes = key
-            .iter()
-            .filter(|b| matches!(b, b'%' | b'{' | b'}'))
-            .count();
-        let mut out = Vec::with_capacity(self.head.len() + key.len() + 2 * escapes + 1);
-        out.extend_from_slice(&self.head);
-        for &b in key {
-            match b {
-                b'%' => out.extend_from_slice(b"%25"),
-                b'{' => out.extend_from_slice(b"%7B"),
-                b'}' => out.extend_from_slice(b"%7D"),
-                _ => out.push(b),
-            }
+        tagged(&self.head, key)
+    }
+}
+
+/// `head`, the escaped `key` and the closing brace.
+fn tagged(head: &[u8], key: &[u8]) -> Vec<u8> {
+    let escapes = key
+        .iter()
+        .filter(|b| matches!(b, b'%' | b'{' | b'}'))
+        .count();
+    let mut out = Vec::with_capacity(head.len() + key.len() + 2 * escapes + 1);
+    out.extend_from_slice(head);
+    for &b in key {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            b'{' => out.extend_from_slice(b"%7B"),
+            b'}' => out.extend_from_slice(b"%7D"),
+            _ => out.push(b),
         }
-        out.push(b'}');
-        out
+    }
+    out.push(b'}');
+    out
+}
+
+/// Maps user keys to the Redis keys of a policy set, one per policy:
+/// `<prefix>s:<policy name>:<tag>:{<key>}`, escaped as [`KeyLayout`]
+/// escapes. Policy names hold no brace, so the escaped user key is the
+/// only hash tag: all the keys of one (set, key) share a slot, and one
+/// script call may touch them all on Redis Cluster. The tag is the
+/// algorithm's key tag, `tbs` for a token bucket keeping a refund ledger
+/// (its state is longer) and `cc` for a concurrency policy's leases, so a
+/// key is never read with another layout after a configuration change.
+#[derive(Debug, Clone)]
+pub(crate) struct SetKeyLayout {
+    heads: Vec<Vec<u8>>,
+}
+
+impl SetKeyLayout {
+    pub(crate) fn new(prefix: &str, set: &PolicySet) -> Self {
+        let heads = set
+            .limits()
+            .iter()
+            .map(|l| {
+                let tag = match l.limit() {
+                    Limit::Rate(_) if l.keeps_ledger() => "tbs",
+                    Limit::Rate(p) => p.algorithm().key_tag(),
+                    Limit::Concurrency(_) => "cc",
+                };
+                format!("{prefix}s:{}:{tag}:{{", l.name()).into_bytes()
+            })
+            .collect();
+        Self { heads }
+    }
+
+    /// The Redis keys holding `key`'s state, one per policy in set order.
+    ///
+    /// The empty key is written `%`: Redis Cluster hashes a key whose
+    /// braces enclose nothing whole, which would scatter the set's keys
+    /// over slots. A lone `%` is no escape's output, so the mapping stays
+    /// injective.
+    pub(crate) fn redis_keys(&self, key: &[u8]) -> Vec<Vec<u8>> {
+        self.heads
+            .iter()
+            .map(|head| {
+                if key.is_empty() {
+                    let mut out = head.clone();
+                    out.extend_from_slice(b"%}");
+                    out
+                } else {
+                    tagged(head, key)
+                }
+            })
+            .collect()
     }
 }
 
@@ -108,6 +165,32 @@ mod tests {
         let layout = layout();
         assert_ne!(layout.redis_key(b"%7B"), layout.redis_key(b"{"));
         assert_eq!(layout.redis_key(b"{%}"), b"rl:fw:{%7B%25%7D}".to_vec());
+    }
+
+    #[test]
+    fn set_keys_share_one_nonempty_tag_and_stay_distinct() {
+        let set = PolicySet::new(vec![
+            ratelimit_core::NamedLimit::new(
+                "a",
+                Policy::fixed_window(1, Duration::from_secs(1)).unwrap(),
+            )
+            .unwrap(),
+            ratelimit_core::NamedLimit::new(
+                "b",
+                ratelimit_core::Concurrency::new(1, Duration::from_secs(1)).unwrap(),
+            )
+            .unwrap(),
+        ])
+        .unwrap();
+        let layout = SetKeyLayout::new("rl:", &set);
+        let mut seen = HashSet::new();
+        for key in awkward_keys().into_iter().chain([b"%".to_vec()]) {
+            let keys = layout.redis_keys(&key);
+            assert!(!tag(&keys[0]).is_empty(), "an empty hash tag for {key:?}");
+            assert_eq!(tag(&keys[0]), tag(&keys[1]));
+            assert!(seen.insert(keys[0].clone()), "collision for {key:?}");
+        }
+        assert_eq!(layout.redis_keys(b"")[1], b"rl:s:b:cc:{%}".to_vec());
     }
 
     #[test]

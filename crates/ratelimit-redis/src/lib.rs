@@ -15,9 +15,12 @@ mod limiter;
 mod link;
 mod options;
 mod script;
+mod set_limiter;
+mod set_script;
 mod transport;
 
 pub use config::RedisConfig;
 pub use error::{ConnectError, ConnectErrorKind};
 pub use limiter::RedisLimiter;
 pub use options::{ConnectionMode, RedisOptions, Target};
+pub use set_limiter::RedisSetLimiter;

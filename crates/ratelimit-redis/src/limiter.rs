@@ -160,7 +160,7 @@ impl RedisLimiter {
 
 /// Checks that the URLs parse, without connecting: a lazy connection
 /// still refuses a configuration that could never work.
-fn validate_urls(target: &Target) -> Result<(), ConnectError> {
+pub(crate) fn validate_urls(target: &Target) -> Result<(), ConnectError> {
     let urls = match target {
         Target::Standalone(url) => std::slice::from_ref(url),
         Target::Cluster(urls) => urls.as_slice(),

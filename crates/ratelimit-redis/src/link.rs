@@ -11,8 +11,7 @@ use crate::call_error::NotConnected;
 use crate::call_metrics::CallMetrics;
 use crate::connection::Connection;
 use crate::options::{ConnectionMode, RedisOptions, Target};
-use crate::script::PolicyScript;
-use crate::transport::ScriptCalls;
+use crate::transport::{ScriptCalls, ScriptSource, Transport};
 use crate::ConnectError;
 
 /// The first wait between two attempts of a lazy connection.
@@ -21,24 +20,24 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What calls need once Redis is reached.
-pub(crate) struct Ready {
+pub(crate) struct Ready<T: Transport = ScriptCalls> {
     /// For the commands besides script calls (`DEL`).
     pub(crate) connection: Connection,
-    pub(crate) caller: Arc<Caller<ScriptCalls>>,
+    pub(crate) caller: Arc<Caller<T>>,
     /// Present on a multiplexed connection to one server: batches the
     /// requests made while a call is in flight.
-    pub(crate) batcher: Option<Batcher<ScriptCalls>>,
+    pub(crate) batcher: Option<Batcher<T>>,
 }
 
 /// Connected, or not yet (and why not).
-pub(crate) struct Link {
-    ready: OnceLock<Ready>,
+pub(crate) struct Link<T: Transport = ScriptCalls> {
+    ready: OnceLock<Ready<T>>,
     last_failure: Mutex<Option<Arc<ConnectError>>>,
 }
 
-impl Link {
+impl<T: Transport> Link<T> {
     /// A link that is up.
-    pub(crate) fn up(ready: Ready) -> Self {
+    pub(crate) fn up(ready: Ready<T>) -> Self {
         Self {
             ready: OnceLock::from(ready),
             last_failure: Mutex::new(None),
@@ -55,7 +54,7 @@ impl Link {
 
     /// The connection, or `Err` (backend) while there is none yet.
     #[inline]
-    pub(crate) fn ready(&self) -> Result<&Ready, Error> {
+    pub(crate) fn ready(&self) -> Result<&Ready<T>, Error> {
         match self.ready.get() {
             Some(ready) => Ok(ready),
             None => Err(Error::backend(NotConnected(self.last_failure().clone()))),
@@ -77,18 +76,17 @@ impl Link {
 
 /// Connects as `options` say, checks the deployment, loads the script and
 /// starts the batching, every step within `deadline`.
-pub(crate) async fn establish(
+pub(crate) async fn establish<S: ScriptSource>(
     options: &RedisOptions,
-    script: &PolicyScript,
+    script: &S,
     deadline: Duration,
-) -> Result<Ready, ConnectError> {
+) -> Result<Ready<S::Transport>, ConnectError> {
     let connection = Connection::open(options, script.script(), deadline).await?;
     let caller = Arc::new(Caller {
-        transport: ScriptCalls {
-            connection: connection.clone(),
-            script: script.clone(),
-            min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
-        },
+        transport: script.transport(
+            connection.clone(),
+            u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+        ),
         timeout: options.timeout,
         metrics: CallMetrics::new(),
     });
@@ -112,10 +110,10 @@ pub(crate) async fn establish(
 /// waiting 100 ms after the first failure, doubling up to 5 s. The first
 /// failure is logged at WARN, the next ones at DEBUG, the success at INFO.
 /// The task ends when it succeeds or when the limiter is dropped.
-pub(crate) fn connect_in_background(
-    link: Weak<Link>,
+pub(crate) fn connect_in_background<S: ScriptSource>(
+    link: Weak<Link<S::Transport>>,
     options: RedisOptions,
-    script: PolicyScript,
+    script: S,
     deadline: Duration,
 ) {
     tokio::spawn(async move {

@@ -25,6 +25,9 @@ impl Scripted {
 }
 
 impl Transport for Scripted {
+    type Request = Request;
+    type Reply = ratelimit_core::Decision;
+
     async fn call(&self, requests: &[Request]) -> Result<Replies, CallError> {
         let (reply, answer) = oneshot::channel();
         let held = HeldCall {

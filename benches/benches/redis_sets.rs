@@ -1,0 +1,182 @@
+//! Policy sets on Redis: a 3-policy set check with a lease, settled (the
+//! settle releases the lease), against a single-policy check, on one
+//! private `redis-server` this bench starts on a free loopback port.
+//!
+//! Run with: `cargo bench -p ratelimit-benches --bench redis_sets`
+//!
+//! `REDIS_BENCH_SECONDS` sets each measurement's length (default 2),
+//! `REDIS_BENCH_ROUNDS` the number of interleaved rounds (default 5),
+//! `REDIS_BENCH_TASKS` the concurrent tasks (default 64). Both limiters use
+//! the default connection (multiplexed, batched) on a current-thread tokio
+//! runtime, over 10,000 keys, all allowed.
+//!
+//! Each round runs the single-policy check, then the set, for the same
+//! time; the ratio of the set's reservations per second (one check and one
+//! settle each) to the single checks per second is reported per round,
+//! with the median.
+
+// This bench's output is its report.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratelimit_core::{Concurrency, Limiter, NamedLimit, Policy, PolicySet, SetLimiter};
+use ratelimit_redis::{RedisLimiter, RedisOptions, RedisSetLimiter};
+use ratelimit_redis_harness::RedisServer;
+
+const KEYS: usize = 10_000;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn keys() -> Arc<Vec<Vec<u8>>> {
+    Arc::new(
+        (0..KEYS)
+            .map(|i| format!("user:{i}").into_bytes())
+            .collect(),
+    )
+}
+
+/// Operations per second of `tasks` tasks each running `op` on the keys in
+/// turn for `seconds`.
+async fn rate<F, Fut>(tasks: usize, seconds: u64, op: F) -> f64
+where
+    F: Fn(Vec<u8>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let keys = keys();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let keys = Arc::clone(&keys);
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut i = t * (KEYS / tasks.max(1));
+                while Instant::now() < end {
+                    op(keys[i % KEYS].clone()).await;
+                    i += 1;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.expect("a bench task");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `EVALSHA` calls and µs inside them since the last reset, then resets.
+fn server_stats(c: &mut redis::Connection) -> (f64, f64) {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(c).unwrap();
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .unwrap_or("");
+    let field = |name: &str| -> f64 {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("calls="), field("usec="))
+}
+
+fn main() {
+    let seconds = env("REDIS_BENCH_SECONDS", 2);
+    let rounds = env("REDIS_BENCH_ROUNDS", 5);
+    let tasks = env("REDIS_BENCH_TASKS", 64) as usize;
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).expect("a loopback URL");
+    let mut stats = client.get_connection().expect("the server is up");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime builds");
+    rt.block_on(async {
+        let hour = Duration::from_secs(3600);
+        let single = Arc::new(
+            RedisLimiter::connect(
+                Policy::fixed_window(1_000_000_000, hour).unwrap(),
+                RedisOptions::standalone(server.url()).with_prefix("single:"),
+            )
+            .await
+            .expect("connect"),
+        );
+        let set = PolicySet::new(vec![
+            NamedLimit::new("requests", Policy::fixed_window(1_000_000_000, hour).unwrap())
+                .unwrap(),
+            NamedLimit::new(
+                "tokens",
+                Policy::token_bucket(1_000_000_000, 1_000_000_000, hour).unwrap(),
+            )
+            .unwrap()
+            .settling(),
+            NamedLimit::new("streams", Concurrency::new(65_536, hour).unwrap()).unwrap(),
+        ])
+        .unwrap();
+        let sets = Arc::new(
+            RedisSetLimiter::connect(set, RedisOptions::standalone(server.url()).with_prefix("set:"))
+                .await
+                .expect("connect"),
+        );
+        println!(
+            "| round | single checks/s | server µs/check | set reservations/s (check + settle) \
+             | server µs/reservation | EVALSHA/reservation | ratio |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        let mut ratios = Vec::new();
+        for round in 1..=rounds {
+            server_stats(&mut stats);
+            let limiter = Arc::clone(&single);
+            let one = rate(tasks, seconds, move |key| {
+                let limiter = Arc::clone(&limiter);
+                async move {
+                    let d = limiter.check(&key, 1).await.expect("a decision");
+                    assert!(d.allowed);
+                }
+            })
+            .await;
+            let (_, one_us) = server_stats(&mut stats);
+            let one_us = one_us / (one * seconds as f64);
+            let limiter = Arc::clone(&sets);
+            let three = rate(tasks, seconds, move |key| {
+                let limiter = Arc::clone(&limiter);
+                async move {
+                    let check = limiter.check_set(&key, &[1, 500, 1]).await.expect("a check");
+                    let receipt = check.receipt.expect("allowed");
+                    limiter.settle(receipt, &[1, 200, 0]).await.expect("a settle");
+                }
+            })
+            .await;
+            let (calls, three_us) = server_stats(&mut stats);
+            let reservations = three * seconds as f64;
+            let ratio = three / one;
+            ratios.push(ratio);
+            println!(
+                "| {round} | {one:.0} | {one_us:.2} | {three:.0} | {:.2} | {:.2} | {ratio:.2} |",
+                three_us / reservations,
+                calls / reservations
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "\n{tasks} tasks: set reservation / single check, median {:.2} (range {:.2}-{:.2}) over {rounds} rounds; load average {}",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+    });
+}

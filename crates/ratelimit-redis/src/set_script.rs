@@ -1,0 +1,300 @@
+//! The policy-set script (`lua/set.lua`), and how a call to it is built
+//! and read.
+
+use ratelimit_core::{Limit, PolicySet};
+use redis::{Script, ScriptInvocation, Value};
+
+use crate::connection::{CallError, Connection};
+use crate::script::ForeignValue;
+use crate::transport::{Replies, ScriptSource, Transport};
+
+/// Bytes per policy in a reply: `ENTRY` in `lua/set.lua` (a status byte
+/// and six doubles).
+const ENTRY: usize = 49;
+
+/// The policy kinds of the script's header.
+const FIXED: u64 = 1;
+const SLIDING: u64 = 2;
+const BUCKET: u64 = 3;
+const CONCURRENCY: u64 = 4;
+
+/// The largest amount passed to the script: 2^53. An actual amount above
+/// it only ever makes a charge leave the exact domain, which the script
+/// then refuses, so capping it changes no answer.
+pub(crate) const MAX_AMOUNT: u64 = 1 << 53;
+
+/// One argument of an operation.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    /// A number.
+    Num(u64),
+    /// A lease id, as the 16 bytes stored.
+    Id([u8; 16]),
+    /// No lease.
+    None,
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Check,
+    Settle,
+    Renew,
+    Release,
+    Peek,
+}
+
+impl Op {
+    const fn code(self) -> &'static str {
+        match self {
+            Self::Check => "c",
+            Self::Settle => "s",
+            Self::Renew => "r",
+            Self::Release => "x",
+            Self::Peek => "p",
+        }
+    }
+}
+
+/// One operation of a set-script call, on one limiter key.
+#[derive(Debug, Clone)]
+pub(crate) struct SetRequest {
+    /// The Redis keys of the limiter key, one per policy in set order.
+    pub(crate) redis_keys: Vec<Vec<u8>>,
+    pub(crate) op: Op,
+    /// The operation's arguments, as `lua/set.lua` lists them.
+    pub(crate) args: Vec<Arg>,
+    /// `now` in µs on an injected clock; `None` on the server's time.
+    pub(crate) now: Option<u64>,
+}
+
+/// One policy's part of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) allowed: bool,
+    pub(crate) remaining: u64,
+    pub(crate) reset_after_us: u64,
+    pub(crate) retry_after_us: u64,
+    /// The marks (see `lua/set.lua`).
+    pub(crate) marks: [u64; 3],
+}
+
+/// Why the script refused a settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `actual != taken` on a policy not declared to settle.
+    NotSettling,
+    /// A window's count would leave the exact domain; the stored count.
+    WindowDomain(u64),
+    /// A bucket's time would pass 2^53 µs.
+    BucketDomain,
+}
+
+/// What one operation got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetReply {
+    /// Done: one entry per policy (a release: none).
+    Done(Vec<Entry>),
+    /// A settle refused by the policy at this index; only its leases were
+    /// released.
+    Refused(usize, Refusal),
+}
+
+/// The set script and the header passed with every call.
+#[derive(Debug, Clone)]
+pub(crate) struct SetScript {
+    script: Script,
+    /// Five values per policy (see `lua/set.lua`).
+    header: Vec<u64>,
+    names: Vec<String>,
+}
+
+impl SetScript {
+    pub(crate) fn new(set: &PolicySet) -> Self {
+        let mut header = Vec::with_capacity(5 * set.len());
+        for l in set.limits() {
+            let (kind, a, b, c) = match l.limit() {
+                Limit::Rate(ratelimit_core::Policy::FixedWindow(p)) => (
+                    FIXED,
+                    p.limit(),
+                    p.window_micros(),
+                    p.window_micros() / 1000,
+                ),
+                Limit::Rate(ratelimit_core::Policy::SlidingWindow(p)) => (
+                    SLIDING,
+                    p.limit(),
+                    p.window_micros(),
+                    p.window_micros() / 1000,
+                ),
+                Limit::Rate(ratelimit_core::Policy::TokenBucket(p)) => (
+                    BUCKET,
+                    p.emission_interval_micros(),
+                    // capacity * interval < 2^51: checked when the bucket
+                    // was built.
+                    p.capacity() * p.emission_interval_micros(),
+                    0,
+                ),
+                Limit::Concurrency(c) => (CONCURRENCY, c.limit(), c.lease_ttl_micros(), 0),
+            };
+            header.extend([kind, u64::from(l.settles()), a, b, c]);
+        }
+        Self {
+            script: Script::new(include_str!("lua/set.lua")),
+            header,
+            names: set.names().map(str::to_owned).collect(),
+        }
+    }
+
+    /// The invocation running `requests` in order.
+    pub(crate) fn invocation(
+        &self,
+        requests: &[SetRequest],
+        min_ttl_ms: u64,
+    ) -> ScriptInvocation<'_> {
+        let mut invocation = self.script.prepare_invoke();
+        let mut injected = false;
+        for request in requests {
+            for key in &request.redis_keys {
+                invocation.key(&key[..]);
+            }
+            injected = request.now.is_some();
+        }
+        invocation
+            .arg(if injected { "injected" } else { "" })
+            .arg(min_ttl_ms)
+            .arg(self.names.len())
+            .arg(&self.header[..]);
+        for request in requests {
+            invocation.arg(request.op.code());
+            if let Some(now) = request.now {
+                invocation.arg(now);
+            }
+            for arg in &request.args {
+                match arg {
+                    Arg::Num(n) => invocation.arg(*n),
+                    Arg::Id(id) => invocation.arg(&id[..]),
+                    Arg::None => invocation.arg(""),
+                };
+            }
+        }
+        invocation
+    }
+
+    /// The replies a reply to `requests` stands for, in order.
+    pub(crate) fn replies(
+        &self,
+        reply: Value,
+        requests: &[SetRequest],
+    ) -> Result<Replies<SetReply>, redis::RedisError> {
+        let shape = || {
+            redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected reply from the policy-set script",
+            ))
+        };
+        let Value::Array(values) = reply else {
+            return Err(shape());
+        };
+        if values.len() != requests.len() {
+            return Err(shape());
+        }
+        let n = self.names.len();
+        values
+            .into_iter()
+            .zip(requests)
+            .map(|(value, request)| {
+                let Value::BulkString(bytes) = value else {
+                    return Err(shape());
+                };
+                match bytes.first() {
+                    Some(0) if request.op == Op::Release => Ok(Ok(SetReply::Done(Vec::new()))),
+                    Some(0) if bytes.len() == 1 + ENTRY * n => Ok(Ok(SetReply::Done(
+                        bytes[1..]
+                            .chunks_exact(ENTRY)
+                            .map(|e| entry(e).ok_or_else(shape))
+                            .collect::<Result<_, _>>()?,
+                    ))),
+                    Some(1) if bytes.len() == 11 && usize::from(bytes[1]) < n => {
+                        let count = number(&bytes[3..11]).ok_or_else(shape)?;
+                        let refusal = match bytes[2] {
+                            1 => Refusal::NotSettling,
+                            2 => Refusal::WindowDomain(count),
+                            3 => Refusal::BucketDomain,
+                            _ => return Err(shape()),
+                        };
+                        Ok(Ok(SetReply::Refused(usize::from(bytes[1]), refusal)))
+                    }
+                    Some(2) if bytes.len() >= 2 && usize::from(bytes[1]) < n => {
+                        Ok(Err(ForeignValue(format!(
+                            "policy {:?}: {}",
+                            self.names[usize::from(bytes[1])],
+                            String::from_utf8_lossy(&bytes[2..])
+                        ))))
+                    }
+                    _ => Err(shape()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// An integer below 2^53 packed as a little-endian double.
+fn number(b: &[u8]) -> Option<u64> {
+    let v = f64::from_le_bytes(b.try_into().ok()?);
+    // Integers below 2^53, exact in a double.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0).then_some(v as u64)
+}
+
+fn entry(e: &[u8]) -> Option<Entry> {
+    let allowed = match e[0] {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    Some(Entry {
+        allowed,
+        remaining: number(&e[1..9])?,
+        reset_after_us: number(&e[9..17])?,
+        retry_after_us: number(&e[17..25])?,
+        marks: [
+            number(&e[25..33])?,
+            number(&e[33..41])?,
+            number(&e[41..49])?,
+        ],
+    })
+}
+
+impl ScriptSource for SetScript {
+    type Transport = SetCalls;
+
+    fn script(&self) -> &Script {
+        &self.script
+    }
+
+    fn transport(&self, connection: Connection, min_ttl_ms: u64) -> SetCalls {
+        SetCalls {
+            connection,
+            script: self.clone(),
+            min_ttl_ms,
+        }
+    }
+}
+
+/// The set limiter's transport: the set script on a connection.
+pub(crate) struct SetCalls {
+    connection: Connection,
+    script: SetScript,
+    min_ttl_ms: u64,
+}
+
+impl Transport for SetCalls {
+    type Request = SetRequest;
+    type Reply = SetReply;
+
+    async fn call(&self, requests: &[SetRequest]) -> Result<Replies<SetReply>, CallError> {
+        let invocation = self.script.invocation(requests, self.min_ttl_ms);
+        let reply = self.connection.invoke(&invocation).await?;
+        Ok(self.script.replies(reply, requests)?)
+    }
+}

@@ -1,0 +1,342 @@
+//! Leases of a `RedisSetLimiter` on a real server: released on drop and on
+//! cancellation, freed at once by a settle, expired by their TTL after a
+//! crash; and one `EVALSHA` per decision.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_core::{
+    Concurrency, ManualClock, NamedLimit, Policy, PolicySet, Reservation, SetLimiter,
+};
+use ratelimit_redis::{RedisOptions, RedisSetLimiter, Target};
+use ratelimit_redis_harness::RedisServer;
+
+use support::{fresh_prefix, options, runtime};
+
+const STREAMS: u64 = 4;
+
+/// Requests, settled tokens and streams: the set of an LLM route.
+fn llm_set(streams: u64, ttl: Duration) -> PolicySet {
+    let minute = Duration::from_secs(60);
+    PolicySet::new(vec![
+        NamedLimit::new("requests", Policy::fixed_window(1_000_000, minute).unwrap()).unwrap(),
+        NamedLimit::new(
+            "tokens",
+            Policy::token_bucket(1_000_000, 1_000_000, minute).unwrap(),
+        )
+        .unwrap()
+        .settling(),
+        NamedLimit::new("streams", Concurrency::new(streams, ttl).unwrap()).unwrap(),
+    ])
+    .unwrap()
+}
+
+/// Options on the server's time.
+fn server_time(server: &RedisServer, tag: &str) -> RedisOptions {
+    RedisOptions::new(Target::Standalone(server.url()))
+        .with_prefix(fresh_prefix(tag))
+        .with_timeout(Duration::from_secs(2))
+}
+
+/// Leases held for `key`, by the limiter's own peek.
+async fn held(limiter: &RedisSetLimiter, key: &[u8]) -> u64 {
+    let d = limiter.peek_set(key).await.expect("a peek");
+    STREAMS - d.decisions[2].remaining
+}
+
+/// Waits (boundedly) until the releases sent without waiting have
+/// reached Redis, and returns the leases then held.
+async fn drained(limiter: &RedisSetLimiter, key: &[u8]) -> u64 {
+    for _ in 0..1_000 {
+        if held(limiter, key).await == 0 {
+            return 0;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held(limiter, key).await
+}
+
+/// A small deterministic generator (xorshift), for the abort points.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn cancelled_acquisitions_leave_no_lease_held() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        // Leases live a minute: only releases can free them in this test.
+        let set = llm_set(STREAMS, Duration::from_secs(60));
+        let limiter = Arc::new(
+            RedisSetLimiter::connect(set, server_time(&server, "cancel"))
+                .await
+                .expect("connect"),
+        );
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut tasks = Vec::new();
+        let mut admitted = 0u64;
+        for round in 0..100 {
+            for _ in 0..100 {
+                let limiter = Arc::clone(&limiter);
+                let hold = rng.below(4);
+                tasks.push((
+                    tokio::spawn(async move {
+                        let r = Reservation::acquire(limiter, b"route", &[1, 500, 1]).await;
+                        if let Ok(Ok(reservation)) = r {
+                            for _ in 0..hold {
+                                tokio::task::yield_now().await;
+                            }
+                            if hold == 2 {
+                                // Long enough to be aborted while holding.
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            if hold == 3 {
+                                reservation.settle(&[1, 100, 0]).await.ok();
+                            }
+                            1
+                        } else {
+                            0
+                        }
+                    }),
+                    rng.below(40),
+                ));
+            }
+            // Abort each task after a random number of yields of this one
+            // (before its check was sent, or while it is in flight), after
+            // a few ms (while the reservation is held), or never.
+            for step in 0..30 {
+                for (task, at) in &tasks {
+                    if *at == step {
+                        task.abort();
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            for (task, at) in &tasks {
+                if (30..35).contains(at) {
+                    task.abort();
+                }
+            }
+            for (task, _) in tasks.drain(..) {
+                admitted += task.await.unwrap_or(0);
+            }
+            assert!(held(&limiter, b"route").await <= STREAMS, "round {round}");
+        }
+        assert!(admitted > 0, "some acquisitions completed");
+        assert_eq!(drained(&limiter, b"route").await, 0, "leases leaked");
+    });
+}
+
+#[test]
+fn a_settled_lease_is_free_at_once_and_a_dropped_one_soon() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let set = llm_set(1, Duration::from_secs(60));
+        let limiter = Arc::new(
+            RedisSetLimiter::connect(set, server_time(&server, "free"))
+                .await
+                .expect("connect"),
+        );
+        let held = Reservation::acquire(limiter.clone(), b"k", &[1, 10, 1])
+            .await
+            .unwrap()
+            .expect("allowed");
+        let denied = Reservation::acquire(limiter.clone(), b"k", &[1, 10, 1])
+            .await
+            .unwrap()
+            .expect_err("one stream at a time");
+        assert_eq!(denied.first_denied(), Some(2));
+        held.settle(&[1, 10, 0]).await.expect("a settle");
+        // The settle released the lease in its own call.
+        let again = Reservation::acquire(limiter.clone(), b"k", &[1, 10, 1])
+            .await
+            .unwrap()
+            .expect("free at once after the settle");
+        drop(again);
+        let mut freed = false;
+        for _ in 0..500 {
+            if limiter.peek_set(b"k").await.unwrap().decisions[2].remaining == 1 {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(freed, "the dropped reservation's release reached Redis");
+    });
+}
+
+#[test]
+fn a_crashed_holders_lease_expires_by_its_ttl() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let target = Target::Standalone(server.url());
+        let ttl = Duration::from_secs(30);
+        let limiter = Arc::new(
+            RedisSetLimiter::connect(llm_set(1, ttl), options(&target, &clock, "crash"))
+                .await
+                .expect("connect"),
+        );
+        let held = Reservation::acquire(limiter.clone(), b"k", &[1, 10, 1])
+            .await
+            .unwrap()
+            .expect("allowed");
+        // The holder vanishes without releasing.
+        std::mem::forget(held);
+        clock.advance(ttl - Duration::from_millis(1));
+        let d = limiter.check_set(b"k", &[0, 0, 1]).await.unwrap();
+        assert!(!d.decision.allowed, "still held 1 ms before its expiry");
+        assert_eq!(d.decision.retry_after, Some(Duration::from_millis(1)));
+        clock.advance(Duration::from_millis(1));
+        let d = limiter.check_set(b"k", &[0, 0, 1]).await.unwrap();
+        assert!(d.decision.allowed, "expired at its TTL");
+
+        // On the server's time the lease key itself expires with its last
+        // lease.
+        let on_server = RedisSetLimiter::connect(llm_set(1, ttl), server_time(&server, "pttl"))
+            .await
+            .expect("connect");
+        let check = on_server.check_set(b"k", &[1, 10, 1]).await.unwrap();
+        std::mem::forget(check.receipt);
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&on_server.redis_keys(b"k")[2][..])
+            .query(&mut c)
+            .unwrap();
+        // Rounded up to the next whole millisecond.
+        assert!(pttl > 0 && pttl <= 30_001, "PTTL {pttl}");
+    });
+}
+
+/// `cmdstat_evalsha`'s calls.
+fn evalsha_calls(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn one_evalsha_per_decision() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    runtime().block_on(async {
+        let limiter = Arc::new(
+            RedisSetLimiter::connect(
+                llm_set(STREAMS, Duration::from_secs(60)),
+                server_time(&server, "calls"),
+            )
+            .await
+            .expect("connect"),
+        );
+        // Warm: the script is loaded at connect; the first call is EVALSHA.
+        limiter.peek_set(b"k").await.unwrap();
+        let before = evalsha_calls(&mut c);
+        let mut decisions = 0;
+        for i in 0..50u64 {
+            let check = limiter.check_set(b"k", &[1, 100, 1]).await.unwrap();
+            decisions += 1;
+            assert!(check.decision.allowed);
+            limiter
+                .settle(check.receipt.unwrap(), &[1, i, 0])
+                .await
+                .unwrap();
+            decisions += 1;
+        }
+        let mut check = limiter.check_set(b"k", &[1, 100, 1]).await.unwrap();
+        decisions += 1;
+        assert!(limiter
+            .renew(check.receipt.as_mut().unwrap())
+            .await
+            .unwrap());
+        decisions += 1;
+        limiter.peek_set(b"k").await.unwrap();
+        decisions += 1;
+        assert_eq!(evalsha_calls(&mut c) - before, decisions);
+    });
+}
+
+#[test]
+fn a_foreign_value_is_a_data_error_and_changes_nothing() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    runtime().block_on(async {
+        let limiter = RedisSetLimiter::connect(
+            llm_set(STREAMS, Duration::from_secs(60)),
+            server_time(&server, "foreign"),
+        )
+        .await
+        .expect("connect");
+        let keys = limiter.redis_keys(b"k");
+        // A string of the wrong length where the tokens' state goes.
+        let _: () = redis::cmd("SET")
+            .arg(&keys[1][..])
+            .arg("abc")
+            .query(&mut c)
+            .unwrap();
+        let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(
+            !e.chain().to_string().contains("k}"),
+            "the key stays out: {e}"
+        );
+        let requests: Option<Vec<u8>> = redis::cmd("GET").arg(&keys[0][..]).query(&mut c).unwrap();
+        assert_eq!(requests, None, "nothing taken from the other policies");
+        let leases: u64 = redis::cmd("EXISTS")
+            .arg(&keys[2][..])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(leases, 0, "no lease taken");
+        // A string where the leases' sorted set goes.
+        let _: () = redis::cmd("DEL").arg(&keys[1][..]).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&keys[2][..])
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+        let e = limiter.peek_set(b"k").await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        limiter.reset_set(b"k").await.unwrap();
+        assert!(
+            limiter
+                .check_set(b"k", &[1, 1, 1])
+                .await
+                .unwrap()
+                .decision
+                .allowed
+        );
+    });
+}
+
+#[test]
+fn a_settle_without_redis_is_an_error_and_keeps_the_estimate() {
+    let mut server = Some(RedisServer::start());
+    runtime().block_on(async {
+        let options =
+            server_time(server.as_ref().unwrap(), "gone").with_timeout(Duration::from_millis(500));
+        let limiter = RedisSetLimiter::connect(llm_set(STREAMS, Duration::from_secs(60)), options)
+            .await
+            .expect("connect");
+        let check = limiter.check_set(b"k", &[1, 500, 1]).await.unwrap();
+        server.take();
+        let e = limiter
+            .settle(check.receipt.unwrap(), &[1, 0, 0])
+            .await
+            .unwrap_err();
+        assert!(e.is_backend() || e.is_timeout(), "{e}");
+    });
+}
