@@ -95,6 +95,20 @@ pub(crate) struct PolicyFields {
     /// The policy a decision describes (the first), which says how to read
     /// its `reset_after` as a `t`.
     first: Option<Policy>,
+    /// `X-RateLimit-Limit` of the first policy, the limit of nearly every
+    /// decision; cloning it allocates nothing where formatting a limit
+    /// of 1000 or more would.
+    limit: Option<HeaderValue>,
+}
+
+impl PolicyFields {
+    /// `X-RateLimit-Limit: limit`.
+    fn limit_value(&self, limit: u64) -> HeaderValue {
+        match (&self.limit, &self.first) {
+            (Some(value), Some(first)) if first.limit() == limit => value.clone(),
+            _ => digits::value(limit),
+        }
+    }
 }
 
 impl Default for RateLimitHeaders {
@@ -184,7 +198,7 @@ impl RateLimitHeaders {
             headers.insert(RATELIMIT_POLICY, value.clone());
         }
         headers.insert(RATELIMIT, self.ratelimit_value(decision.remaining, reset));
-        headers.insert(X_LIMIT, digits::value(decision.limit));
+        headers.insert(X_LIMIT, policy.limit_value(decision.limit));
         headers.insert(X_REMAINING, digits::value(decision.remaining));
         headers.insert(X_RESET, digits::value(reset));
         match decision.retry_after {
@@ -222,15 +236,17 @@ impl RateLimitHeaders {
             headers.insert(RATELIMIT_POLICY, value.clone());
         }
         if let Some(first) = &policy.first {
-            headers.insert(X_LIMIT, digits::value(first.limit()));
+            headers.insert(X_LIMIT, policy.limit_value(first.limit()));
         }
     }
 
     /// The fields of `policies` that every response shares.
     pub(crate) fn policy_fields(&self, policies: &[Policy]) -> PolicyFields {
+        let first = policies.first().copied();
         PolicyFields {
             header: self.policy_value(policies),
-            first: policies.first().copied(),
+            first,
+            limit: first.map(|first| digits::value(first.limit())),
         }
     }
 
