@@ -106,13 +106,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // The instance that was polled ready goes into the future; this
-        // service keeps a fresh clone (tower's usual swap).
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
-        // The key and the cost are read here rather than in the future:
-        // the request's parts then never live in it, which keeps the
-        // future (moved into its box) small.
+        // The key and the cost are read here rather than in the future, so
+        // the request's parts never live in the boxed future (it is moved
+        // into its box, and each field it holds across an `await` makes
+        // it larger).
         let settings = &self.shared.settings;
         let (parts, body) = req.into_parts();
         let Some(key) = settings.key.extract(&parts) else {
@@ -129,11 +126,16 @@ where
         let cost = settings.cost.cost(&parts);
         let req = Request::from_parts(parts, body);
         if cost == 0 {
-            let call = inner.call(req);
+            let call = self.inner.call(req);
             return ResponseFuture {
                 inner: Box::pin(async move { Ok(call.await?.map(RateLimitBody::inner)) }),
             };
         }
+        // The instance that was polled ready goes into the future, to be
+        // called once the limiter allows; this service keeps a fresh clone
+        // (tower's usual swap).
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
         let shared = Arc::clone(&self.shared);
         ResponseFuture {
             inner: Box::pin(shared.handle(inner, req, key, cost)),
