@@ -474,9 +474,35 @@ impl PolicySet {
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
     ) -> Result<SetCheck, Error> {
-        self.validate_costs(costs)?;
-        state.align(self);
-        let mut out = SetCheck::new(SetDecision::allowing(), Some(Receipt::new(key, [])));
+        // One value is returned on every path, so that it is built where
+        // the caller receives it rather than copied there.
+        let mut out = match self.validate_costs(costs) {
+            Ok(()) => Ok(SetCheck::new(
+                SetDecision::allowing(),
+                Some(Receipt::new(key, [])),
+            )),
+            Err(e) => Err(e),
+        };
+        if let Ok(check) = &mut out {
+            state.align(self);
+            if let Err(e) = self.fill_check(check, state, now, costs, new_lease) {
+                out = Err(e);
+            }
+        }
+        out
+    }
+
+    /// The body of [`check_set`](Self::check_set): fills `out` (allowing,
+    /// with an empty receipt) for costs already validated.
+    #[inline(always)]
+    fn fill_check(
+        &self,
+        out: &mut SetCheck,
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+    ) -> Result<(), Error> {
         let (decision, receipt) = (&mut out.decision, &mut out.receipt);
         let Some(receipt) = receipt.as_mut() else {
             unreachable!("the receipt was just made")
@@ -507,7 +533,7 @@ impl PolicySet {
         }
         if !decision.allowed {
             out.receipt = None;
-            return Ok(out);
+            return Ok(());
         }
         let mut nexts = nexts.iter();
         for ((l, part), r) in self
@@ -533,7 +559,7 @@ impl PolicySet {
                 _ => unreachable!("SetState::align gives every policy a part of its kind"),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The pure settle (`SPEC.md` 5.2) of one check's receipt `parts` with

@@ -144,7 +144,15 @@ impl KeyBytes {
     fn new(key: &[u8]) -> Self {
         if key.len() <= INLINE_KEY {
             let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
+            // Whole words first, as single stores, then the tail.
+            let mut words = key.chunks_exact(8);
+            for (to, from) in bytes.chunks_exact_mut(8).zip(&mut words) {
+                to.copy_from_slice(from);
+            }
+            let tail = words.remainder();
+            if !tail.is_empty() {
+                bytes[key.len() - tail.len()..key.len()].copy_from_slice(tail);
+            }
             Self::Inline {
                 len: key.len(),
                 bytes,
@@ -468,5 +476,24 @@ impl<L: SetLimiter + ?Sized> fmt::Debug for Reservation<L> {
             .field("receipt", &self.receipt)
             .field("decision", &self.decision)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_keeps_every_key_length_exactly() {
+        let long: Vec<u8> = (0..=255u8).rev().take(2 * INLINE_KEY + 3).collect();
+        for len in 0..long.len() {
+            let key = &long[..len];
+            let receipt = Receipt::new(key, []);
+            assert_eq!(receipt.key(), key, "{len} bytes");
+            assert!(receipt == Receipt::new(key, []));
+            if len > 0 {
+                assert!(receipt != Receipt::new(&long[..len - 1], []), "{len} bytes");
+            }
+        }
     }
 }

@@ -333,23 +333,21 @@ impl SetStore {
                 (&mut spare, false)
             }
         };
-        let check = rules.set.check_set(key, state, now, costs, new_lease);
+        let mut check = rules.set.check_set(key, state, now, costs, new_lease);
+        // One value returned on every path (see `PolicySet::check_set`).
         if stored {
             rules.lower(&mut shard.earliest_forget, state);
-            return check;
-        }
-        let state = std::mem::take(state);
-        if check.is_err() {
-            shard.keep_spare(rules, state);
-            return check;
-        }
-        if shard.insert(rules, SetKey(fp), state, now, false) {
-            check
         } else {
-            // The lease taken in `state`, if any, was never stored.
-            let wait = shard.earliest_forget.saturating_sub(now).max(1);
-            Ok(SetCheck::new(rules.full(wait), None))
+            let state = std::mem::take(state);
+            if check.is_err() {
+                shard.keep_spare(rules, state);
+            } else if !shard.insert(rules, SetKey(fp), state, now, false) {
+                // The lease taken in `state`, if any, was never stored.
+                let wait = shard.earliest_forget.saturating_sub(now).max(1);
+                check = Ok(SetCheck::new(rules.full(wait), None));
+            }
         }
+        check
     }
 
     /// See [`PolicySet::settle`]: a key not stored settles on a fresh
