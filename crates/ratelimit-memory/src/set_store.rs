@@ -6,8 +6,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use parking_lot::Mutex;
 use ratelimit_core::{
-    Decision, Error, LeaseId, Limit, PartState, PolicyReceipt, PolicySet, PolicyState, Receipt,
-    SetCheck, SetDecision, SetState,
+    Decision, Error, LeaseId, Limit, PartState, PolicyReceipt, PolicySet, PolicyState, RateState,
+    Receipt, SetCheck, SetDecision, SetState,
 };
 
 use crate::fingerprint::Fingerprint;
@@ -17,6 +17,15 @@ use crate::meters::Meters;
 /// to twice what it held after its last sweep: the sweeps cost O(1) per
 /// new key, amortized, and a shard holds at most about twice its live keys.
 const MIN_SWEEP_LEN: usize = 32;
+
+/// At most this many forgotten states a shard keeps, emptied, for the next
+/// new keys: a key that comes and goes (a lease taken, released, swept)
+/// then costs no allocation.
+const MAX_SPARES: usize = MIN_SWEEP_LEN;
+
+/// A spare state keeps its lease lists only up to this many leases of
+/// capacity each; a larger one is freed.
+const MAX_SPARE_LEASES: usize = 16;
 
 /// A key as the table holds it: its fingerprint (the key itself when
 /// short, a keyed 128-bit SipHash when long; see `fingerprint.rs`).
@@ -142,6 +151,30 @@ struct SetShard {
     earliest_forget: u64,
     /// Sweep when the shard reaches this many keys.
     sweep_at: usize,
+    /// Forgotten states, emptied and aligned with the set, kept for reuse
+    /// (at most [`MAX_SPARES`]).
+    spares: Vec<SetState>,
+}
+
+/// Empties `state` in place, keeping its allocations: the state of a key
+/// never seen, aligned with `set`. False when it is not worth keeping (not
+/// aligned with the set, or holding a large lease list).
+fn empty_for_reuse(set: &PolicySet, state: &mut SetState) -> bool {
+    if state.parts.len() != set.len() {
+        return false;
+    }
+    for (l, part) in set.limits().iter().zip(&mut state.parts) {
+        match (l.limit(), part) {
+            (Limit::Rate(_), PartState::Rate(s)) => *s = RateState::default(),
+            (Limit::Concurrency(_), PartState::Leases(held))
+                if held.capacity() <= MAX_SPARE_LEASES =>
+            {
+                held.clear();
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl SetShard {
@@ -150,6 +183,23 @@ impl SetShard {
             keys: HashMap::default(),
             earliest_forget: u64::MAX,
             sweep_at: MIN_SWEEP_LEN,
+            spares: Vec::new(),
+        }
+    }
+
+    /// A state for a key not stored: a spare if there is one (emptied:
+    /// the state of a key never seen, as [`SetState::aligned`]), else
+    /// [`SetState::default`], which every operation aligns first.
+    #[inline]
+    fn spare(&mut self) -> SetState {
+        self.spares.pop().unwrap_or_default()
+    }
+
+    /// Keeps a state no longer stored for the next new key, if there is
+    /// room and it is worth keeping.
+    fn keep_spare(&mut self, rules: &SetRules, mut state: SetState) {
+        if self.spares.len() < MAX_SPARES && empty_for_reuse(&rules.set, &mut state) {
+            self.spares.push(state);
         }
     }
 
@@ -167,10 +217,12 @@ impl SetShard {
         let forget_at = rules.forget_at(&state);
         if now >= forget_at {
             // Equivalent to a key never seen: nothing to keep.
+            self.keep_spare(rules, state);
             return true;
         }
         if self.keys.len() >= rules.cap && !self.make_room(rules, now) && !force {
             rules.meters.refused.increment(1);
+            self.keep_spare(rules, state);
             return false;
         }
         if self.keys.len() >= self.sweep_at {
@@ -194,11 +246,14 @@ impl SetShard {
     fn purge(&mut self, rules: &SetRules, now: u64) -> usize {
         let before = self.keys.len();
         let mut earliest = u64::MAX;
+        let spares = &mut self.spares;
         self.keys.retain(|_, state| {
             let at = rules.forget_at(state);
             let keep = now < at;
             if keep {
                 earliest = earliest.min(at);
+            } else if spares.len() < MAX_SPARES && empty_for_reuse(&rules.set, state) {
+                spares.push(std::mem::take(state));
             }
             keep
         });
@@ -268,20 +323,31 @@ impl SetStore {
         let rules = &self.rules;
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        if let Some(state) = shard.keys.get_mut(&SetKey(fp)) {
-            let (decision, receipt) = rules.set.check(key, state, now, costs, new_lease)?;
+        // One call site of the (inlined) set check, for a stored key and a
+        // new one alike.
+        let mut spare;
+        let (state, stored) = match shard.keys.get_mut(&SetKey(fp)) {
+            Some(state) => (state, true),
+            None => {
+                spare = shard.spares.pop().unwrap_or_default();
+                (&mut spare, false)
+            }
+        };
+        let mut check = rules.set.check_set(key, state, now, costs, new_lease);
+        // One value returned on every path (see `PolicySet::check_set`).
+        if stored {
             rules.lower(&mut shard.earliest_forget, state);
-            return Ok(SetCheck::new(decision, receipt));
-        }
-        let mut state = SetState::default();
-        let (decision, receipt) = rules.set.check(key, &mut state, now, costs, new_lease)?;
-        if shard.insert(rules, SetKey(fp), state, now, false) {
-            Ok(SetCheck::new(decision, receipt))
         } else {
-            // The lease taken in `state`, if any, was never stored.
-            let wait = shard.earliest_forget.saturating_sub(now).max(1);
-            Ok(SetCheck::new(rules.full(wait), None))
+            let state = std::mem::take(state);
+            if check.is_err() {
+                shard.keep_spare(rules, state);
+            } else if !shard.insert(rules, SetKey(fp), state, now, false) {
+                // The lease taken in `state`, if any, was never stored.
+                let wait = shard.earliest_forget.saturating_sub(now).max(1);
+                check = Ok(SetCheck::new(rules.full(wait), None));
+            }
         }
+        check
     }
 
     /// See [`PolicySet::settle`]: a key not stored settles on a fresh
@@ -301,7 +367,7 @@ impl SetStore {
             rules.lower(&mut shard.earliest_forget, state);
             return result;
         }
-        let mut state = SetState::default();
+        let mut state = shard.spare();
         let result = rules.set.settle(&mut state, now, parts, actual);
         shard.insert(rules, SetKey(fp), state, now, true);
         result
@@ -348,7 +414,10 @@ impl SetStore {
 
     /// Forgets the key.
     pub(crate) fn reset(&self, fp: Fingerprint) {
-        self.shard(fp).lock().keys.remove(&SetKey(fp));
+        let mut shard = self.shard(fp).lock();
+        if let Some(state) = shard.keys.remove(&SetKey(fp)) {
+            shard.keep_spare(&self.rules, state);
+        }
     }
 
     /// Purges every shard in turn, one lock at a time.
