@@ -5,6 +5,7 @@ use ratelimit_core::{Limit, PolicySet};
 use redis::{Script, ScriptInvocation, Value};
 
 use crate::connection::{CallError, Connection};
+use crate::keys::set_fields;
 use crate::script::ForeignValue;
 use crate::transport::{Replies, ScriptSource, Transport};
 
@@ -59,8 +60,8 @@ impl Op {
 /// One operation of a set-script call, on one limiter key.
 #[derive(Debug, Clone)]
 pub(crate) struct SetRequest {
-    /// The Redis keys of the limiter key, one per policy in set order.
-    pub(crate) redis_keys: Vec<Vec<u8>>,
+    /// The Redis key of the limiter key.
+    pub(crate) redis_key: Vec<u8>,
     pub(crate) op: Op,
     /// The operation's arguments, as `lua/set.lua` lists them.
     pub(crate) args: Vec<Arg>,
@@ -104,15 +105,15 @@ pub(crate) enum SetReply {
 #[derive(Debug, Clone)]
 pub(crate) struct SetScript {
     script: Script,
-    /// Five values per policy (see `lua/set.lua`).
-    header: Vec<u64>,
+    /// Six values per policy (see `lua/set.lua`), formatted once.
+    header: Vec<Vec<u8>>,
     names: Vec<String>,
 }
 
 impl SetScript {
     pub(crate) fn new(set: &PolicySet) -> Self {
-        let mut header = Vec::with_capacity(5 * set.len());
-        for l in set.limits() {
+        let mut header = Vec::with_capacity(6 * set.len());
+        for (l, field) in set.limits().iter().zip(set_fields(set)) {
             let (kind, a, b, c) = match l.limit() {
                 Limit::Rate(ratelimit_core::Policy::FixedWindow(p)) => (
                     FIXED,
@@ -136,7 +137,10 @@ impl SetScript {
                 ),
                 Limit::Concurrency(c) => (CONCURRENCY, c.limit(), c.lease_ttl_micros(), 0),
             };
-            header.extend([kind, u64::from(l.settles()), a, b, c]);
+            header.extend(
+                [kind, u64::from(l.settles()), a, b, c].map(|v| v.to_string().into_bytes()),
+            );
+            header.push(field.into_bytes());
         }
         Self {
             script: Script::new(include_str!("lua/set.lua")),
@@ -154,16 +158,16 @@ impl SetScript {
         let mut invocation = self.script.prepare_invoke();
         let mut injected = false;
         for request in requests {
-            for key in &request.redis_keys {
-                invocation.key(&key[..]);
-            }
+            invocation.key(&request.redis_key[..]);
             injected = request.now.is_some();
         }
         invocation
             .arg(if injected { "injected" } else { "" })
             .arg(min_ttl_ms)
-            .arg(self.names.len())
-            .arg(&self.header[..]);
+            .arg(self.names.len());
+        for value in &self.header {
+            invocation.arg(&value[..]);
+        }
         for request in requests {
             invocation.arg(request.op.code());
             if let Some(now) = request.now {
@@ -231,6 +235,11 @@ impl SetScript {
                             String::from_utf8_lossy(&bytes[2..])
                         ))))
                     }
+                    // The key itself is of another type (Redis's error,
+                    // which names no key).
+                    Some(2) if bytes.len() >= 2 && bytes[1] == 255 => Ok(Err(ForeignValue(
+                        format!("the set's key: {}", String::from_utf8_lossy(&bytes[2..])),
+                    ))),
                     _ => Err(shape()),
                 }
             })
