@@ -110,7 +110,7 @@ local hset, nset, latest = { 'HSET', false }, 2, 0
 -- Per policy, reused by every operation: a rate state before (a, b, c)
 -- and after (x, y, z), the instant applied; a decision; a lease field's
 -- leases kept, held, first and last expiry.
-local a0, b0, c0, x1, y1, z1, inst = {}, {}, {}, {}, {}, {}, {}
+local a0, b0, c0, x1, y1, z1, inst, cost = {}, {}, {}, {}, {}, {}, {}, {}
 local ok, rem, rst, rty = {}, {}, {}, {}
 local kept, held, first, last, changed = {}, {}, {}, {}, {}
 
@@ -190,6 +190,12 @@ local function scan(j, now, drop)
     kept[j], changed[j] = v, false
   end
   return found
+end
+
+-- A lease field with a lease added.
+local function with_lease(leases, id, expiry)
+  if leases == '' then return encode('<c16d', id, expiry) end
+  return leases .. encode('<c16d', id, expiry)
 end
 
 -- Adds a field to the HSET being built; `at` is when its state stops
@@ -334,8 +340,18 @@ local function lease_decision(j, now, allowed)
   rty[j] = max((first[j] or now) - now, 0)
 end
 
+-- An operation's reply is built in `out` and packed with one
+-- encode(DONE, ...): creating a string costs Redis's Lua more than
+-- anything else a decision does, so each operation makes as few as it can.
+local DONE = '<B' .. string.rep(ENTRY:sub(2), NPOL)
+local out = { 0 }
 local function entry(j, m1, m2, m3)
-  return encode(ENTRY, ok[j] and 1 or 0, rem[j], rst[j], rty[j], m1, m2, m3)
+  local o = 7 * j - 5
+  out[o], out[o + 1], out[o + 2], out[o + 3] = ok[j] and 1 or 0, rem[j], rst[j], rty[j]
+  out[o + 4], out[o + 5], out[o + 6] = m1, m2, m3
+end
+local function done()
+  return encode(DONE, spread(out, 1, 1 + 7 * NPOL))
 end
 
 -- Reads every rate state of the key into a0, b0, c0 and checks every
@@ -361,15 +377,16 @@ local function check(now)
   local all = true
   local at = arg
   for j = 1, NPOL do
-    local cost = tonumber(ARGV[at])
+    local c = tonumber(ARGV[at])
+    cost[j] = c
     if kind[j] == CC then
       -- Every check forgets the expired leases, allowed or not.
       scan(j, now, false)
-      if cost > 0 and held[j] < pa[j] then
+      if c > 0 and held[j] < pa[j] then
         ok[j], rem[j], rty[j] = true, pa[j] - held[j] - 1, 0
         rst[j] = max(max(last[j] or 0, now + pb[j]) - now, 0)
       else
-        lease_decision(j, now, held[j] < pa[j] and cost == 0)
+        lease_decision(j, now, held[j] < pa[j] and c == 0)
       end
       at = at + 2
     else
@@ -378,7 +395,7 @@ local function check(now)
       local ledger = size[j] == 24 and kind[j] == TB
       if ledger then t = max(now, c0[j]) end
       local allowed, remaining, reset_after, retry_after, x, y, z =
-        decide(j, a0[j], b0[j], c0[j], t, cost)
+        decide(j, a0[j], b0[j], c0[j], t, c)
       if ledger then z = t end
       ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
       x1[j], y1[j], z1[j], inst[j] = x, y, z, t
@@ -386,16 +403,15 @@ local function check(now)
     end
     all = all and ok[j]
   end
-  local reply = char(0)
   at = arg
   for j = 1, NPOL do
     local m1, m2, m3 = 0, 0, 0
     if kind[j] == CC then
-      local cost, id = tonumber(ARGV[at]), ARGV[at + 1]
+      local id = ARGV[at + 1]
       at = at + 2
-      if all and cost > 0 then
+      if all and cost[j] > 0 then
         local expiry = now + pb[j]
-        put(j, kept[j] .. id .. encode('<d', expiry), max(last[j] or 0, expiry))
+        put(j, with_lease(kept[j], id, expiry), max(last[j] or 0, expiry))
         m1 = expiry
       elseif changed[j] then
         put(j, kept[j], last[j] or 0)
@@ -411,10 +427,10 @@ local function check(now)
         end
       end
     end
-    reply = reply .. entry(j, m1, m2, m3)
+    entry(j, m1, m2, m3)
   end
   flush(now)
-  return reply
+  return done()
 end
 
 -- Releases the leases named from ARGV[at] on (one value per policy for a
@@ -510,7 +526,6 @@ local function settle(now)
       at = at + 5
     end
   end
-  local reply = char(0)
   at = arg
   for j = 1, NPOL do
     if kind[j] == CC then
@@ -528,10 +543,10 @@ local function settle(now)
       at = at + 5
       write_rate(j, x1[j], y1[j], z1[j])
     end
-    reply = reply .. entry(j, 0, 0, 0)
+    entry(j, 0, 0, 0)
   end
   flush(now)
-  return reply
+  return done()
 end
 
 -- PolicySet::renew: per concurrency policy with a lease, whether it is
@@ -543,7 +558,6 @@ local function renew(now)
       if err then return foreign(j, err) end
     end
   end
-  local reply = char(0)
   local at = arg
   for j = 1, NPOL do
     local still, expiry = false, 0
@@ -555,23 +569,23 @@ local function renew(now)
         if was then
           still = true
           expiry = max(was, now + pb[j])
-          put(j, kept[j] .. id .. encode('<d', expiry), max(last[j] or 0, expiry))
+          put(j, with_lease(kept[j], id, expiry), max(last[j] or 0, expiry))
         elseif changed[j] then
           put(j, kept[j], last[j] or 0)
         end
       end
     end
-    reply = reply .. encode(ENTRY, still and 1 or 0, 0, 0, 0, expiry, 0, 0)
+    ok[j], rem[j], rst[j], rty[j] = still, 0, 0, 0
+    entry(j, expiry, 0, 0)
   end
   flush(now)
-  return reply
+  return done()
 end
 
 -- PolicySet::peek.
 local function peek(now)
   local err = read_all()
   if err then return err end
-  local reply = char(0)
   for j = 1, NPOL do
     if kind[j] == CC then
       scan(j, now, false)
@@ -580,9 +594,9 @@ local function peek(now)
       local allowed, remaining, reset_after, retry_after = decide(j, a0[j], b0[j], c0[j], now, 0)
       ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
     end
-    reply = reply .. entry(j, 0, 0, 0)
+    entry(j, 0, 0, 0)
   end
-  return reply
+  return done()
 end
 
 -- How many arguments each operation carries per policy, after its code
