@@ -46,15 +46,42 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    const fn code(self) -> &'static str {
+    const fn code(self) -> u8 {
         match self {
-            Self::Check => "c",
-            Self::Settle => "s",
-            Self::Renew => "r",
-            Self::Release => "x",
-            Self::Peek => "p",
+            Self::Check => b'c',
+            Self::Settle => b's',
+            Self::Renew => b'r',
+            Self::Release => b'x',
+            Self::Peek => b'p',
         }
     }
+}
+
+/// An operation's one argument, packed as `lua/set.lua` reads it: the
+/// code, the injected `now` if any, then each argument (a number as a
+/// little-endian double, a lease as a byte 1 and its 16 bytes, no lease as
+/// 17 zero bytes).
+fn packed(request: &SetRequest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 17 * request.args.len());
+    out.push(request.op.code());
+    // Every number passed is below 2^53 (times, costs, marks; amounts are
+    // capped at MAX_AMOUNT), so exact as a double.
+    #[allow(clippy::cast_precision_loss)]
+    let double = |n: u64| (n as f64).to_le_bytes();
+    if let Some(now) = request.now {
+        out.extend_from_slice(&double(now));
+    }
+    for arg in &request.args {
+        match arg {
+            Arg::Num(n) => out.extend_from_slice(&double(*n)),
+            Arg::Id(id) => {
+                out.push(1);
+                out.extend_from_slice(id);
+            }
+            Arg::None => out.extend_from_slice(&[0; 17]),
+        }
+    }
+    out
 }
 
 /// One operation of a set-script call, on one limiter key.
@@ -169,17 +196,7 @@ impl SetScript {
             invocation.arg(&value[..]);
         }
         for request in requests {
-            invocation.arg(request.op.code());
-            if let Some(now) = request.now {
-                invocation.arg(now);
-            }
-            for arg in &request.args {
-                match arg {
-                    Arg::Num(n) => invocation.arg(*n),
-                    Arg::Id(id) => invocation.arg(&id[..]),
-                    Arg::None => invocation.arg(""),
-                };
-            }
+            invocation.arg(packed(request));
         }
         invocation
     }

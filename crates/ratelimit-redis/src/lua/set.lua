@@ -29,14 +29,20 @@
 --   parameters: fixed (limit, window_us, window_ms), sliding (limit,
 --   window_us, window_ms), bucket (interval_us, span_us, 0), concurrency
 --   (limit, ttl_us, 0); and its field name
---   then per operation: its code, with an injected clock its now in µs,
---   and per policy:
---     'c' check    rate: cost; concurrency: cost and the lease id to take
+--   then per operation, in the order of KEYS, one packed argument: its
+--   code (one byte), with an injected clock its now in µs (a double), and
+--   per policy (a number is a little-endian double, an id slot a byte 1
+--   and the 16-byte lease id, or 17 zero bytes for none):
+--     'c' check    rate: cost; concurrency: cost and the id slot of the
+--                  lease to take
 --     's' settle   rate: taken, actual (at most 2^53), mark a, b, c (a
 --                  window: k, 0, 0; a bucket: tat, rf, at);
---                  concurrency: the lease id, or '' for none
---     'r' renew, 'x' release: concurrency only: the lease id, or ''
+--                  concurrency: the id slot
+--     'r' renew, 'x' release: concurrency only: the id slot
 --     'p' peek     nothing
+--   (Packed, because each argument is a string Redis makes for the script
+--   and each tonumber() a parse: together they cost more than a
+--   decision's arithmetic.)
 -- Returns an array of one string per operation, starting with a status
 -- byte:
 --   0  done: then per policy encode(ENTRY, allowed, remaining,
@@ -66,8 +72,8 @@ if not injected then
 end
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
 local encode, decode = struct.pack, struct.unpack
-local call, try, format, char, sub, concat = redis.call, redis.pcall, string.format,
-  string.char, string.sub, table.concat
+local call, try, format, char, sub, concat, byte = redis.call, redis.pcall, string.format,
+  string.char, string.sub, table.concat, string.byte
 local spread = unpack
 local min_ttl = tonumber(ARGV[2])
 local NPOL = tonumber(ARGV[3])
@@ -78,7 +84,9 @@ local FW, SW, TB, CC = 1, 2, 3, 4
 local U32 = 4294967295
 local EXACT = 9007199254740992
 local LEASE = 24
+local LEASE_FMT = '<I4I4I4I4d'
 local TTL = ':ttl'
+local C, S, R, X, P = byte('csrxp', 1, 5)
 
 -- The set, and the HMGET of every field (the key goes in at [2]).
 local kind, settles, pa, pb, pc, field, size = {}, {}, {}, {}, {}, {}, {}
@@ -113,6 +121,10 @@ local hset, nset, latest = { 'HSET', false }, 2, 0
 local a0, b0, c0, x1, y1, z1, inst, cost = {}, {}, {}, {}, {}, {}, {}, {}
 local ok, rem, rst, rty = {}, {}, {}, {}
 local kept, held, first, last, changed = {}, {}, {}, {}, {}
+-- Per policy, the operation's arguments: a check's cost; a lease id (has,
+-- and its four 32-bit words); a settle's taken, actual and mark.
+local has, w1, w2, w3, w4 = {}, {}, {}, {}, {}
+local taken, actual, ma, mb, mc = {}, {}, {}, {}, {}
 
 local function foreign(j, message)
   return char(2, j - 1) .. message
@@ -157,19 +169,21 @@ local function check_leases(j)
   return nil
 end
 
--- Scans policy j's leases at `now`, leaving out `drop` (an id, or false):
--- sets held[j], first[j], last[j] (false when none is held) over the
--- leases held; kept[j] the leases held but `drop` and changed[j] whether
--- that differs from what is stored. Returns the expiry of `drop` if it is
--- held, else false.
+-- Scans policy j's leases at `now`, leaving out the operation's lease id
+-- for it if `drop`: sets held[j], first[j], last[j] (false when none is
+-- held) over the leases held; kept[j] the leases held but that one and
+-- changed[j] whether that differs from what is stored. Returns the
+-- expiry of the dropped lease if it is held, else false. Ids are read as
+-- four 32-bit words, so a scan makes no string unless it drops a lease.
 local function scan(j, now, drop)
   local v = vals[j] or ''
   local n, f, l, gone, found = 0, false, false, false, false
+  local d1, d2, d3, d4 = w1[j], w2[j], w3[j], w4[j]
   for i = 1, #v, LEASE do
-    local e = decode('<d', v, i + 16)
+    local a, b, c, d, e = decode(LEASE_FMT, v, i)
     if e <= now then
       gone = true
-    elseif drop and sub(v, i, i + 15) == drop then
+    elseif drop and a == d1 and b == d2 and c == d3 and d == d4 then
       found = e
     else
       n = n + 1
@@ -181,7 +195,8 @@ local function scan(j, now, drop)
   if gone or found then
     local parts = {}
     for i = 1, #v, LEASE do
-      if decode('<d', v, i + 16) > now and not (drop and sub(v, i, i + 15) == drop) then
+      local a, b, c, d, e = decode(LEASE_FMT, v, i)
+      if e > now and not (drop and a == d1 and b == d2 and c == d3 and d == d4) then
         parts[#parts + 1] = sub(v, i, i + LEASE - 1)
       end
     end
@@ -192,10 +207,12 @@ local function scan(j, now, drop)
   return found
 end
 
--- A lease field with a lease added.
-local function with_lease(leases, id, expiry)
-  if leases == '' then return encode('<c16d', id, expiry) end
-  return leases .. encode('<c16d', id, expiry)
+-- Policy j's lease field with the operation's lease added, expiring at
+-- `expiry`.
+local function with_lease(j, expiry)
+  local lease = encode(LEASE_FMT, w1[j], w2[j], w3[j], w4[j], expiry)
+  if kept[j] == '' then return lease end
+  return kept[j] .. lease
 end
 
 -- Adds a field to the HSET being built; `at` is when its state stops
@@ -375,10 +392,8 @@ local function check(now)
   local err = read_all()
   if err then return err end
   local all = true
-  local at = arg
   for j = 1, NPOL do
-    local c = tonumber(ARGV[at])
-    cost[j] = c
+    local c = cost[j]
     if kind[j] == CC then
       -- Every check forgets the expired leases, allowed or not.
       scan(j, now, false)
@@ -388,7 +403,6 @@ local function check(now)
       else
         lease_decision(j, now, held[j] < pa[j] and c == 0)
       end
-      at = at + 2
     else
       -- A bucket keeping a ledger applies no instant before its `seen`.
       local t = now
@@ -399,25 +413,20 @@ local function check(now)
       if ledger then z = t end
       ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
       x1[j], y1[j], z1[j], inst[j] = x, y, z, t
-      at = at + 1
     end
     all = all and ok[j]
   end
-  at = arg
   for j = 1, NPOL do
     local m1, m2, m3 = 0, 0, 0
     if kind[j] == CC then
-      local id = ARGV[at + 1]
-      at = at + 2
       if all and cost[j] > 0 then
         local expiry = now + pb[j]
-        put(j, with_lease(kept[j], id, expiry), max(last[j] or 0, expiry))
+        put(j, with_lease(j, expiry), max(last[j] or 0, expiry))
         m1 = expiry
       elseif changed[j] then
         put(j, kept[j], last[j] or 0)
       end
     else
-      at = at + 1
       if all then
         write_rate(j, x1[j], y1[j], z1[j])
         if kind[j] == TB then
@@ -433,22 +442,14 @@ local function check(now)
   return done()
 end
 
--- Releases the leases named from ARGV[at] on (one value per policy for a
--- concurrency policy; `per_rate` values for a rate policy):
--- Concurrency::release of each; returns the number freed. A lease field
--- of a foreign shape frees nothing.
-local function release_from(at, now, per_rate)
+-- Releases the operation's leases: Concurrency::release of each; returns
+-- the number freed. A lease field of a foreign shape frees nothing.
+local function release_all(now)
   local freed = 0
   for j = 1, NPOL do
-    if kind[j] == CC then
-      local id = ARGV[at]
-      at = at + 1
-      if id ~= '' and not check_leases(j) then
-        if scan(j, now, id) then freed = freed + 1 end
-        if changed[j] then put(j, kept[j], last[j] or 0) end
-      end
-    else
-      at = at + per_rate
+    if kind[j] == CC and has[j] and not check_leases(j) then
+      if scan(j, now, true) then freed = freed + 1 end
+      if changed[j] then put(j, kept[j], last[j] or 0) end
     end
   end
   flush(now)
@@ -511,36 +512,26 @@ end
 local function settle(now)
   local err = read_all()
   if err then return err end
-  local at = arg
   for j = 1, NPOL do
-    if kind[j] == CC then
-      at = at + 1
-    else
-      local taken, actual = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-      local done, reason, count = settle_part(j, now, taken, actual,
-        tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]))
+    if kind[j] ~= CC then
+      local done, reason, count = settle_part(j, now, taken[j], actual[j], ma[j], mb[j], mc[j])
       if not done then
-        release_from(arg, now, 5)
+        release_all(now)
         return encode(FAULT, 1, j - 1, reason, count)
       end
-      at = at + 5
     end
   end
-  at = arg
   for j = 1, NPOL do
     if kind[j] == CC then
-      local id = ARGV[at]
-      at = at + 1
-      if id ~= '' then
+      if has[j] then
         -- Forgets the expired leases and frees this one.
-        scan(j, now, id)
+        scan(j, now, true)
         if changed[j] then put(j, kept[j], last[j] or 0) end
       else
         scan(j, now, false)
       end
       lease_decision(j, now, held[j] < pa[j])
     else
-      at = at + 5
       write_rate(j, x1[j], y1[j], z1[j])
     end
     entry(j, 0, 0, 0)
@@ -558,18 +549,15 @@ local function renew(now)
       if err then return foreign(j, err) end
     end
   end
-  local at = arg
   for j = 1, NPOL do
     local still, expiry = false, 0
     if kind[j] == CC then
-      local id = ARGV[at]
-      at = at + 1
-      if id ~= '' then
-        local was = scan(j, now, id)
+      if has[j] then
+        local was = scan(j, now, true)
         if was then
           still = true
           expiry = max(was, now + pb[j])
-          put(j, with_lease(kept[j], id, expiry), max(last[j] or 0, expiry))
+          put(j, with_lease(j, expiry), max(last[j] or 0, expiry))
         elseif changed[j] then
           put(j, kept[j], last[j] or 0)
         end
@@ -599,45 +587,55 @@ local function peek(now)
   return done()
 end
 
--- How many arguments each operation carries per policy, after its code
--- and now: for a rate policy, for a concurrency policy.
-local WIDTH = {
-  c = { 1, 2 }, s = { 5, 1 }, r = { 0, 1 }, x = { 0, 1 }, p = { 0, 0 },
-}
+-- Reads an operation's packed argument (see the calling convention)
+-- from `pos` on into the per-policy tables.
+local function parse(op, a, pos)
+  for j = 1, NPOL do
+    if kind[j] == CC then
+      if op ~= P then
+        if op == C then
+          cost[j] = decode('<d', a, pos)
+          pos = pos + 8
+        end
+        local flag
+        flag, w1[j], w2[j], w3[j], w4[j] = decode('<BI4I4I4I4', a, pos)
+        has[j] = flag == 1
+        pos = pos + 17
+      end
+    elseif op == C then
+      cost[j] = decode('<d', a, pos)
+      pos = pos + 8
+    elseif op == S then
+      taken[j], actual[j], ma[j], mb[j], mc[j] = decode('<ddddd', a, pos)
+      pos = pos + 40
+    end
+  end
+end
 
 local replies = {}
-local n = 0
-local op_arg = arg
-while op_arg <= #ARGV do
-  n = n + 1
-  local op = ARGV[op_arg]
-  local now = server_now
+for n = 1, #KEYS do
+  local a = ARGV[arg + n - 1]
+  local op = byte(a, 1)
+  local now, pos = server_now, 2
   if injected then
-    now = tonumber(ARGV[op_arg + 1])
-    arg = op_arg + 2
-  else
-    arg = op_arg + 1
+    now = decode('<d', a, 2)
+    pos = 10
   end
-  -- Where the next operation starts, whatever this one reads.
-  local width, after = WIDTH[op], arg
-  for j = 1, NPOL do
-    if kind[j] == CC then after = after + width[2] else after = after + width[1] end
-  end
+  parse(op, a, pos)
   local reply = load(KEYS[n])
   if reply then
-    if op == 'x' then reply = char(0) .. encode('<d', 0) end
-  elseif op == 'c' then
+    if op == X then reply = char(0) .. encode('<d', 0) end
+  elseif op == C then
     reply = check(now)
-  elseif op == 's' then
+  elseif op == S then
     reply = settle(now)
-  elseif op == 'r' then
+  elseif op == R then
     reply = renew(now)
-  elseif op == 'x' then
-    reply = char(0) .. encode('<d', release_from(arg, now, 0))
+  elseif op == X then
+    reply = char(0) .. encode('<d', release_all(now))
   else
     reply = peek(now)
   end
   replies[n] = reply
-  op_arg = after
 end
 return replies
