@@ -324,3 +324,42 @@ impl Transport for SetCalls {
         Ok(self.script.replies(reply, requests)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_packs_its_code_now_numbers_and_id_slots() {
+        let request = SetRequest {
+            redis_key: b"k".to_vec(),
+            op: Op::Check,
+            args: vec![Arg::Num(3), Arg::Num(1), Arg::Id([7; 16]), Arg::None],
+            now: Some(1_700_000_000_000_000),
+        };
+        let bytes = packed(&request);
+        assert_eq!(bytes.len(), 1 + 8 + 8 + 8 + 17 + 17);
+        assert_eq!(bytes[0], b'c');
+        assert_eq!(f64::from_le_bytes(bytes[1..9].try_into().unwrap()), 1.7e15);
+        assert_eq!(f64::from_le_bytes(bytes[9..17].try_into().unwrap()), 3.0);
+        assert_eq!(f64::from_le_bytes(bytes[17..25].try_into().unwrap()), 1.0);
+        assert_eq!(bytes[25], 1);
+        assert_eq!(bytes[26..42], [7; 16]);
+        assert_eq!(bytes[42..], [0; 17]);
+        // On the server's time there is no `now`; the largest amount is
+        // exact.
+        let request = SetRequest {
+            now: None,
+            op: Op::Settle,
+            args: vec![Arg::Num(MAX_AMOUNT)],
+            ..request
+        };
+        let bytes = packed(&request);
+        assert_eq!(bytes[0], b's');
+        assert_eq!(
+            f64::from_le_bytes(bytes[1..9].try_into().unwrap()),
+            9_007_199_254_740_992.0
+        );
+        assert_eq!(bytes.len(), 9);
+    }
+}
