@@ -10,10 +10,16 @@
 //! the default connection (multiplexed, batched) on a current-thread tokio
 //! runtime, over 10,000 keys, all allowed.
 //!
-//! Each round runs the single-policy check, then the set, for the same
-//! time; the ratio of the set's reservations per second (one check and one
-//! settle each) to the single checks per second is reported per round,
-//! with the median.
+//! Each round runs, for the same time each: the single-policy check; a
+//! set check taking no lease (`[1, 500, 0]`: the concurrency policy only
+//! gates, so nothing piles up); a reservation, a set check taking a lease
+//! (`[1, 500, 1]`) then its settle (`[1, 200, 0]`, a refund and the lease's
+//! release). Each is reported as a ratio to the single checks of the same
+//! round, the reservation also per script operation (a check or a settle:
+//! two per reservation), with the median and range over the rounds.
+//! `INFO commandstats` gives the `EVALSHA` calls and the µs Redis spent in
+//! them, and the commands the scripts ran inside Redis (`HMGET`, `HSET`,
+//! `TIME`, ...), per operation.
 
 // This bench's output is its report.
 #![allow(clippy::print_stdout)]
@@ -75,21 +81,45 @@ where
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `EVALSHA` calls and µs inside them since the last reset, then resets.
-fn server_stats(c: &mut redis::Connection) -> (f64, f64) {
+/// What Redis did since the last reset (then resets): `EVALSHA` calls, µs
+/// inside them, and the commands the scripts ran inside Redis.
+struct Stats {
+    calls: f64,
+    usec: f64,
+    inner: f64,
+}
+
+fn server_stats(c: &mut redis::Connection) -> Stats {
     let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(c).unwrap();
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
-        .unwrap_or("");
-    let field = |name: &str| -> f64 {
+    let field = |line: &str, name: &str| -> f64 {
         line.split(',')
             .find_map(|kv| kv.strip_prefix(name))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    (field("calls="), field("usec="))
+    let mut stats = Stats {
+        calls: 0.0,
+        usec: 0.0,
+        inner: 0.0,
+    };
+    for line in info.lines() {
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        match name {
+            "evalsha" => {
+                stats.calls = field(rest, "calls=");
+                stats.usec = field(rest, "usec=");
+            }
+            "info" | "config" => {}
+            _ => stats.inner += field(rest, "calls="),
+        }
+    }
+    stats
 }
 
 fn main() {
@@ -131,11 +161,12 @@ fn main() {
                 .expect("connect"),
         );
         println!(
-            "| round | single checks/s | server µs/check | set reservations/s (check + settle) \
-             | server µs/reservation | EVALSHA/reservation | ratio |"
+            "| round | single checks/s | server µs/check | set checks/s, gate | ratio | server µs/check \
+             | reservations/s (check + settle) | ratio | script ops/s | ratio per op \
+             | server µs/op | EVALSHA/op | commands inside/op |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|");
-        let mut ratios = Vec::new();
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let (mut gates, mut reservations, mut per_op) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
             server_stats(&mut stats);
             let limiter = Arc::clone(&single);
@@ -147,8 +178,22 @@ fn main() {
                 }
             })
             .await;
-            let (_, one_us) = server_stats(&mut stats);
-            let one_us = one_us / (one * seconds as f64);
+            let s = server_stats(&mut stats);
+            let one_us = s.usec / (one * seconds as f64);
+            // A set check taking no lease (the streams policy gates): a
+            // decision that leaves nothing to release.
+            let limiter = Arc::clone(&sets);
+            let gate = rate(tasks, seconds, move |key| {
+                let limiter = Arc::clone(&limiter);
+                async move {
+                    let check = limiter.check_set(&key, &[1, 500, 0]).await.expect("a check");
+                    assert!(check.decision.allowed);
+                }
+            })
+            .await;
+            let s = server_stats(&mut stats);
+            let gate_us = s.usec / (gate * seconds as f64);
+            // A reservation: a check taking a lease, then its settle.
             let limiter = Arc::clone(&sets);
             let three = rate(tasks, seconds, move |key| {
                 let limiter = Arc::clone(&limiter);
@@ -159,23 +204,37 @@ fn main() {
                 }
             })
             .await;
-            let (calls, three_us) = server_stats(&mut stats);
-            let reservations = three * seconds as f64;
-            let ratio = three / one;
-            ratios.push(ratio);
+            let s = server_stats(&mut stats);
+            let ops = 2.0 * three * seconds as f64;
+            let (g, r, p) = (gate / one, three / one, 2.0 * three / one);
+            gates.push(g);
+            reservations.push(r);
+            per_op.push(p);
             println!(
-                "| {round} | {one:.0} | {one_us:.2} | {three:.0} | {:.2} | {:.2} | {ratio:.2} |",
-                three_us / reservations,
-                calls / reservations
+                "| {round} | {one:.0} | {one_us:.2} | {gate:.0} | {g:.2} | {gate_us:.2} | {three:.0} \
+                 | {r:.2} | {:.0} | {p:.2} | {:.2} | {:.3} | {:.2} |",
+                2.0 * three,
+                s.usec / ops,
+                s.calls / ops,
+                s.inner / ops
             );
         }
-        ratios.sort_by(f64::total_cmp);
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let summary = |name: &str, mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            println!(
+                "{tasks} tasks, {name} / single check: median {:.2} (range {:.2}-{:.2}) over {rounds} rounds",
+                v[v.len() / 2],
+                v[0],
+                v[v.len() - 1],
+            );
+        };
+        println!();
+        summary("set check (gate)", gates);
+        summary("reservation (check + settle)", reservations);
+        summary("set script op (check or settle)", per_op);
         println!(
-            "\n{tasks} tasks: set reservation / single check, median {:.2} (range {:.2}-{:.2}) over {rounds} rounds; load average {}",
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1],
+            "load average {}",
             load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         );
     });

@@ -54,56 +54,57 @@ fn tagged(head: &[u8], key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Maps user keys to the Redis keys of a policy set, one per policy:
-/// `<prefix>s:<policy name>:<tag>:{<key>}`, escaped as [`KeyLayout`]
-/// escapes. Policy names hold no brace, so the escaped user key is the
-/// only hash tag: all the keys of one (set, key) share a slot, and one
-/// script call may touch them all on Redis Cluster. The tag is the
-/// algorithm's key tag, `tbs` for a token bucket keeping a refund ledger
-/// (its state is longer) and `cc` for a concurrency policy's leases, so a
-/// key is never read with another layout after a configuration change.
+/// Maps user keys to the Redis key of a policy set: one hash per (set,
+/// key), `<prefix>s:{<key>}`, escaped as [`KeyLayout`] escapes, so one key
+/// is trivially in one slot of a Redis Cluster. Each policy is a field of
+/// the hash ([`set_fields`]).
 #[derive(Debug, Clone)]
 pub(crate) struct SetKeyLayout {
-    heads: Vec<Vec<u8>>,
+    head: Vec<u8>,
 }
 
 impl SetKeyLayout {
-    pub(crate) fn new(prefix: &str, set: &PolicySet) -> Self {
-        let heads = set
-            .limits()
-            .iter()
-            .map(|l| {
-                let tag = match l.limit() {
-                    Limit::Rate(_) if l.keeps_ledger() => "tbs",
-                    Limit::Rate(p) => p.algorithm().key_tag(),
-                    Limit::Concurrency(_) => "cc",
-                };
-                format!("{prefix}s:{}:{tag}:{{", l.name()).into_bytes()
-            })
-            .collect();
-        Self { heads }
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            head: format!("{prefix}s:{{").into_bytes(),
+        }
     }
 
-    /// The Redis keys holding `key`'s state, one per policy in set order.
+    /// The Redis key holding `key`'s state.
     ///
     /// The empty key is written `%`: Redis Cluster hashes a key whose
-    /// braces enclose nothing whole, which would scatter the set's keys
-    /// over slots. A lone `%` is no escape's output, so the mapping stays
-    /// injective.
-    pub(crate) fn redis_keys(&self, key: &[u8]) -> Vec<Vec<u8>> {
-        self.heads
-            .iter()
-            .map(|head| {
-                if key.is_empty() {
-                    let mut out = head.clone();
-                    out.extend_from_slice(b"%}");
-                    out
-                } else {
-                    tagged(head, key)
-                }
-            })
-            .collect()
+    /// braces enclose nothing whole, which would put every empty key's
+    /// hash in the slot of its whole name. A lone `%` is no escape's
+    /// output, so the mapping stays injective.
+    pub(crate) fn redis_key(&self, key: &[u8]) -> Vec<u8> {
+        if key.is_empty() {
+            let mut out = self.head.clone();
+            out.extend_from_slice(b"%}");
+            out
+        } else {
+            tagged(&self.head, key)
+        }
     }
+}
+
+/// The hash fields of a set's policies, in set order: `<name>:<tag>`, the
+/// tag the algorithm's key tag, `tbs` for a token bucket keeping a refund
+/// ledger (its state is longer) and `cc` for a concurrency policy's
+/// leases. A change of algorithm thus reads as a field never written,
+/// while a changed limit (or a reload keeping names and algorithms) keeps
+/// the state. Policy names hold no `:`, so the fields stay distinct.
+pub(crate) fn set_fields(set: &PolicySet) -> Vec<String> {
+    set.limits()
+        .iter()
+        .map(|l| {
+            let tag = match l.limit() {
+                Limit::Rate(_) if l.keeps_ledger() => "tbs",
+                Limit::Rate(p) => p.algorithm().key_tag(),
+                Limit::Concurrency(_) => "cc",
+            };
+            format!("{}:{tag}", l.name())
+        })
+        .collect()
 }
 
 /// Checks a key prefix: braces would move the cluster hash tag into the
@@ -168,7 +169,20 @@ mod tests {
     }
 
     #[test]
-    fn set_keys_share_one_nonempty_tag_and_stay_distinct() {
+    fn set_keys_have_a_nonempty_tag_and_stay_distinct() {
+        let layout = SetKeyLayout::new("rl:");
+        let mut seen = HashSet::new();
+        for key in awkward_keys().into_iter().chain([b"%".to_vec()]) {
+            let redis_key = layout.redis_key(&key);
+            assert!(!tag(&redis_key).is_empty(), "an empty hash tag for {key:?}");
+            assert!(seen.insert(redis_key), "collision for {key:?}");
+        }
+        assert_eq!(layout.redis_key(b""), b"rl:s:{%}".to_vec());
+        assert_eq!(layout.redis_key(b"a{b"), b"rl:s:{a%7Bb}".to_vec());
+    }
+
+    #[test]
+    fn set_fields_name_the_policy_and_its_layout() {
         let set = PolicySet::new(vec![
             ratelimit_core::NamedLimit::new(
                 "a",
@@ -176,21 +190,19 @@ mod tests {
             )
             .unwrap(),
             ratelimit_core::NamedLimit::new(
+                "t",
+                Policy::token_bucket(1, 1, Duration::from_secs(1)).unwrap(),
+            )
+            .unwrap()
+            .settling(),
+            ratelimit_core::NamedLimit::new(
                 "b",
                 ratelimit_core::Concurrency::new(1, Duration::from_secs(1)).unwrap(),
             )
             .unwrap(),
         ])
         .unwrap();
-        let layout = SetKeyLayout::new("rl:", &set);
-        let mut seen = HashSet::new();
-        for key in awkward_keys().into_iter().chain([b"%".to_vec()]) {
-            let keys = layout.redis_keys(&key);
-            assert!(!tag(&keys[0]).is_empty(), "an empty hash tag for {key:?}");
-            assert_eq!(tag(&keys[0]), tag(&keys[1]));
-            assert!(seen.insert(keys[0].clone()), "collision for {key:?}");
-        }
-        assert_eq!(layout.redis_keys(b"")[1], b"rl:s:b:cc:{%}".to_vec());
+        assert_eq!(set_fields(&set), ["a:fw", "t:tbs", "b:cc"]);
     }
 
     #[test]

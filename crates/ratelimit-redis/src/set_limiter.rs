@@ -33,11 +33,14 @@ use crate::{ConnectError, ConnectErrorKind};
 /// policy, a lease included), a settle (with the release of its leases), a
 /// renew, a release, a peek. The script computes exactly what
 /// `ratelimit-core`'s [`PolicySet`] functions compute, on the server's
-/// `TIME` unless a clock is injected. Each policy's state is one Redis key,
-/// `<prefix>s:<policy name>:<tag>:{<key>}`: the escaped key is the only
-/// hash tag, so a set works on Redis Cluster. A concurrency policy's
-/// leases are a sorted set (member: the lease id, score: its expiry), and
-/// every key expires when its state no longer matters.
+/// `TIME` unless a clock is injected. A key's state under the whole set is
+/// one Redis hash, `<prefix>s:{<key>}` (the escaped key is the hash tag, so
+/// a set works on Redis Cluster), with one field per policy,
+/// `<policy name>:<tag>`: a rate policy's packed state, or a concurrency
+/// policy's packed leases (each a 16-byte id and its expiry). Each
+/// operation reads the hash with one `HMGET` and writes it with at most
+/// one `HSET`; the key expires when no part of its state matters any more
+/// (rounded up to a whole second).
 ///
 /// Lease ids are 64 random bits drawn per limiter and a 64-bit counter, so
 /// processes sharing a Redis never mint the same id.
@@ -116,7 +119,7 @@ impl RedisSetLimiter {
         }
         let script = SetScript::new(&set);
         let deadline = (options.timeout * 5).max(Duration::from_secs(2));
-        let keys = SetKeyLayout::new(&options.prefix, &set);
+        let keys = SetKeyLayout::new(&options.prefix);
         let make = |link| Inner {
             keys,
             link,
@@ -148,23 +151,19 @@ impl RedisSetLimiter {
         self.inner.link.is_up()
     }
 
-    /// The Redis keys holding `key`'s state, one per policy in set order
-    /// (for operators and tests).
+    /// The Redis key holding `key`'s state (for operators and tests): a
+    /// hash with one field per policy, `<policy name>:<tag>`.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn f(limiter: ratelimit_redis::RedisSetLimiter) {
-    /// // A set of a fixed window "requests" and a concurrency "streams".
-    /// assert_eq!(
-    ///     limiter.redis_keys(b"user:{42}"),
-    ///     [b"ratelimit:s:requests:fw:{user:%7B42%7D}".to_vec(), b"ratelimit:s:streams:cc:{user:%7B42%7D}".to_vec()],
-    /// );
+    /// assert_eq!(limiter.redis_key(b"user:{42}"), b"ratelimit:s:{user:%7B42%7D}".to_vec());
     /// # }
     /// ```
     #[must_use]
-    pub fn redis_keys(&self, key: &[u8]) -> Vec<Vec<u8>> {
-        self.inner.keys.redis_keys(key)
+    pub fn redis_key(&self, key: &[u8]) -> Vec<u8> {
+        self.inner.keys.redis_key(key)
     }
 }
 
@@ -214,7 +213,7 @@ impl Inner {
     /// concurrency policy.
     fn release_request(&self, key: &[u8], ids: Vec<Arg>) -> SetRequest {
         SetRequest {
-            redis_keys: self.keys.redis_keys(key),
+            redis_key: self.keys.redis_key(key),
             op: Op::Release,
             args: ids,
             now: self.now(),
@@ -392,7 +391,7 @@ impl SetLimiter for RedisSetLimiter {
             }
         }
         let request = SetRequest {
-            redis_keys: inner.keys.redis_keys(key),
+            redis_key: inner.keys.redis_key(key),
             op: Op::Check,
             args,
             now: inner.now(),
@@ -480,7 +479,7 @@ impl SetLimiter for RedisSetLimiter {
             }
         }
         let request = SetRequest {
-            redis_keys: inner.keys.redis_keys(receipt.key()),
+            redis_key: inner.keys.redis_key(receipt.key()),
             op: Op::Settle,
             args,
             now: inner.now(),
@@ -521,7 +520,7 @@ impl SetLimiter for RedisSetLimiter {
         }
         let ids = inner.lease_args(receipt.parts());
         let request = SetRequest {
-            redis_keys: inner.keys.redis_keys(receipt.key()),
+            redis_key: inner.keys.redis_key(receipt.key()),
             op: Op::Renew,
             args: ids,
             now: inner.now(),
@@ -550,7 +549,7 @@ impl SetLimiter for RedisSetLimiter {
     async fn peek_set(&self, key: &[u8]) -> Result<SetDecision, Error> {
         let inner = &self.inner;
         let request = SetRequest {
-            redis_keys: inner.keys.redis_keys(key),
+            redis_key: inner.keys.redis_key(key),
             op: Op::Peek,
             args: Vec::new(),
             now: inner.now(),
@@ -569,7 +568,7 @@ impl SetLimiter for RedisSetLimiter {
     async fn reset_set(&self, key: &[u8]) -> Result<(), Error> {
         let inner = &self.inner;
         let ready = inner.link.ready()?;
-        let keys = inner.keys.redis_keys(key);
+        let keys = [inner.keys.redis_key(key)];
         match tokio::time::timeout(inner.timeout, ready.connection.del_all(&keys)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::backend(e)),

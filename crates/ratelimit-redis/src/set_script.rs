@@ -5,6 +5,7 @@ use ratelimit_core::{Limit, PolicySet};
 use redis::{Script, ScriptInvocation, Value};
 
 use crate::connection::{CallError, Connection};
+use crate::keys::set_fields;
 use crate::script::ForeignValue;
 use crate::transport::{Replies, ScriptSource, Transport};
 
@@ -45,22 +46,49 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    const fn code(self) -> &'static str {
+    const fn code(self) -> u8 {
         match self {
-            Self::Check => "c",
-            Self::Settle => "s",
-            Self::Renew => "r",
-            Self::Release => "x",
-            Self::Peek => "p",
+            Self::Check => b'c',
+            Self::Settle => b's',
+            Self::Renew => b'r',
+            Self::Release => b'x',
+            Self::Peek => b'p',
         }
     }
+}
+
+/// An operation's one argument, packed as `lua/set.lua` reads it: the
+/// code, the injected `now` if any, then each argument (a number as a
+/// little-endian double, a lease as a byte 1 and its 16 bytes, no lease as
+/// 17 zero bytes).
+fn packed(request: &SetRequest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 17 * request.args.len());
+    out.push(request.op.code());
+    // Every number passed is below 2^53 (times, costs, marks; amounts are
+    // capped at MAX_AMOUNT), so exact as a double.
+    #[allow(clippy::cast_precision_loss)]
+    let double = |n: u64| (n as f64).to_le_bytes();
+    if let Some(now) = request.now {
+        out.extend_from_slice(&double(now));
+    }
+    for arg in &request.args {
+        match arg {
+            Arg::Num(n) => out.extend_from_slice(&double(*n)),
+            Arg::Id(id) => {
+                out.push(1);
+                out.extend_from_slice(id);
+            }
+            Arg::None => out.extend_from_slice(&[0; 17]),
+        }
+    }
+    out
 }
 
 /// One operation of a set-script call, on one limiter key.
 #[derive(Debug, Clone)]
 pub(crate) struct SetRequest {
-    /// The Redis keys of the limiter key, one per policy in set order.
-    pub(crate) redis_keys: Vec<Vec<u8>>,
+    /// The Redis key of the limiter key.
+    pub(crate) redis_key: Vec<u8>,
     pub(crate) op: Op,
     /// The operation's arguments, as `lua/set.lua` lists them.
     pub(crate) args: Vec<Arg>,
@@ -104,15 +132,15 @@ pub(crate) enum SetReply {
 #[derive(Debug, Clone)]
 pub(crate) struct SetScript {
     script: Script,
-    /// Five values per policy (see `lua/set.lua`).
-    header: Vec<u64>,
+    /// Six values per policy (see `lua/set.lua`), formatted once.
+    header: Vec<Vec<u8>>,
     names: Vec<String>,
 }
 
 impl SetScript {
     pub(crate) fn new(set: &PolicySet) -> Self {
-        let mut header = Vec::with_capacity(5 * set.len());
-        for l in set.limits() {
+        let mut header = Vec::with_capacity(6 * set.len());
+        for (l, field) in set.limits().iter().zip(set_fields(set)) {
             let (kind, a, b, c) = match l.limit() {
                 Limit::Rate(ratelimit_core::Policy::FixedWindow(p)) => (
                     FIXED,
@@ -136,7 +164,10 @@ impl SetScript {
                 ),
                 Limit::Concurrency(c) => (CONCURRENCY, c.limit(), c.lease_ttl_micros(), 0),
             };
-            header.extend([kind, u64::from(l.settles()), a, b, c]);
+            header.extend(
+                [kind, u64::from(l.settles()), a, b, c].map(|v| v.to_string().into_bytes()),
+            );
+            header.push(field.into_bytes());
         }
         Self {
             script: Script::new(include_str!("lua/set.lua")),
@@ -154,28 +185,18 @@ impl SetScript {
         let mut invocation = self.script.prepare_invoke();
         let mut injected = false;
         for request in requests {
-            for key in &request.redis_keys {
-                invocation.key(&key[..]);
-            }
+            invocation.key(&request.redis_key[..]);
             injected = request.now.is_some();
         }
         invocation
             .arg(if injected { "injected" } else { "" })
             .arg(min_ttl_ms)
-            .arg(self.names.len())
-            .arg(&self.header[..]);
+            .arg(self.names.len());
+        for value in &self.header {
+            invocation.arg(&value[..]);
+        }
         for request in requests {
-            invocation.arg(request.op.code());
-            if let Some(now) = request.now {
-                invocation.arg(now);
-            }
-            for arg in &request.args {
-                match arg {
-                    Arg::Num(n) => invocation.arg(*n),
-                    Arg::Id(id) => invocation.arg(&id[..]),
-                    Arg::None => invocation.arg(""),
-                };
-            }
+            invocation.arg(packed(request));
         }
         invocation
     }
@@ -231,6 +252,11 @@ impl SetScript {
                             String::from_utf8_lossy(&bytes[2..])
                         ))))
                     }
+                    // The key itself is of another type (Redis's error,
+                    // which names no key).
+                    Some(2) if bytes.len() >= 2 && bytes[1] == 255 => Ok(Err(ForeignValue(
+                        format!("the set's key: {}", String::from_utf8_lossy(&bytes[2..])),
+                    ))),
                     _ => Err(shape()),
                 }
             })
@@ -296,5 +322,44 @@ impl Transport for SetCalls {
         let invocation = self.script.invocation(requests, self.min_ttl_ms);
         let reply = self.connection.invoke(&invocation).await?;
         Ok(self.script.replies(reply, requests)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_packs_its_code_now_numbers_and_id_slots() {
+        let request = SetRequest {
+            redis_key: b"k".to_vec(),
+            op: Op::Check,
+            args: vec![Arg::Num(3), Arg::Num(1), Arg::Id([7; 16]), Arg::None],
+            now: Some(1_700_000_000_000_000),
+        };
+        let bytes = packed(&request);
+        assert_eq!(bytes.len(), 1 + 8 + 8 + 8 + 17 + 17);
+        assert_eq!(bytes[0], b'c');
+        assert_eq!(f64::from_le_bytes(bytes[1..9].try_into().unwrap()), 1.7e15);
+        assert_eq!(f64::from_le_bytes(bytes[9..17].try_into().unwrap()), 3.0);
+        assert_eq!(f64::from_le_bytes(bytes[17..25].try_into().unwrap()), 1.0);
+        assert_eq!(bytes[25], 1);
+        assert_eq!(bytes[26..42], [7; 16]);
+        assert_eq!(bytes[42..], [0; 17]);
+        // On the server's time there is no `now`; the largest amount is
+        // exact.
+        let request = SetRequest {
+            now: None,
+            op: Op::Settle,
+            args: vec![Arg::Num(MAX_AMOUNT)],
+            ..request
+        };
+        let bytes = packed(&request);
+        assert_eq!(bytes[0], b's');
+        assert_eq!(
+            f64::from_le_bytes(bytes[1..9].try_into().unwrap()),
+            9_007_199_254_740_992.0
+        );
+        assert_eq!(bytes.len(), 9);
     }
 }

@@ -201,8 +201,9 @@ fn a_crashed_holders_lease_expires_by_its_ttl() {
         let d = limiter.check_set(b"k", &[0, 0, 1]).await.unwrap();
         assert!(d.decision.allowed, "expired at its TTL");
 
-        // On the server's time the lease key itself expires with its last
-        // lease.
+        // On the server's time the key expires with its latest state: the
+        // lease (30 s) or the requests' minute window, whichever ends last,
+        // rounded up to a whole second.
         let on_server = RedisSetLimiter::connect(llm_set(1, ttl), server_time(&server, "pttl"))
             .await
             .expect("connect");
@@ -211,11 +212,10 @@ fn a_crashed_holders_lease_expires_by_its_ttl() {
         let client = redis::Client::open(server.url()).unwrap();
         let mut c = client.get_connection().unwrap();
         let pttl: i64 = redis::cmd("PTTL")
-            .arg(&on_server.redis_keys(b"k")[2][..])
+            .arg(&on_server.redis_key(b"k")[..])
             .query(&mut c)
             .unwrap();
-        // Rounded up to the next whole millisecond.
-        assert!(pttl > 0 && pttl <= 30_001, "PTTL {pttl}");
+        assert!(pttl > 29_000 && pttl <= 61_000, "PTTL {pttl}");
     });
 }
 
@@ -281,11 +281,47 @@ fn a_foreign_value_is_a_data_error_and_changes_nothing() {
         )
         .await
         .expect("connect");
-        let keys = limiter.redis_keys(b"k");
-        // A string of the wrong length where the tokens' state goes.
-        let _: () = redis::cmd("SET")
-            .arg(&keys[1][..])
+        let key = limiter.redis_key(b"k");
+        // A value of the wrong length where the tokens' state goes.
+        let _: () = redis::cmd("HSET")
+            .arg(&key[..])
+            .arg("tokens:tbs")
             .arg("abc")
+            .query(&mut c)
+            .unwrap();
+        let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(
+            e.chain().to_string().contains("\"tokens\""),
+            "the policy is named: {e}"
+        );
+        assert!(
+            !e.chain().to_string().contains("k}"),
+            "the key stays out: {e}"
+        );
+        let fields: Vec<String> = redis::cmd("HKEYS").arg(&key[..]).query(&mut c).unwrap();
+        assert_eq!(
+            fields,
+            ["tokens:tbs"],
+            "nothing taken from the other policies, no lease taken"
+        );
+        // Leases of a foreign shape.
+        let _: () = redis::cmd("HSET")
+            .arg(&key[..])
+            .arg("tokens:tbs")
+            .arg(vec![0u8; 24])
+            .arg("streams:cc")
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+        let e = limiter.peek_set(b"k").await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(e.chain().to_string().contains("\"streams\""), "{e}");
+        // The key itself of another type.
+        let _: () = redis::cmd("DEL").arg(&key[..]).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key[..])
+            .arg("x")
             .query(&mut c)
             .unwrap();
         let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
@@ -294,22 +330,8 @@ fn a_foreign_value_is_a_data_error_and_changes_nothing() {
             !e.chain().to_string().contains("k}"),
             "the key stays out: {e}"
         );
-        let requests: Option<Vec<u8>> = redis::cmd("GET").arg(&keys[0][..]).query(&mut c).unwrap();
-        assert_eq!(requests, None, "nothing taken from the other policies");
-        let leases: u64 = redis::cmd("EXISTS")
-            .arg(&keys[2][..])
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(leases, 0, "no lease taken");
-        // A string where the leases' sorted set goes.
-        let _: () = redis::cmd("DEL").arg(&keys[1][..]).query(&mut c).unwrap();
-        let _: () = redis::cmd("SET")
-            .arg(&keys[2][..])
-            .arg("x")
-            .query(&mut c)
-            .unwrap();
-        let e = limiter.peek_set(b"k").await.unwrap_err();
-        assert!(e.is_data(), "{e}");
+        let value: String = redis::cmd("GET").arg(&key[..]).query(&mut c).unwrap();
+        assert_eq!(value, "x", "nothing written");
         limiter.reset_set(b"k").await.unwrap();
         assert!(
             limiter
@@ -338,5 +360,62 @@ fn a_settle_without_redis_is_an_error_and_keeps_the_estimate() {
             .await
             .unwrap_err();
         assert!(e.is_backend() || e.is_timeout(), "{e}");
+    });
+}
+
+#[test]
+fn the_key_expires_after_its_latest_state_and_never_sooner() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    runtime().block_on(async {
+        // One token a second: a bucket's state matters until its tat.
+        let set = PolicySet::new(vec![
+            NamedLimit::new(
+                "requests",
+                Policy::fixed_window(100, Duration::from_secs(1)).unwrap(),
+            )
+            .unwrap(),
+            NamedLimit::new(
+                "tokens",
+                Policy::token_bucket(1_000, 1, Duration::from_secs(1)).unwrap(),
+            )
+            .unwrap()
+            .settling(),
+            NamedLimit::new(
+                "streams",
+                Concurrency::new(2, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
+        ])
+        .unwrap();
+        let limiter = RedisSetLimiter::connect(set, server_time(&server, "ttl"))
+            .await
+            .expect("connect");
+        let key = limiter.redis_key(b"k");
+        let pttl = |c: &mut redis::Connection| -> i64 {
+            redis::cmd("PTTL").arg(&key[..]).query(c).unwrap()
+        };
+        // The lease matters for 60 s, the tokens for 500 s.
+        let first = limiter.check_set(b"k", &[1, 500, 1]).await.unwrap();
+        let t = pttl(&mut c);
+        assert!(t > 499_000 && t <= 501_000, "PTTL {t}");
+        // 400 more tokens: the key now lives 900 s.
+        let second = limiter.check_set(b"k", &[1, 400, 0]).await.unwrap();
+        let t = pttl(&mut c);
+        assert!(t > 899_000 && t <= 901_000, "PTTL {t}");
+        // A refund of most of them and the lease's release shorten nothing.
+        limiter
+            .settle(second.receipt.unwrap(), &[1, 0, 0])
+            .await
+            .unwrap();
+        limiter
+            .settle(first.receipt.unwrap(), &[1, 0, 0])
+            .await
+            .unwrap();
+        let t = pttl(&mut c);
+        assert!(t > 898_000 && t <= 901_000, "PTTL {t}");
+        let d = limiter.peek_set(b"k").await.unwrap();
+        assert_eq!(d.decisions[2].remaining, 2, "the lease was freed");
     });
 }

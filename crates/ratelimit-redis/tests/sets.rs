@@ -1,14 +1,20 @@
 //! Policy sets on Redis (`RedisSetLimiter`): decision for decision against
 //! `ReferenceSetLimiter` under one injected clock, on a standalone server
-//! and on a 3-master cluster; leases released on drop and on cancellation,
-//! expired by TTL after a crash; one `EVALSHA` per decision.
+//! and on a 3-master cluster, by this file's own sequences and by the
+//! conformance suite's runners (differential, invariants, scenarios).
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
+use ratelimit_conformance::sets::differential::run_against_reference;
+use ratelimit_conformance::sets::invariants::check_set_invariants;
+use ratelimit_conformance::sets::scenarios;
+use ratelimit_conformance::sets::strategy::{set_case, SetSequenceOptions};
+use ratelimit_conformance::sets::{RunOptions, SetOp};
 use ratelimit_conformance::strategy::{awkward_keys, small_policy};
 use ratelimit_core::{
     Concurrency, Error, Limit, ManualClock, Mark, NamedLimit, Policy, PolicySet, Receipt,
@@ -308,4 +314,117 @@ fn a_bucket_refund_after_another_counts_the_ledger() {
     runtime()
         .block_on(run_differential(&target, set, steps))
         .expect("the same answers");
+}
+
+// The conformance suite's policy-set runners, on a server and on a
+// cluster: random sets and sequences against `ReferenceSetLimiter`, the
+// invariants of SPEC.md section 5, and the hand-written scenarios. A
+// dropped receipt is settled with what it took (`RunOptions::remote`): a
+// release is sent without waiting.
+
+/// Whether a sequence keeps the clock inside the exact domain (below
+/// `MAX_TIMESTAMP_US`, where Lua's doubles and the Rust integers agree).
+fn in_domain(start: u64, ops: &[SetOp]) -> bool {
+    let mut now = start;
+    ops.iter().all(|op| {
+        if let SetOp::Advance { us } = op {
+            now = now.saturating_add_signed(*us);
+        }
+        now < ratelimit_core::MAX_TIMESTAMP_US
+    })
+}
+
+/// Runs `cases` random cases of `options` on `target`: the differential
+/// runner, then (on a fresh limiter) the invariants.
+fn conformance(target: &Target, cases: u32, options: SetSequenceOptions) {
+    let rt = runtime();
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = set_case(options)
+        .prop_filter("the clock leaves the exact domain", |(_, start, ops)| {
+            in_domain(*start, ops)
+        });
+    runner
+        .run(&strategy, |(set, start, ops)| {
+            rt.block_on(async {
+                let clock = ManualClock::new(start);
+                let keys: Vec<Vec<u8>> = awkward_keys().into_iter().take(options.keys).collect();
+                let limiter =
+                    RedisSetLimiter::connect(set.clone(), conformance_options(target, &clock))
+                        .await
+                        .expect("connect");
+                run_against_reference(&limiter, &clock, &keys, start, &ops, RunOptions::remote())
+                    .await
+                    .map_err(|v| TestCaseError::fail(format!("differential: {v}")))?;
+                let limiter = RedisSetLimiter::connect(set, conformance_options(target, &clock))
+                    .await
+                    .expect("connect");
+                let invariant_ops: Vec<SetOp> = ops
+                    .into_iter()
+                    .filter(|op| !matches!(op, SetOp::Reset { .. }))
+                    .collect();
+                check_set_invariants(
+                    &limiter,
+                    &clock,
+                    start,
+                    &invariant_ops,
+                    RunOptions::remote(),
+                )
+                .await
+                .map_err(|v| TestCaseError::fail(format!("invariants: {v}")))
+            })
+        })
+        .unwrap();
+}
+
+fn conformance_options(target: &Target, clock: &ManualClock) -> ratelimit_redis::RedisOptions {
+    options(target, clock, "conf")
+}
+
+fn scenarios_on(target: &Target) {
+    let target = target.clone();
+    runtime().block_on(async move {
+        scenarios::run_all(
+            |set, clock| {
+                let target = target.clone();
+                async move {
+                    Arc::new(
+                        RedisSetLimiter::connect(set, conformance_options(&target, &clock))
+                            .await
+                            .expect("connect"),
+                    ) as Arc<dyn SetLimiter>
+                }
+            },
+            RunOptions::remote(),
+        )
+        .await
+        .unwrap_or_else(|v| panic!("{v}"));
+    });
+}
+
+#[test]
+fn the_conformance_suite_passes_standalone() {
+    let server = RedisServer::start();
+    let target = Target::Standalone(server.url());
+    scenarios_on(&target);
+    conformance(
+        &target,
+        192,
+        SetSequenceOptions::default().with_resets(true).with_keys(3),
+    );
+}
+
+#[test]
+fn the_conformance_suite_passes_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let target = Target::Cluster(cluster.urls());
+    scenarios_on(&target);
+    conformance(
+        &target,
+        32,
+        SetSequenceOptions::default().with_resets(true).with_keys(3),
+    );
 }
