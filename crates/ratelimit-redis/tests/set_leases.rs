@@ -215,7 +215,9 @@ fn a_crashed_holders_lease_expires_by_its_ttl() {
             .arg(&on_server.redis_key(b"k")[..])
             .query(&mut c)
             .unwrap();
-        assert!(pttl > 29_000 && pttl <= 61_000, "PTTL {pttl}");
+        // At least the lease's 30 s less the time this test took since the
+        // check (seconds on a loaded machine), at most the minute window.
+        assert!(pttl > 20_000 && pttl <= 61_000, "PTTL {pttl}");
     });
 }
 
