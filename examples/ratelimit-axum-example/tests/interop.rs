@@ -126,13 +126,15 @@ async fn ai_sdk_parser_reads_the_stream_of_the_plain_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ai_sdk_reads_the_gateway_usage_metadata() {
     use ratelimit_axum_example::{
-        default_set_limiter_factory, gateway_app, AppOptions, Config, Gateway,
+        gateway_app, memory_set_limiter_factory, AppOptions, Config, Gateway,
     };
     use std::sync::Arc;
 
     ensure_sdk_installed();
     let config = Config::from_toml_str(include_str!("../gateway.toml")).unwrap();
-    let gateway = Gateway::from_config(&config, default_set_limiter_factory()).unwrap();
+    let gateway = Gateway::from_config(&config, memory_set_limiter_factory())
+        .await
+        .unwrap();
     let router = gateway_app(
         &AppOptions::from_config(&config).unwrap(),
         Arc::new(gateway),
