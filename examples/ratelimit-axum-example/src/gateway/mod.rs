@@ -104,6 +104,8 @@ impl Gateway {
     /// on Redis, the same keys, named by policy). Requests admitted before
     /// settle on the limiter that admitted them.
     ///
+    /// `cause` says what asked for it in the log line (`sighup`, `file`).
+    ///
     /// # Errors
     ///
     /// As [`from_config`](Self::from_config); the tiers in force are then
@@ -121,14 +123,14 @@ impl Gateway {
     ///
     /// let fewer = Config::from_toml_str(&text.replace("[tiers.pro]", "[tiers.team]")
     ///     .replace("tiers.pro.", "tiers.team.").replace("tier = \"pro\"", "tier = \"team\"")).unwrap();
-    /// gateway.reload(&fewer).await.unwrap();
+    /// gateway.reload(&fewer, "test").await.unwrap();
     /// assert_eq!(gateway.tier_names(), ["anonymous", "free", "team"]);
     ///
-    /// assert!(gateway.reload(&Config::default()).await.is_err());
+    /// assert!(gateway.reload(&Config::default(), "test").await.is_err());
     /// assert_eq!(gateway.tier_names(), ["anonymous", "free", "team"], "kept");
     /// # });
     /// ```
-    pub async fn reload(&self, config: &Config) -> anyhow::Result<()> {
+    pub async fn reload(&self, config: &Config, cause: &str) -> anyhow::Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.current.0.load_full();
         let tiers = Tiers::build(config, &self.factory, Some(&previous)).await?;
@@ -145,6 +147,7 @@ impl Gateway {
         let (count, keys) = (tiers.tiers.len(), tiers.keys.tiers.len());
         self.current.0.store(Arc::new(tiers));
         tracing::info!(
+            cause,
             tiers = count,
             unchanged = kept,
             keys,

@@ -45,7 +45,7 @@ pub fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf) -> anyhow::Result<()
         };
         // A reload already pending reads the newest file anyway.
         if ours {
-            let _ = watched.try_send("the file changed");
+            let _ = watched.try_send("file");
         }
     })
     .context("cannot watch the configuration file")?;
@@ -64,7 +64,7 @@ pub fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf) -> anyhow::Result<()
             .context("cannot listen for SIGHUP")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let _ = tx.send("SIGHUP").await;
+                let _ = tx.send("sighup").await;
             }
         });
     }
@@ -91,7 +91,7 @@ async fn reload_from(gateway: &Gateway, path: &Path, cause: &str) {
     });
     let result = match loaded {
         Ok(config) => gateway
-            .reload(&config)
+            .reload(&config, cause)
             .await
             .context("invalid gateway profile"),
         Err(err) => Err(err),
