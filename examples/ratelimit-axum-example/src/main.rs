@@ -9,7 +9,8 @@
 //!
 //! `--config examples/ratelimit-axum-example/gateway.toml` runs the route
 //! as an LLM gateway (API-key tiers; requests, tokens and streams checked
-//! at once). `hash-key` prints the hash of an API key read from stdin,
+//! at once; SIGHUP or a change to the file reloads its tiers and keys
+//! without resetting counters). `hash-key` prints the hash of an API key read from stdin,
 //! for its `[[keys]]` entry.
 
 use std::net::SocketAddr;

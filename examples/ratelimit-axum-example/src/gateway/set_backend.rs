@@ -158,7 +158,7 @@ pub fn build_set_limiter_factory(config: &Config) -> anyhow::Result<SetLimiterFa
             let uses_fallback = backend.failure == FailurePolicy::Fallback;
             Ok(Arc::new(move |set: PolicySet| {
                 let (options, resilience, fallback) =
-                    (options.clone(), resilience.clone(), fallback.clone());
+                    (options.clone(), resilience, fallback.clone());
                 Box::pin(async move {
                     let fallback = uses_fallback.then(|| {
                         Arc::new(fallback.limiter(set.clone(), "gateway-fallback"))
