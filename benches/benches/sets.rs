@@ -9,6 +9,9 @@
 //! The limits are far above what a run takes, so every check is allowed.
 //! Subjects, one group:
 //! - `single`: `MemoryLimiter::check_sync`, a fixed window, cost 1;
+//! - `set1`: the same fixed window as a set of one policy
+//!   (`MemorySetLimiter::check_set_sync`, cost `[1]`): the set machinery's
+//!   own floor, to which a 3-policy set adds two policies;
 //! - `set3_sliding_gate` / `set3_bucket_gate`: a set of requests (fixed
 //!   window) + tokens (settling sliding window or token bucket) + streams
 //!   (concurrency), costs `[1, 100, 0]`: the streams policy only gates, so
@@ -77,6 +80,10 @@ fn bench(c: &mut Criterion) {
         set3(Policy::token_bucket(BIG, 1_000_000, second).unwrap()),
         clock.clone(),
     );
+    let one = MemorySetLimiter::with_clock(
+        PolicySet::single(Policy::fixed_window(BIG, Duration::from_secs(60)).unwrap()),
+        clock.clone(),
+    );
     let lease = Arc::new(MemorySetLimiter::with_clock(streams(), clock.clone()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -88,6 +95,9 @@ fn bench(c: &mut Criterion) {
     let mut i = 0;
     g.bench_function("single", |b| {
         b.iter(|| single.check_sync(black_box(&next(&mut i)), 1).unwrap())
+    });
+    g.bench_function("set1", |b| {
+        b.iter(|| one.check_set_sync(black_box(&next(&mut i)), &[1]).unwrap())
     });
     g.bench_function("set3_sliding_gate", |b| {
         b.iter(|| {

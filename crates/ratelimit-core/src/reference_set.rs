@@ -174,6 +174,10 @@ impl SetLimiter for ReferenceSetLimiter {
         self.check_set_sync(key, costs)
     }
 
+    fn check_set_now(&self, key: &[u8], costs: &[u64]) -> Option<Result<SetCheck, Error>> {
+        Some(self.check_set_sync(key, costs))
+    }
+
     async fn settle(&self, receipt: Receipt, actual: &[u64]) -> Result<SetDecision, Error> {
         self.settle_sync(receipt, actual)
     }

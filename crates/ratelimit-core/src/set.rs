@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use crate::{
     Algorithm, Concurrency, ConfigError, Decision, Error, FailurePolicy, Lease, LeaseId, Mark,
-    Policy, PolicyReceipt, RateState, Receipt,
+    Policy, PolicyReceipt, RateState, Receipt, SetCheck,
 };
 
 /// The most policies one [`PolicySet`] holds.
@@ -437,61 +437,129 @@ impl PolicySet {
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
     ) -> Result<(SetDecision, Option<Receipt>), Error> {
-        self.validate_costs(costs)?;
-        state.align(self);
-        let mut decisions = Decisions::default();
-        let mut nexts: SmallVec<[Option<(RateState, Mark)>; 4]> = SmallVec::new();
+        self.check_set(key, state, now, costs, new_lease)
+            .map(|check| (check.decision, check.receipt))
+    }
+
+    /// [`check`](Self::check), answered as a [`SetCheck`]: what a backend
+    /// returns from [`SetLimiter::check_set`](crate::SetLimiter::check_set).
+    ///
+    /// One pass over the policies computes each decision straight into the
+    /// answer and each receipt part into the receipt; the next rate states
+    /// wait in a small inline buffer and are written only when every
+    /// policy allowed.
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_core::{LeaseId, NamedLimit, Policy, PolicySet, SetState};
+    ///
+    /// let set = PolicySet::single(Policy::fixed_window(5, Duration::from_secs(60)).unwrap());
+    /// let mut state = SetState::default();
+    /// let check = set.check_set(b"k", &mut state, 0, &[2], &mut || LeaseId::new(1)).unwrap();
+    /// assert!(check.decision.allowed);
+    /// assert_eq!(check.receipt.unwrap().taken(), [2]);
+    /// ```
+    #[inline(always)]
+    pub fn check_set(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+    ) -> Result<SetCheck, Error> {
+        // One value is returned on every path, so that it is built where
+        // the caller receives it rather than copied there.
+        let mut out = match self.validate_costs(costs) {
+            Ok(()) => Ok(SetCheck::new(
+                SetDecision::allowing(),
+                Some(Receipt::new(key, [])),
+            )),
+            Err(e) => Err(e),
+        };
+        if let Ok(check) = &mut out {
+            state.align(self);
+            if let Err(e) = self.fill_check(check, state, now, costs, new_lease) {
+                out = Err(e);
+            }
+        }
+        out
+    }
+
+    /// The body of [`check_set`](Self::check_set): fills `out` (allowing,
+    /// with an empty receipt) for costs already validated.
+    #[inline(always)]
+    fn fill_check(
+        &self,
+        out: &mut SetCheck,
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+    ) -> Result<(), Error> {
+        let (decision, receipt) = (&mut out.decision, &mut out.receipt);
+        let Some(receipt) = receipt.as_mut() else {
+            unreachable!("the receipt was just made")
+        };
+        let mut nexts: SmallVec<[RateState; 4]> = SmallVec::new();
         for ((l, &cost), part) in self.limits.iter().zip(costs).zip(&mut state.parts) {
-            match (l.limit, part) {
+            let (d, mark) = match (l.limit, part) {
                 (Limit::Rate(p), PartState::Rate(s)) => {
                     let (d, next, mark) = p
                         .check_part(s, now, cost, l.keeps_ledger())
                         .map_err(|e| e.in_policy(l.name()))?;
-                    decisions.push(d);
-                    nexts.push(Some((next, mark)));
+                    nexts.push(next);
+                    (d, mark)
                 }
                 (Limit::Concurrency(c), PartState::Leases(held)) => {
                     c.forget_expired(held, now);
-                    decisions.push(if cost == 0 {
+                    let d = if cost == 0 {
                         c.peek(held, now)
                     } else {
                         c.would_acquire(held, now)
-                    });
-                    nexts.push(None);
+                    };
+                    (d, Mark::Lease(None))
+                }
+                _ => unreachable!("SetState::align gives every policy a part of its kind"),
+            };
+            decision.add(d);
+            receipt.push_part(PolicyReceipt::new(cost, mark));
+        }
+        if !decision.allowed {
+            out.receipt = None;
+            return Ok(());
+        }
+        let mut nexts = nexts.iter();
+        for ((l, part), r) in self
+            .limits
+            .iter()
+            .zip(&mut state.parts)
+            .zip(receipt.parts_mut())
+        {
+            match (l.limit, part) {
+                (Limit::Rate(_), PartState::Rate(s)) => {
+                    if let Some(next) = nexts.next() {
+                        *s = *next;
+                    }
+                }
+                (Limit::Concurrency(c), PartState::Leases(held)) => {
+                    if r.taken == 1 {
+                        let lease =
+                            Lease::new(new_lease(), now.saturating_add(c.lease_ttl_micros()));
+                        held.push(lease);
+                        r.mark = Mark::Lease(Some(lease));
+                    }
                 }
                 _ => unreachable!("SetState::align gives every policy a part of its kind"),
             }
         }
-        let decision = SetDecision::of(decisions);
-        if !decision.allowed {
-            return Ok((decision, None));
-        }
-        let mut receipts: SmallVec<[PolicyReceipt; 4]> = SmallVec::new();
-        for (((l, &cost), part), next) in self
-            .limits
-            .iter()
-            .zip(costs)
-            .zip(&mut state.parts)
-            .zip(nexts)
-        {
-            match (l.limit, part, next) {
-                (Limit::Rate(_), PartState::Rate(s), Some((next, mark))) => {
-                    *s = next;
-                    receipts.push(PolicyReceipt::new(cost, mark));
-                }
-                (Limit::Concurrency(c), PartState::Leases(held), _) => {
-                    let lease = (cost == 1).then(|| {
-                        let lease =
-                            Lease::new(new_lease(), now.saturating_add(c.lease_ttl_micros()));
-                        held.push(lease);
-                        lease
-                    });
-                    receipts.push(PolicyReceipt::new(cost, Mark::Lease(lease)));
-                }
-                _ => unreachable!("one next state per rate policy"),
-            }
-        }
-        Ok((decision, Some(Receipt::new(key, receipts))))
+        Ok(())
     }
 
     /// The pure settle (`SPEC.md` 5.2) of one check's receipt `parts` with
@@ -600,10 +668,11 @@ impl PolicySet {
     /// one lease free), taking nothing.
     #[must_use]
     pub fn peek(&self, state: &SetState, now: u64) -> SetDecision {
-        let default = SetState::aligned(self);
+        let default;
         let parts = if state.is_aligned(self) {
             &state.parts
         } else {
+            default = SetState::aligned(self);
             &default.parts
         };
         let decisions: Decisions = self
@@ -754,6 +823,27 @@ impl SetDecision {
         Self::of(decisions.into_iter().collect())
     }
 
+    /// An allowing decision of no policy yet, that [`add`](Self::add)
+    /// completes policy by policy.
+    fn allowing() -> Self {
+        Self {
+            allowed: true,
+            retry_after: None,
+            decisions: Decisions::default(),
+            degraded: None,
+        }
+    }
+
+    /// Adds the next policy's decision, as [`of`](Self::of) counts it.
+    #[inline]
+    fn add(&mut self, d: Decision) {
+        if !d.allowed {
+            self.allowed = false;
+            self.retry_after = self.retry_after.max(d.retry_after);
+        }
+        self.decisions.push(d);
+    }
+
     fn of(decisions: Decisions) -> Self {
         let allowed = decisions.iter().all(|d| d.allowed);
         let retry_after = decisions.iter().filter_map(|d| d.retry_after).max();
@@ -803,6 +893,7 @@ impl SetDecision {
 pub struct Decisions(SmallVec<[Decision; 4]>);
 
 impl Decisions {
+    #[inline]
     fn push(&mut self, d: Decision) {
         self.0.push(d);
     }

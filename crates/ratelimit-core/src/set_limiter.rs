@@ -21,7 +21,7 @@ use crate::{Error, FailurePolicy, Lease, Limit, PolicyReceipt, PolicySet, SetDec
 pub struct Receipt {
     // Inline for keys up to 32 bytes and sets up to four policies, so a
     // check allocates nothing for them.
-    key: SmallVec<[u8; 32]>,
+    key: KeyBytes,
     parts: SmallVec<[PolicyReceipt; 4]>,
     degraded: Option<FailurePolicy>,
 }
@@ -29,12 +29,19 @@ pub struct Receipt {
 impl Receipt {
     /// A receipt for `key`, one part per policy of the set in set order.
     /// For backends: an application gets receipts from checks.
+    #[inline]
     pub fn new(key: &[u8], parts: impl IntoIterator<Item = PolicyReceipt>) -> Self {
         Self {
-            key: SmallVec::from_slice(key),
+            key: KeyBytes::new(key),
             parts: parts.into_iter().collect(),
             degraded: None,
         }
+    }
+
+    /// Appends the next policy's part, as a check makes its receipt.
+    #[inline]
+    pub(crate) fn push_part(&mut self, part: PolicyReceipt) {
+        self.parts.push(part);
     }
 
     /// A receipt of a check that a [`FailurePolicy`] allowed while the
@@ -70,7 +77,7 @@ impl Receipt {
     /// The key the check was made for.
     #[must_use]
     pub fn key(&self) -> &[u8] {
-        &self.key
+        self.key.as_slice()
     }
 
     /// The parts, one per policy, in set order. None for a
@@ -113,10 +120,54 @@ impl fmt::Debug for Receipt {
         // The key is the caller's identity (an IP, an API key's hash): it
         // stays out of debug output that may reach a log.
         f.debug_struct("Receipt")
-            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("key", &format_args!("<{} bytes>", self.key().len()))
             .field("parts", &self.parts)
             .field("degraded", &self.degraded)
             .finish()
+    }
+}
+
+/// The most key bytes a [`Receipt`] holds inline.
+const INLINE_KEY: usize = 32;
+
+/// A receipt's copy of the key: inline up to [`INLINE_KEY`] bytes (the
+/// bytes past `len` are zero, so the derived equality is the keys'), else
+/// on the heap.
+#[derive(PartialEq, Eq)]
+enum KeyBytes {
+    Inline { len: usize, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    #[inline]
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            // Whole words first, as single stores, then the tail.
+            let mut words = key.chunks_exact(8);
+            for (to, from) in bytes.chunks_exact_mut(8).zip(&mut words) {
+                to.copy_from_slice(from);
+            }
+            let tail = words.remainder();
+            if !tail.is_empty() {
+                bytes[key.len() - tail.len()..key.len()].copy_from_slice(tail);
+            }
+            Self::Inline {
+                len: key.len(),
+                bytes,
+            }
+        } else {
+            Self::Heap(key.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..*len],
+            Self::Heap(key) => key,
+        }
     }
 }
 
@@ -186,6 +237,20 @@ pub trait SetLimiter: Send + Sync {
     /// changed) or the backend cannot decide.
     async fn check_set(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error>;
 
+    /// [`check_set`](Self::check_set) without awaiting, for a backend that
+    /// decides in place (the in-process ones): `Some` with exactly what
+    /// `check_set` would return, or `None` when the check must be awaited
+    /// (the default). [`Reservation::acquire`] tries it first, so an
+    /// in-process check allocates no future.
+    ///
+    /// # Errors
+    ///
+    /// Inside the `Some`, as [`check_set`](Self::check_set).
+    fn check_set_now(&self, key: &[u8], costs: &[u64]) -> Option<Result<SetCheck, Error>> {
+        let _ = (key, costs);
+        None
+    }
+
     /// Settles a receipt with the actual amount per policy (the value for
     /// a concurrency policy is ignored: its lease is released), in one
     /// atomic step; never denies (`SPEC.md` 5.2). Returns each policy's
@@ -240,6 +305,10 @@ macro_rules! forward_set_limiter {
 
             async fn check_set(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error> {
                 (**self).check_set(key, costs).await
+            }
+
+            fn check_set_now(&self, key: &[u8], costs: &[u64]) -> Option<Result<SetCheck, Error>> {
+                (**self).check_set_now(key, costs)
             }
 
             async fn settle(&self, receipt: Receipt, actual: &[u64]) -> Result<SetDecision, Error> {
@@ -321,7 +390,10 @@ impl<L: SetLimiter + ?Sized> Reservation<L> {
         key: &[u8],
         costs: &[u64],
     ) -> Result<Result<Self, SetDecision>, Error> {
-        let check = limiter.check_set(key, costs).await?;
+        let check = match limiter.check_set_now(key, costs) {
+            Some(check) => check?,
+            None => limiter.check_set(key, costs).await?,
+        };
         Ok(match check.receipt {
             Some(receipt) => Ok(Self {
                 limiter,
@@ -404,5 +476,24 @@ impl<L: SetLimiter + ?Sized> fmt::Debug for Reservation<L> {
             .field("receipt", &self.receipt)
             .field("decision", &self.decision)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_keeps_every_key_length_exactly() {
+        let long: Vec<u8> = (0..=255u8).rev().take(2 * INLINE_KEY + 3).collect();
+        for len in 0..long.len() {
+            let key = &long[..len];
+            let receipt = Receipt::new(key, []);
+            assert_eq!(receipt.key(), key, "{len} bytes");
+            assert!(receipt == Receipt::new(key, []));
+            if len > 0 {
+                assert!(receipt != Receipt::new(&long[..len - 1], []), "{len} bytes");
+            }
+        }
     }
 }

@@ -150,6 +150,7 @@ impl Policy {
     /// let (gate, same, _) = p.check_part(&state, 2_500_000, 0, false).unwrap();
     /// assert!(gate.allowed && gate.remaining == 2 && same == state);
     /// ```
+    #[inline]
     pub fn check_part(
         &self,
         state: &RateState,

@@ -7,11 +7,11 @@
 pub use ratelimit_core::*;
 pub use ratelimit_layers::ResilienceConfig;
 #[cfg(feature = "memory")]
-pub use ratelimit_memory::MemoryLimiter;
+pub use ratelimit_memory::{MemoryLimiter, MemorySetLimiter};
 #[cfg(feature = "redis")]
-pub use ratelimit_redis::{RedisLimiter, RedisOptions};
+pub use ratelimit_redis::{RedisLimiter, RedisOptions, RedisSetLimiter};
 #[cfg(feature = "tower")]
-pub use ratelimit_tower::RateLimitLayer;
+pub use ratelimit_tower::{RateLimitLayer, SetHeaders};
 
 /// The resilience layers (`ratelimit-layers`): timeout, circuit breaker,
 /// deny cache, failure policy and metrics around any [`Limiter`].

@@ -3,6 +3,7 @@
 mod fingerprint;
 mod hash;
 mod limiter;
+mod lock;
 mod meters;
 mod options;
 mod robin_hood;

@@ -24,6 +24,15 @@ use crate::meters::Meters;
 /// new key, amortized, and a shard holds at most about twice its live keys.
 const MIN_SWEEP_LEN: usize = 32;
 
+/// At most this many forgotten states a shard keeps, emptied, for the next
+/// new keys: a key that comes and goes (a lease taken, released, swept)
+/// then costs no allocation.
+const MAX_SPARES: usize = MIN_SWEEP_LEN;
+
+/// A spare state keeps its lease lists only up to this many leases of
+/// capacity each; a larger one is freed.
+const MAX_SPARE_LEASES: usize = 16;
+
 /// A key as the table holds it: its fingerprint (the key itself when
 /// short, a keyed 128-bit SipHash when long; see `fingerprint.rs`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -232,6 +241,55 @@ struct SetShard {
     earliest_forget: u64,
     /// Sweep when the shard reaches this many keys.
     sweep_at: usize,
+    /// Forgotten states, emptied, each tagged with the generation of the
+    /// set it is aligned with, kept for reuse (at most [`MAX_SPARES`]).
+    spares: Vec<Entry>,
+}
+
+/// Empties `state` in place, keeping its allocations: the state of a key
+/// never seen, aligned with `set`. False when it is not worth keeping (not
+/// aligned with the set, or holding a large lease list).
+fn empty_for_reuse(set: &PolicySet, state: &mut SetState) -> bool {
+    if state.parts.len() != set.len() {
+        return false;
+    }
+    for (l, part) in set.limits().iter().zip(&mut state.parts) {
+        match (l.limit(), part) {
+            (Limit::Rate(_), PartState::Rate(s)) => *s = RateState::default(),
+            (Limit::Concurrency(_), PartState::Leases(held))
+                if held.capacity() <= MAX_SPARE_LEASES =>
+            {
+                held.clear();
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A state of `view`'s set for a key not stored: a spare if there is one
+/// (emptied: the state of a key never seen, as [`SetState::aligned`]; one
+/// kept under another set is emptied again for this one, or dropped when
+/// it cannot be), else [`SetState::default`], which every operation
+/// aligns first.
+#[inline]
+fn spare(spares: &mut Vec<Entry>, view: &SetView) -> SetState {
+    let Some(mut entry) = spares.pop() else {
+        return SetState::default();
+    };
+    if entry.gen == view.gen || empty_for_reuse(&view.set, &mut entry.state) {
+        entry.state
+    } else {
+        SetState::default()
+    }
+}
+
+/// Keeps `state`, aligned with `set` of generation `gen` and no longer
+/// stored, for the next new key, if there is room and it is worth keeping.
+fn keep_spare(spares: &mut Vec<Entry>, set: &PolicySet, gen: u32, mut state: SetState) {
+    if spares.len() < MAX_SPARES && empty_for_reuse(set, &mut state) {
+        spares.push(Entry { gen, state });
+    }
 }
 
 impl SetShard {
@@ -240,6 +298,7 @@ impl SetShard {
             keys: HashMap::default(),
             earliest_forget: u64::MAX,
             sweep_at: MIN_SWEEP_LEN,
+            spares: Vec::new(),
         }
     }
 
@@ -259,10 +318,12 @@ impl SetShard {
         let forget_at = rules.forget_at(&view.set, &state);
         if now >= forget_at {
             // Equivalent to a key never seen: nothing to keep.
+            keep_spare(&mut self.spares, &view.set, view.gen, state);
             return true;
         }
         if self.keys.len() >= rules.cap && !self.make_room(store, now) && !force {
             rules.meters.refused.increment(1);
+            keep_spare(&mut self.spares, &view.set, view.gen, state);
             return false;
         }
         if self.keys.len() >= self.sweep_at {
@@ -295,11 +356,18 @@ impl SetShard {
         let sets = store.sets.read();
         let before = self.keys.len();
         let mut earliest = u64::MAX;
+        let spares = &mut self.spares;
         self.keys.retain(|_, entry| {
-            let at = rules.forget_at(&sets[entry.gen as usize], &entry.state);
+            let set = &sets[entry.gen as usize];
+            let at = rules.forget_at(set, &entry.state);
             let keep = now < at;
             if keep {
                 earliest = earliest.min(at);
+            } else if spares.len() < MAX_SPARES && empty_for_reuse(set, &mut entry.state) {
+                spares.push(Entry {
+                    gen: entry.gen,
+                    state: std::mem::take(&mut entry.state),
+                });
             }
             keep
         });
@@ -411,20 +479,32 @@ impl SetStore {
         let (rules, set) = (&self.rules, &*view.set);
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        if let Some(state) = stored(self, &mut shard.keys, fp, view, now) {
-            let (decision, receipt) = set.check(key, state, now, costs, new_lease)?;
+        // One call site of the (inlined) set check, for a stored key (its
+        // state realigned with `view`'s set if another set stored it) and a
+        // new one alike.
+        let mut new;
+        let (state, is_stored) = match stored(self, &mut shard.keys, fp, view, now) {
+            Some(state) => (state, true),
+            None => {
+                new = spare(&mut shard.spares, view);
+                (&mut new, false)
+            }
+        };
+        let mut check = set.check_set(key, state, now, costs, new_lease);
+        // One value returned on every path (see `PolicySet::check_set`).
+        if is_stored {
             rules.lower(set, &mut shard.earliest_forget, state);
-            return Ok(SetCheck::new(decision, receipt));
-        }
-        let mut state = SetState::default();
-        let (decision, receipt) = set.check(key, &mut state, now, costs, new_lease)?;
-        if shard.insert(self, view, SetKey(fp), state, now, false) {
-            Ok(SetCheck::new(decision, receipt))
         } else {
-            // The lease taken in `state`, if any, was never stored.
-            let wait = shard.earliest_forget.saturating_sub(now).max(1);
-            Ok(SetCheck::new(SetRules::full(set, wait), None))
+            let state = std::mem::take(state);
+            if check.is_err() {
+                keep_spare(&mut shard.spares, set, view.gen, state);
+            } else if !shard.insert(self, view, SetKey(fp), state, now, false) {
+                // The lease taken in `state`, if any, was never stored.
+                let wait = shard.earliest_forget.saturating_sub(now).max(1);
+                check = Ok(SetCheck::new(SetRules::full(set, wait), None));
+            }
         }
+        check
     }
 
     /// See [`PolicySet::settle`]: a key not stored settles on a fresh
@@ -445,7 +525,7 @@ impl SetStore {
             rules.lower(set, &mut shard.earliest_forget, state);
             return result;
         }
-        let mut state = SetState::default();
+        let mut state = spare(&mut shard.spares, view);
         let result = set.settle(&mut state, now, parts, actual);
         shard.insert(self, view, SetKey(fp), state, now, true);
         result
@@ -504,7 +584,16 @@ impl SetStore {
 
     /// Forgets the key.
     pub(crate) fn reset(&self, fp: Fingerprint) {
-        self.shard(fp).lock().keys.remove(&SetKey(fp));
+        let mut shard = self.shard(fp).lock();
+        if let Some(entry) = shard.keys.remove(&SetKey(fp)) {
+            let sets = self.sets.read();
+            keep_spare(
+                &mut shard.spares,
+                &sets[entry.gen as usize],
+                entry.gen,
+                entry.state,
+            );
+        }
     }
 
     /// Purges every shard in turn, one lock at a time.

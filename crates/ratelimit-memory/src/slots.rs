@@ -144,7 +144,8 @@ mod tests {
         use ratelimit_core::SlidingWindow;
         // The lock, both arrays, the seed and the sweeper's fields: one
         // 128-byte pair of lines (the padding `table.rs` gives a shard).
-        let size = std::mem::size_of::<parking_lot::Mutex<crate::shard::Shard<SlidingWindow>>>();
+        let size =
+            std::mem::size_of::<crate::lock::ShardLock<crate::shard::Shard<SlidingWindow>>>();
         assert!(size <= 128, "{size} bytes");
     }
 

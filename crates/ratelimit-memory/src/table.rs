@@ -1,9 +1,9 @@
 //! The sharded table: fingerprints to states, one lock per shard.
 
-use parking_lot::Mutex;
 use ratelimit_core::{Algorithm, Decision, Error};
 
 use crate::fingerprint::Fingerprint;
+use crate::lock::ShardLock;
 use crate::meters::Meters;
 use crate::shard::{Rules, Shard};
 
@@ -21,7 +21,7 @@ struct Padded<T>(T);
 /// update; no lock is held across an `.await` (there is none inside).
 #[derive(Debug)]
 pub(crate) struct Table<A: Algorithm> {
-    shards: Box<[Padded<Mutex<Shard<A>>>]>,
+    shards: Box<[Padded<ShardLock<Shard<A>>>]>,
     mask: usize,
     rules: Rules<A>,
 }
@@ -38,7 +38,7 @@ impl<A: Algorithm> Table<A> {
     }
 
     #[inline]
-    fn shard(&self, fp: Fingerprint) -> &Mutex<Shard<A>> {
+    fn shard(&self, fp: Fingerprint) -> &ShardLock<Shard<A>> {
         &self.shards[fp.shard(self.mask)].0
     }
 

@@ -195,3 +195,52 @@ fn lease_ids_stay_unique_across_limiters() {
     new.release(b);
     assert_eq!(old.leases_held(b"k"), 0);
 }
+
+/// States forgotten under the old set are kept for new keys; the new
+/// limiter's keys on them read as never seen and then count under the new
+/// set, as its reference does, whether the new set has the old shape or
+/// another.
+#[test]
+fn states_forgotten_under_the_old_set_serve_the_new_one_as_never_seen() {
+    let reordered = PolicySet::new(vec![
+        named("streams", Concurrency::new(1, MINUTE).unwrap()),
+        named("requests", Policy::sliding_window(2, MINUTE).unwrap()),
+        named("tokens", Policy::token_bucket(30, 30, MINUTE).unwrap()).settling(),
+    ])
+    .unwrap();
+    for (set, costs) in [(gateway(2, 30, 1), [1, 20, 1]), (reordered, [1, 1, 20])] {
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let old = MemorySetLimiter::with_clock(gateway(5, 100, 2), clock.clone());
+        for k in 0..100u64 {
+            let check = old.check_set_sync(&k.to_le_bytes(), &[1, 10, 1]).unwrap();
+            let receipt = check.receipt.unwrap();
+            if k % 2 == 0 {
+                old.release(receipt);
+            } else {
+                // Left to expire: its lease is in the state until purged.
+                std::mem::forget(receipt);
+            }
+        }
+        clock.advance(10 * MINUTE);
+        assert_eq!(old.purge_idle(), 100);
+
+        let new = old.reconfigured(set.clone());
+        let reference = ReferenceSetLimiter::with_clock(set, clock.clone());
+        for k in 0..150u64 {
+            let key = k.to_le_bytes();
+            for _ in 0..2 {
+                let m = new.check_set_sync(&key, &costs).unwrap();
+                let r = reference.check_set_sync(&key, &costs).unwrap();
+                assert_eq!(m.decision, r.decision, "key {k}");
+                assert_eq!(new.leases_held(&key), r.receipt.is_some().into());
+                if let Some(receipt) = m.receipt {
+                    new.release(receipt);
+                }
+                if let Some(receipt) = r.receipt {
+                    reference.release(receipt);
+                }
+                assert_eq!(new.leases_held(&key), 0);
+            }
+        }
+    }
+}

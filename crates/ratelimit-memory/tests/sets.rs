@@ -504,3 +504,43 @@ fn a_late_overshoot_on_a_forgotten_key_is_charged() {
     assert_eq!(limiter.len(), 1);
     assert_eq!(limiter.peek_set_sync(b"k"), model.peek_set_sync(b"k"));
 }
+
+/// Keys that take a lease, release it and are forgotten (no grace) come
+/// back on reused state: every answer stays the reference's, a gone key
+/// reads as never seen, and no lease outlives its release.
+#[test]
+fn forgotten_keys_come_back_as_never_seen() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let minute = Duration::from_secs(60);
+    let set = PolicySet::new(vec![
+        NamedLimit::new("requests", Policy::fixed_window(3, minute).unwrap()).unwrap(),
+        NamedLimit::new("streams", Concurrency::new(2, minute).unwrap()).unwrap(),
+    ])
+    .unwrap();
+    let memory = MemorySetLimiter::with_clock(set.clone(), clock.clone());
+    let reference = ReferenceSetLimiter::with_clock(set, clock.clone());
+    for round in 0..4u64 {
+        for k in 0..200u64 {
+            let key = k.to_le_bytes();
+            let costs = [u64::from(k % 2 == 0), 1];
+            let m = memory.check_set_sync(&key, &costs).unwrap();
+            let r = reference.check_set_sync(&key, &costs).unwrap();
+            assert_eq!(m.decision, r.decision, "round {round}, key {k}");
+            assert_eq!(
+                m.receipt.as_ref().map(Receipt::taken),
+                r.receipt.as_ref().map(Receipt::taken)
+            );
+            if let Some(receipt) = m.receipt {
+                memory.release(receipt);
+            }
+            if let Some(receipt) = r.receipt {
+                reference.release(receipt);
+            }
+            assert_eq!(memory.leases_held(&key), 0);
+        }
+        // Every window ends: each key is idle and may be forgotten.
+        clock.advance(minute);
+        memory.purge_idle();
+        reference.purge_idle();
+    }
+}

@@ -6,6 +6,7 @@ use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::net_text::net_text;
 use crate::{hops, KeyExtractor, PeerAddr, PrefixLenError};
 
 /// Which header a trusted proxy uses to name the address it saw.
@@ -300,9 +301,7 @@ impl ClientIp {
     /// ```
     #[must_use]
     pub fn key(&self, peer: &IpAddr, headers: &HeaderMap) -> Vec<u8> {
-        self.group(self.client_ip(*peer, headers))
-            .to_string()
-            .into_bytes()
+        net_text(self.group(self.client_ip(*peer, headers)))
     }
 }
 

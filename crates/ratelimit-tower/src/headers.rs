@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use ratelimit_core::{Decision, Policy};
+
+use crate::digits;
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -92,6 +95,20 @@ pub(crate) struct PolicyFields {
     /// The policy a decision describes (the first), which says how to read
     /// its `reset_after` as a `t`.
     first: Option<Policy>,
+    /// `X-RateLimit-Limit` of the first policy, the limit of nearly every
+    /// decision; cloning it allocates nothing where formatting a limit
+    /// of 1000 or more would.
+    limit: Option<HeaderValue>,
+}
+
+impl PolicyFields {
+    /// `X-RateLimit-Limit: limit`.
+    fn limit_value(&self, limit: u64) -> HeaderValue {
+        match (&self.limit, &self.first) {
+            (Some(value), Some(first)) if first.limit() == limit => value.clone(),
+            _ => digits::value(limit),
+        }
+    }
 }
 
 impl Default for RateLimitHeaders {
@@ -180,22 +197,35 @@ impl RateLimitHeaders {
         if let Some(value) = &policy.header {
             headers.insert(RATELIMIT_POLICY, value.clone());
         }
-        headers.insert(
-            RATELIMIT,
-            text(&format!(
-                "{};r={};t={reset}",
-                self.quoted_name, decision.remaining
-            )),
-        );
-        headers.insert(X_LIMIT, HeaderValue::from(decision.limit));
-        headers.insert(X_REMAINING, HeaderValue::from(decision.remaining));
-        headers.insert(X_RESET, HeaderValue::from(reset));
+        headers.insert(RATELIMIT, self.ratelimit_value(decision.remaining, reset));
+        headers.insert(X_LIMIT, policy.limit_value(decision.limit));
+        headers.insert(X_REMAINING, digits::value(decision.remaining));
+        headers.insert(X_RESET, digits::value(reset));
         match decision.retry_after {
             Some(wait) => write_retry_after(headers, wait),
             None => {
                 headers.remove(RETRY_AFTER);
             }
         }
+    }
+
+    /// The `RateLimit` field: `"name";r=remaining;t=reset`, written into
+    /// one buffer of its exact size (one allocation; `format!` and a copy
+    /// into the value took several).
+    fn ratelimit_value(&self, remaining: u64, reset: u64) -> HeaderValue {
+        let mut r = itoa::Buffer::new();
+        let r = r.format(remaining).as_bytes();
+        let mut t = itoa::Buffer::new();
+        let t = t.format(reset).as_bytes();
+        let mut value = Vec::with_capacity(self.quoted_name.len() + 6 + r.len() + t.len());
+        value.extend_from_slice(self.quoted_name.as_bytes());
+        value.extend_from_slice(b";r=");
+        value.extend_from_slice(r);
+        value.extend_from_slice(b";t=");
+        value.extend_from_slice(t);
+        // A vector as long as its capacity becomes `Bytes` without a copy.
+        HeaderValue::from_maybe_shared(Bytes::from(value))
+            .expect("rate-limit fields are printable ASCII")
     }
 
     /// Only what the policy says, not the key's state: `RateLimit-Policy`
@@ -206,15 +236,17 @@ impl RateLimitHeaders {
             headers.insert(RATELIMIT_POLICY, value.clone());
         }
         if let Some(first) = &policy.first {
-            headers.insert(X_LIMIT, HeaderValue::from(first.limit()));
+            headers.insert(X_LIMIT, policy.limit_value(first.limit()));
         }
     }
 
     /// The fields of `policies` that every response shares.
     pub(crate) fn policy_fields(&self, policies: &[Policy]) -> PolicyFields {
+        let first = policies.first().copied();
         PolicyFields {
             header: self.policy_value(policies),
-            first: policies.first().copied(),
+            first,
+            limit: first.map(|first| digits::value(first.limit())),
         }
     }
 
@@ -251,7 +283,7 @@ impl RateLimitHeaders {
 /// `Retry-After: wait`, in whole seconds rounded up and at least `1`: `0`
 /// would invite the client to retry at once and be refused again.
 pub(crate) fn write_retry_after(headers: &mut HeaderMap, wait: Duration) {
-    headers.insert(RETRY_AFTER, HeaderValue::from(ceil_seconds(wait).max(1)));
+    headers.insert(RETRY_AFTER, digits::value(ceil_seconds(wait).max(1)));
 }
 
 /// The `t` of the `RateLimit` field (and `X-RateLimit-Reset`): the time

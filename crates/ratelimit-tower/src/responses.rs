@@ -120,7 +120,7 @@ impl PlainResponse {
             .insert(CONTENT_TYPE, self.content_type.clone());
         res.headers_mut().insert(
             http::header::CONTENT_LENGTH,
-            HeaderValue::from(self.body.len()),
+            crate::digits::value(self.body.len() as u64),
         );
         res
     }

@@ -1,7 +1,7 @@
 //! The service: check, then call the inner service or answer for it.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -106,41 +106,56 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // The instance that was polled ready goes into the future; this
-        // service keeps a fresh clone (tower's usual swap).
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture {
-            inner: Box::pin(shared.handle(inner, req)),
-        }
-    }
-}
-
-impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
-    async fn handle<S, ReqB, ResB>(
-        self: Arc<Self>,
-        mut inner: S,
-        req: Request<ReqB>,
-    ) -> Result<Response<RateLimitBody<ResB>>, S::Error>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-    {
+        // The key and the cost are read here rather than in the future, so
+        // the request's parts never live in the boxed future (it is moved
+        // into its box, and each field it holds across an `await` makes
+        // it larger).
+        let settings = &self.shared.settings;
         let (parts, body) = req.into_parts();
-        let Some(key) = self.settings.key.extract(&parts) else {
+        let Some(key) = settings.key.extract(&parts) else {
             // The path only: a query string may carry credentials.
             tracing::warn!(
                 path = parts.uri.path(),
                 "no rate-limit key for the request; answering without calling the service"
             );
-            return Ok(self.settings.missing_key.to_response());
+            let res = settings.missing_key.to_response();
+            return ResponseFuture {
+                inner: Box::pin(std::future::ready(Ok(res))),
+            };
         };
-        let cost = self.settings.cost.cost(&parts);
+        let cost = settings.cost.cost(&parts);
         let req = Request::from_parts(parts, body);
         if cost == 0 {
-            return Ok(inner.call(req).await?.map(RateLimitBody::inner));
+            let call = self.inner.call(req);
+            return ResponseFuture {
+                inner: Box::pin(async move { Ok(call.await?.map(RateLimitBody::inner)) }),
+            };
         }
+        // The instance that was polled ready goes into the future, to be
+        // called once the limiter allows; this service keeps a fresh clone
+        // (tower's usual swap).
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let shared = Arc::clone(&self.shared);
+        ResponseFuture {
+            inner: Box::pin(shared.handle(inner, req, key, cost)),
+        }
+    }
+}
 
+impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
+    /// Checks `key` at `cost`, then calls `inner` with `req` or answers
+    /// for it.
+    async fn handle<S, ReqB, ResB>(
+        self: Arc<Self>,
+        mut inner: S,
+        req: Request<ReqB>,
+        key: Vec<u8>,
+        cost: u64,
+    ) -> Result<Response<RateLimitBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+    {
         let decision = match self.check(&key, cost).await {
             Ok(decision) => {
                 self.settings.outage.answered();
@@ -190,13 +205,20 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
     }
 
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
-        let check = self.settings.limiter.check(key, cost);
-        match self.settings.check_timeout {
-            Some(limit) => tokio::time::timeout(limit, check)
-                .await
-                .unwrap_or_else(|elapsed| Err(Error::timeout(Some(Box::new(elapsed))))),
-            None => check.await,
+        let mut check = self.settings.limiter.check(key, cost);
+        let Some(limit) = self.settings.check_timeout else {
+            return check.await;
+        };
+        // A limiter that answers at its first poll (an in-memory one) needs
+        // no timer: no clock read, no runtime handle, no timer entry in the
+        // future. Only a check that waits is timed, from then on.
+        if let Poll::Ready(decided) = poll_fn(|cx| Poll::Ready(check.as_mut().poll(cx))).await {
+            return decided;
         }
+        // Boxed: a timer entry is large, and only a waiting check has one.
+        Box::pin(tokio::time::timeout(limit, check))
+            .await
+            .unwrap_or_else(|elapsed| Err(Error::timeout(Some(Box::new(elapsed)))))
     }
 
     /// `answer` with `Retry-After: wait`, and the quota headers of

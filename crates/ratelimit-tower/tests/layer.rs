@@ -270,6 +270,56 @@ async fn a_hung_backend_times_out_instead_of_hanging() {
     assert!(res.headers().get("ratelimit").is_none());
 }
 
+/// A backend that answers after `delay`, as the reference limiter would.
+#[derive(Debug)]
+struct Slow {
+    limiter: ReferenceLimiter,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Limiter for Slow {
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+        tokio::time::sleep(self.delay).await;
+        self.limiter.check(key, cost).await
+    }
+    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
+        self.limiter.peek(key).await
+    }
+    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        self.limiter.reset(key).await
+    }
+    fn policies(&self) -> &[Policy] {
+        self.limiter.policies()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_that_waits_is_timed_from_its_first_poll() {
+    let slow = |delay| {
+        let limiter = ReferenceLimiter::new(policies()[0]);
+        RateLimitLayer::new(Arc::new(Slow { limiter, delay }))
+            .with_check_timeout(Some(Duration::from_millis(200)))
+            .layer(ok_service())
+    };
+    // Within the timeout: the decision, with its quota.
+    let res = send(
+        &slow(Duration::from_millis(150)),
+        request("192.0.2.1:1", &[]),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(res.headers(), "x-ratelimit-remaining"), "4");
+    // Past it: the check is abandoned.
+    let res = send(
+        &slow(Duration::from_millis(250)),
+        request("192.0.2.1:1", &[]),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().get("ratelimit").is_none());
+}
+
 #[tokio::test]
 async fn works_as_an_axum_layer() {
     let clock = ManualClock::new(0);
