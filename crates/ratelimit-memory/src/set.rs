@@ -65,7 +65,7 @@ use crate::MemorySetLimiterOptions;
 /// ```
 pub struct MemorySetLimiter<C = SystemClock> {
     inner: Arc<Inner<C>>,
-    view: Arc<SetView>,
+    view: SetView,
 }
 
 struct Inner<C> {
@@ -144,7 +144,7 @@ impl<C: Clock> MemorySetLimiter<C> {
             meters: Meters::register("set", options.name()),
         };
         let store = SetStore::new(rules, shards);
-        let view = Arc::new(store.view(set));
+        let view = store.view(set);
         Self {
             inner: Arc::new(Inner {
                 clock,
@@ -207,7 +207,7 @@ impl<C: Clock> MemorySetLimiter<C> {
     pub fn reconfigured(&self, set: PolicySet) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            view: Arc::new(self.inner.store.view(set)),
+            view: self.inner.store.view(set),
         }
     }
 
@@ -476,7 +476,7 @@ impl<C> Clone for MemorySetLimiter<C> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            view: Arc::clone(&self.view),
+            view: self.view.clone(),
         }
     }
 }

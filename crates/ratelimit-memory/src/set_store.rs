@@ -81,7 +81,7 @@ pub(crate) struct SetRules {
 
 /// The set one limiter of a table applies, and its generation: the tag of
 /// the states aligned with it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SetView {
     pub(crate) set: Arc<PolicySet>,
     gen: u32,
@@ -274,10 +274,19 @@ fn empty_for_reuse(set: &PolicySet, state: &mut SetState) -> bool {
 /// aligns first.
 #[inline]
 fn spare(spares: &mut Vec<Entry>, view: &SetView) -> SetState {
-    let Some(mut entry) = spares.pop() else {
-        return SetState::default();
-    };
-    if entry.gen == view.gen || empty_for_reuse(&view.set, &mut entry.state) {
+    match spares.pop() {
+        Some(entry) if entry.gen == view.gen => entry.state,
+        Some(entry) => respare(entry, view),
+        None => SetState::default(),
+    }
+}
+
+/// A spare kept under another set, emptied again for `view`'s set, or a
+/// default state when its shape differs: out of line, as rare as a new set.
+#[cold]
+#[inline(never)]
+fn respare(mut entry: Entry, view: &SetView) -> SetState {
+    if empty_for_reuse(&view.set, &mut entry.state) {
         entry.state
     } else {
         SetState::default()
@@ -413,11 +422,20 @@ fn stored<'a>(
 ) -> Option<&'a mut SetState> {
     let entry = keys.get_mut(&SetKey(fp))?;
     if entry.gen != view.gen {
-        let from = Arc::clone(&store.sets.read()[entry.gen as usize]);
-        entry.state = realign(&from, &view.set, std::mem::take(&mut entry.state), now);
-        entry.gen = view.gen;
+        realign_entry(store, entry, view, now);
     }
     Some(&mut entry.state)
+}
+
+/// Realigns `entry`, stored by a limiter of another set, with `view`'s
+/// set: out of line, so that the hot paths, where every state is aligned
+/// with its limiter's set, carry only the comparison of generations.
+#[cold]
+#[inline(never)]
+fn realign_entry(store: &SetStore, entry: &mut Entry, view: &SetView, now: u64) {
+    let from = Arc::clone(&store.sets.read()[entry.gen as usize]);
+    entry.state = realign(&from, &view.set, std::mem::take(&mut entry.state), now);
+    entry.gen = view.gen;
 }
 
 impl SetStore {
