@@ -12,7 +12,7 @@ use ratelimit_core::{
 
 use crate::fingerprint::Keyer;
 use crate::meters::Meters;
-use crate::set_store::{SetRules, SetStore};
+use crate::set_store::{SetRules, SetStore, SetView};
 use crate::MemorySetLimiterOptions;
 
 /// An in-process [`SetLimiter`]: several named policies checked all or
@@ -65,6 +65,7 @@ use crate::MemorySetLimiterOptions;
 /// ```
 pub struct MemorySetLimiter<C = SystemClock> {
     inner: Arc<Inner<C>>,
+    view: SetView,
 }
 
 struct Inner<C> {
@@ -136,20 +137,77 @@ impl<C: Clock> MemorySetLimiter<C> {
     pub fn with_options(set: PolicySet, clock: C, options: MemorySetLimiterOptions) -> Self {
         let shards = options.shard_count();
         let rules = SetRules {
-            set,
             cap: options
                 .max_keys()
                 .map_or(usize::MAX, |keys| (keys / shards).max(1)),
             grace_us: u64::try_from(options.idle_grace().as_micros()).unwrap_or(u64::MAX),
             meters: Meters::register("set", options.name()),
         };
+        let store = SetStore::new(rules, shards);
+        let view = store.view(set);
         Self {
             inner: Arc::new(Inner {
                 clock,
                 keyer: Keyer::new(),
-                store: SetStore::new(rules, shards),
+                store,
                 next_lease: AtomicU64::new(1),
             }),
+            view,
+        }
+    }
+
+    /// A limiter applying `set` to this limiter's keys: both share one
+    /// store (the keys, the clock, the lease ids), so a configuration
+    /// change resets no one's counters and leaks no lease.
+    ///
+    /// Each key's state is realigned with the set of the limiter using it,
+    /// policy by policy by name: a policy keeps the state of the policy of
+    /// the same name if it can mean the same there, and starts empty
+    /// otherwise. Kept: a rate policy's count when its algorithm and (for a
+    /// window) its window are the same, whatever its new limit (a count
+    /// above a lowered limit is denied until it drains); a token bucket's
+    /// tokens in use, whatever its new capacity and rate (the time its
+    /// state is ahead of now rescaled to the new rate); a concurrency
+    /// policy's leases, whatever its new limit or TTL (each keeps its
+    /// expiry). A policy of a new name, a new algorithm or a new window
+    /// starts empty.
+    ///
+    /// Both limiters keep working: receipts are settled, renewed and
+    /// released by the limiter that issued them, on the key's state
+    /// realigned back with its set. A policy only one of the two sets has
+    /// is forgotten by such a round trip, so drop the old limiter once its
+    /// receipts are done. An equal set shares the limiter's alignment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_core::{Concurrency, ManualClock, NamedLimit, Policy, PolicySet, SetLimiter};
+    /// use ratelimit_memory::MemorySetLimiter;
+    ///
+    /// let minute = Duration::from_secs(60);
+    /// let set = |requests: u64, streams: u64| PolicySet::new(vec![
+    ///     NamedLimit::new("requests", Policy::fixed_window(requests, minute).unwrap()).unwrap(),
+    ///     NamedLimit::new("streams", Concurrency::new(streams, minute).unwrap()).unwrap(),
+    /// ]).unwrap();
+    /// let old = MemorySetLimiter::with_clock(set(5, 1), ManualClock::new(0));
+    /// let stream = old.check_set_sync(b"k", &[1, 1]).unwrap().receipt.unwrap();
+    ///
+    /// // The limits change: the count and the lease held are kept.
+    /// let new = old.reconfigured(set(10, 2));
+    /// let after = new.peek_set_sync(b"k");
+    /// assert_eq!(after.decisions[0].remaining, 9);
+    /// assert_eq!(new.leases_held(b"k"), 1);
+    ///
+    /// // The old limiter's receipt still frees its lease.
+    /// old.release(stream);
+    /// assert_eq!(new.leases_held(b"k"), 0);
+    /// ```
+    #[must_use]
+    pub fn reconfigured(&self, set: PolicySet) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            view: self.inner.store.view(set),
         }
     }
 
@@ -178,7 +236,9 @@ impl<C: Clock> MemorySetLimiter<C> {
         let now = inner.clock.now_micros();
         let mut new_lease =
             || LeaseId::new(u128::from(inner.next_lease.fetch_add(1, Ordering::Relaxed)));
-        inner.store.check(fp, key, now, costs, &mut new_lease)
+        inner
+            .store
+            .check(&self.view, fp, key, now, costs, &mut new_lease)
     }
 
     /// The synchronous form of [`SetLimiter::settle`].
@@ -206,7 +266,9 @@ impl<C: Clock> MemorySetLimiter<C> {
         let inner = &*self.inner;
         let fp = inner.keyer.fingerprint(receipt.key());
         let now = inner.clock.now_micros();
-        inner.store.settle(fp, now, receipt.parts(), actual)
+        inner
+            .store
+            .settle(&self.view, fp, now, receipt.parts(), actual)
     }
 
     /// The synchronous form of [`SetLimiter::renew`]: true when every lease
@@ -233,7 +295,7 @@ impl<C: Clock> MemorySetLimiter<C> {
         let inner = &*self.inner;
         let fp = inner.keyer.fingerprint(receipt.key());
         let now = inner.clock.now_micros();
-        inner.store.renew(fp, now, receipt.parts_mut())
+        inner.store.renew(&self.view, fp, now, receipt.parts_mut())
     }
 
     /// The synchronous form of [`SetLimiter::peek_set`].
@@ -254,7 +316,7 @@ impl<C: Clock> MemorySetLimiter<C> {
     pub fn peek_set_sync(&self, key: &[u8]) -> SetDecision {
         let inner = &*self.inner;
         let fp = inner.keyer.fingerprint(key);
-        inner.store.peek(fp, inner.clock.now_micros())
+        inner.store.peek(&self.view, fp, inner.clock.now_micros())
     }
 
     /// The synchronous form of [`SetLimiter::reset_set`]: forgets `key`
@@ -357,7 +419,8 @@ impl<C: Clock> MemorySetLimiter<C> {
     }
 
     /// The number of keys stored (summed shard by shard, so only exact
-    /// when no other thread is calling).
+    /// when no other thread is calling), by this limiter and the ones
+    /// [`reconfigured`](Self::reconfigured) from it or it from.
     ///
     /// # Examples
     ///
@@ -405,7 +468,7 @@ impl<C: Clock> MemorySetLimiter<C> {
     /// ```
     #[must_use]
     pub fn policy_set(&self) -> &PolicySet {
-        self.inner.store.set()
+        self.view.set()
     }
 }
 
@@ -413,6 +476,7 @@ impl<C> Clone for MemorySetLimiter<C> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
+            view: self.view.clone(),
         }
     }
 }
@@ -430,7 +494,7 @@ impl<C: Clock> fmt::Debug for MemorySetLimiter<C> {
 #[async_trait]
 impl<C: Clock + 'static> SetLimiter for MemorySetLimiter<C> {
     fn policy_set(&self) -> &PolicySet {
-        self.inner.store.set()
+        self.view.set()
     }
 
     async fn check_set(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error> {
@@ -462,6 +526,8 @@ impl<C: Clock + 'static> SetLimiter for MemorySetLimiter<C> {
     fn release(&self, receipt: Receipt) {
         let inner = &*self.inner;
         let fp = inner.keyer.fingerprint(receipt.key());
-        inner.store.release(fp, inner.clock.now_micros(), &receipt);
+        inner
+            .store
+            .release(&self.view, fp, inner.clock.now_micros(), &receipt);
     }
 }

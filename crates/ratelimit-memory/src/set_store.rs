@@ -1,13 +1,19 @@
 //! The sharded table of a set limiter: keys to [`SetState`]s, one lock per
 //! shard, each state updated in place by `PolicySet`'s pure functions.
+//!
+//! Several limiters may share one table, each applying its own set (see
+//! `MemorySetLimiter::reconfigured`): every stored state is tagged with
+//! the generation of the set it is aligned with, and a limiter of another
+//! set realigns it, policy by policy by name, before using it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use ratelimit_core::{
-    Decision, Error, LeaseId, Limit, PartState, PolicyReceipt, PolicySet, PolicyState, RateState,
-    Receipt, SetCheck, SetDecision, SetState,
+    Decision, Error, LeaseId, Limit, PartState, Policy, PolicyReceipt, PolicySet, PolicyState,
+    RateState, Receipt, SetCheck, SetDecision, SetState,
 };
 
 use crate::fingerprint::Fingerprint;
@@ -62,10 +68,10 @@ impl Hasher for Placed {
     }
 }
 
-/// What every shard of one set limiter applies.
+/// What every shard of one table applies, whatever set a limiter of it
+/// applies.
 #[derive(Debug)]
 pub(crate) struct SetRules {
-    pub(crate) set: PolicySet,
     /// Most keys per shard (`usize::MAX` without a cap).
     pub(crate) cap: usize,
     /// Microseconds an idle state is kept before it may be forgotten.
@@ -73,13 +79,27 @@ pub(crate) struct SetRules {
     pub(crate) meters: Meters,
 }
 
+/// The set one limiter of a table applies, and its generation: the tag of
+/// the states aligned with it.
+#[derive(Debug, Clone)]
+pub(crate) struct SetView {
+    pub(crate) set: Arc<PolicySet>,
+    gen: u32,
+}
+
+impl SetView {
+    pub(crate) fn set(&self) -> &PolicySet {
+        &self.set
+    }
+}
+
 impl SetRules {
-    /// The first instant from which `state` may be forgotten: its grace
-    /// after the later of [`PolicySet::expires_at`] and [`horizon`].
-    fn forget_at(&self, state: &SetState) -> u64 {
-        self.set
-            .expires_at(state)
-            .max(horizon(&self.set, state))
+    /// The first instant from which `state`, aligned with `set`, may be
+    /// forgotten: its grace after the later of [`PolicySet::expires_at`]
+    /// and [`horizon`].
+    fn forget_at(&self, set: &PolicySet, state: &SetState) -> u64 {
+        set.expires_at(state)
+            .max(horizon(set, state))
             .saturating_add(self.grace_us)
     }
 
@@ -87,22 +107,85 @@ impl SetRules {
     /// `forget_at` after an update. Kept only with a cap, where a full
     /// shard needs it to refuse a flood of new keys without scanning.
     #[inline]
-    fn lower(&self, bound: &mut u64, state: &SetState) {
+    fn lower(&self, set: &PolicySet, bound: &mut u64, state: &SetState) {
         if self.cap != usize::MAX {
-            *bound = (*bound).min(self.forget_at(state));
+            *bound = (*bound).min(self.forget_at(set, state));
         }
     }
 
     /// The answer to a new key in a full shard: every policy denies, with
     /// nothing left, until the shard's first key may be forgotten.
-    fn full(&self, wait: u64) -> SetDecision {
+    fn full(set: &PolicySet, wait: u64) -> SetDecision {
         SetDecision::from_decisions(
-            self.set
-                .limits()
+            set.limits()
                 .iter()
                 .map(|l| Decision::from_micros(false, l.limit().limit(), 0, wait, wait)),
         )
     }
+}
+
+/// `state`, aligned with `from`, realigned with `to`: each policy of `to`
+/// keeps the part of the policy of `from` of the same name if it can mean
+/// the same there (a rate policy of the same algorithm and, for a window,
+/// the same window: its count is kept whatever the new limit; a token
+/// bucket's `tat` and ledger, in µs, whatever its new rate; a concurrency
+/// policy's leases, with their expiries), and starts empty otherwise.
+///
+/// A token bucket's tokens in use at `now` are kept in tokens: the time
+/// its `tat` is ahead of `now` is rescaled by the ratio of the emission
+/// intervals (rounded up), so a new rate neither frees nor takes any.
+fn realign(from: &PolicySet, to: &PolicySet, state: SetState, now: u64) -> SetState {
+    if state.parts.len() != from.len() {
+        return SetState::default();
+    }
+    let mut old: Vec<Option<PartState>> = state.parts.into_iter().map(Some).collect();
+    let parts = to
+        .limits()
+        .iter()
+        .map(|l| {
+            let kept = from.index_of(l.name()).and_then(|j| {
+                let part = old[j].take()?;
+                match (from.limits()[j].limit(), l.limit(), part) {
+                    (Limit::Rate(a), Limit::Rate(b), PartState::Rate(s))
+                        if a.algorithm() == b.algorithm()
+                            && (matches!(a, Policy::TokenBucket(_))
+                                || a.window() == b.window()) =>
+                    {
+                        Some(PartState::Rate(rescaled(&a, &b, s, now)))
+                    }
+                    (Limit::Concurrency(_), Limit::Concurrency(_), PartState::Leases(held)) => {
+                        Some(PartState::Leases(held))
+                    }
+                    _ => None,
+                }
+            });
+            kept.unwrap_or_else(|| match l.limit() {
+                Limit::Rate(_) => PartState::Rate(RateState::default()),
+                Limit::Concurrency(_) => PartState::Leases(Vec::new()),
+            })
+        })
+        .collect();
+    SetState { parts }
+}
+
+/// The largest stored instant kept exact (`SPEC.md` section 1).
+const MAX_INSTANT: u64 = (1 << 53) - 1;
+
+/// A token bucket's state of `from` read by `to`: the tokens in use at
+/// `now` kept. A window's state as it is.
+fn rescaled(from: &Policy, to: &Policy, mut s: RateState, now: u64) -> RateState {
+    if let (Policy::TokenBucket(a), Policy::TokenBucket(b), PolicyState::TokenBucket(bucket)) =
+        (from, to, &mut s.state)
+    {
+        let (t_from, t_to) = (a.emission_interval_micros(), b.emission_interval_micros());
+        if t_from != t_to && bucket.tat > now {
+            let ahead = u128::from(bucket.tat - now) * u128::from(t_to);
+            let ahead = ahead.div_ceil(u128::from(t_from));
+            let tat = u128::from(now) + ahead;
+            bucket.tat = u64::try_from(tat.min(u128::from(MAX_INSTANT))).unwrap_or(MAX_INSTANT);
+        }
+    }
+    s
 }
 
 /// The first instant from which, at every later instant, `state` answers
@@ -140,10 +223,17 @@ fn horizon(set: &PolicySet, state: &SetState) -> u64 {
         .unwrap_or(0)
 }
 
+/// A stored state, tagged with the generation of the set it is aligned
+/// with.
+struct Entry {
+    gen: u32,
+    state: SetState,
+}
+
 /// One shard: a map of keys to states, and when to sweep it.
 #[derive(Default)]
 struct SetShard {
-    keys: HashMap<SetKey, SetState, BuildHasherDefault<Placed>>,
+    keys: HashMap<SetKey, Entry, BuildHasherDefault<Placed>>,
     /// With a cap: a lower bound of `forget_at` over the stored keys
     /// (`u64::MAX` when there are none), lowered by every update, so a
     /// full shard knows when nothing can be forgotten yet. Without a cap,
@@ -151,9 +241,9 @@ struct SetShard {
     earliest_forget: u64,
     /// Sweep when the shard reaches this many keys.
     sweep_at: usize,
-    /// Forgotten states, emptied and aligned with the set, kept for reuse
-    /// (at most [`MAX_SPARES`]).
-    spares: Vec<SetState>,
+    /// Forgotten states, emptied, each tagged with the generation of the
+    /// set it is aligned with, kept for reuse (at most [`MAX_SPARES`]).
+    spares: Vec<Entry>,
 }
 
 /// Empties `state` in place, keeping its allocations: the state of a key
@@ -177,6 +267,40 @@ fn empty_for_reuse(set: &PolicySet, state: &mut SetState) -> bool {
     true
 }
 
+/// A state of `view`'s set for a key not stored: a spare if there is one
+/// (emptied: the state of a key never seen, as [`SetState::aligned`]; one
+/// kept under another set is emptied again for this one, or dropped when
+/// it cannot be), else [`SetState::default`], which every operation
+/// aligns first.
+#[inline]
+fn spare(spares: &mut Vec<Entry>, view: &SetView) -> SetState {
+    match spares.pop() {
+        Some(entry) if entry.gen == view.gen => entry.state,
+        Some(entry) => respare(entry, view),
+        None => SetState::default(),
+    }
+}
+
+/// A spare kept under another set, emptied again for `view`'s set, or a
+/// default state when its shape differs: out of line, as rare as a new set.
+#[cold]
+#[inline(never)]
+fn respare(mut entry: Entry, view: &SetView) -> SetState {
+    if empty_for_reuse(&view.set, &mut entry.state) {
+        entry.state
+    } else {
+        SetState::default()
+    }
+}
+
+/// Keeps `state`, aligned with `set` of generation `gen` and no longer
+/// stored, for the next new key, if there is room and it is worth keeping.
+fn keep_spare(spares: &mut Vec<Entry>, set: &PolicySet, gen: u32, mut state: SetState) {
+    if spares.len() < MAX_SPARES && empty_for_reuse(set, &mut state) {
+        spares.push(Entry { gen, state });
+    }
+}
+
 impl SetShard {
     fn new() -> Self {
         Self {
@@ -187,76 +311,76 @@ impl SetShard {
         }
     }
 
-    /// A state for a key not stored: a spare if there is one (emptied:
-    /// the state of a key never seen, as [`SetState::aligned`]), else
-    /// [`SetState::default`], which every operation aligns first.
-    #[inline]
-    fn spare(&mut self) -> SetState {
-        self.spares.pop().unwrap_or_default()
-    }
-
-    /// Keeps a state no longer stored for the next new key, if there is
-    /// room and it is worth keeping.
-    fn keep_spare(&mut self, rules: &SetRules, mut state: SetState) {
-        if self.spares.len() < MAX_SPARES && empty_for_reuse(&rules.set, &mut state) {
-            self.spares.push(state);
-        }
-    }
-
-    /// Stores a state for a key not stored, if it is not idle. `force`
-    /// stores it even in a full shard (a settle's charge).
+    /// Stores a state of `view`'s set for a key not stored, if it is not
+    /// idle. `force` stores it even in a full shard (a settle's charge).
     /// Returns false when the shard is full and the state was not stored.
     fn insert(
         &mut self,
-        rules: &SetRules,
+        store: &SetStore,
+        view: &SetView,
         key: SetKey,
         state: SetState,
         now: u64,
         force: bool,
     ) -> bool {
-        let forget_at = rules.forget_at(&state);
+        let rules = &store.rules;
+        let forget_at = rules.forget_at(&view.set, &state);
         if now >= forget_at {
             // Equivalent to a key never seen: nothing to keep.
-            self.keep_spare(rules, state);
+            keep_spare(&mut self.spares, &view.set, view.gen, state);
             return true;
         }
-        if self.keys.len() >= rules.cap && !self.make_room(rules, now) && !force {
+        if self.keys.len() >= rules.cap && !self.make_room(store, now) && !force {
             rules.meters.refused.increment(1);
-            self.keep_spare(rules, state);
+            keep_spare(&mut self.spares, &view.set, view.gen, state);
             return false;
         }
         if self.keys.len() >= self.sweep_at {
-            self.purge(rules, now);
+            self.purge(store, now);
         }
         self.earliest_forget = self.earliest_forget.min(forget_at);
-        self.keys.insert(key, state);
+        self.keys.insert(
+            key,
+            Entry {
+                gen: view.gen,
+                state,
+            },
+        );
         true
     }
 
     /// Makes room for one more key in a full shard; returns whether there
     /// is room now. Scans only when some key may have become idle.
-    fn make_room(&mut self, rules: &SetRules, now: u64) -> bool {
+    fn make_room(&mut self, store: &SetStore, now: u64) -> bool {
         if now >= self.earliest_forget {
-            self.purge(rules, now);
+            self.purge(store, now);
         }
-        self.keys.len() < rules.cap
+        self.keys.len() < store.rules.cap
     }
 
-    /// Forgets every key that may be forgotten at `now`; returns how many.
-    fn purge(&mut self, rules: &SetRules, now: u64) -> usize {
+    /// Forgets every key that may be forgotten at `now`, each judged by
+    /// the set it is aligned with; returns how many.
+    fn purge(&mut self, store: &SetStore, now: u64) -> usize {
+        let rules = &store.rules;
+        let sets = store.sets.read();
         let before = self.keys.len();
         let mut earliest = u64::MAX;
         let spares = &mut self.spares;
-        self.keys.retain(|_, state| {
-            let at = rules.forget_at(state);
+        self.keys.retain(|_, entry| {
+            let set = &sets[entry.gen as usize];
+            let at = rules.forget_at(set, &entry.state);
             let keep = now < at;
             if keep {
                 earliest = earliest.min(at);
-            } else if spares.len() < MAX_SPARES && empty_for_reuse(&rules.set, state) {
-                spares.push(std::mem::take(state));
+            } else if spares.len() < MAX_SPARES && empty_for_reuse(set, &mut entry.state) {
+                spares.push(Entry {
+                    gen: entry.gen,
+                    state: std::mem::take(&mut entry.state),
+                });
             }
             keep
         });
+        drop(sets);
         self.earliest_forget = earliest;
         let after = self.keys.len();
         self.sweep_at = after.saturating_mul(2).max(MIN_SWEEP_LEN);
@@ -275,13 +399,43 @@ impl SetShard {
 #[repr(align(128))]
 struct Padded(Mutex<SetShard>);
 
-/// Keys of one set, split over independently locked shards. Every
-/// operation takes one shard lock, finds the key once and updates its
-/// state in place; no lock is held across an `.await`.
+/// Keys of one or more sets, split over independently locked shards.
+/// Every operation takes one shard lock, finds the key once and updates
+/// its state in place; no lock is held across an `.await`.
 pub(crate) struct SetStore {
     shards: Box<[Padded]>,
     mask: usize,
     rules: SetRules,
+    /// The set of each generation, by generation: only ever appended to.
+    sets: RwLock<Vec<Arc<PolicySet>>>,
+}
+
+/// The state of `fp` in `keys`, realigned with `view`'s set if it was
+/// stored by a limiter of another set.
+#[inline]
+fn stored<'a>(
+    store: &SetStore,
+    keys: &'a mut HashMap<SetKey, Entry, BuildHasherDefault<Placed>>,
+    fp: Fingerprint,
+    view: &SetView,
+    now: u64,
+) -> Option<&'a mut SetState> {
+    let entry = keys.get_mut(&SetKey(fp))?;
+    if entry.gen != view.gen {
+        realign_entry(store, entry, view, now);
+    }
+    Some(&mut entry.state)
+}
+
+/// Realigns `entry`, stored by a limiter of another set, with `view`'s
+/// set: out of line, so that the hot paths, where every state is aligned
+/// with its limiter's set, carry only the comparison of generations.
+#[cold]
+#[inline(never)]
+fn realign_entry(store: &SetStore, entry: &mut Entry, view: &SetView, now: u64) {
+    let from = Arc::clone(&store.sets.read()[entry.gen as usize]);
+    entry.state = realign(&from, &view.set, std::mem::take(&mut entry.state), now);
+    entry.gen = view.gen;
 }
 
 impl SetStore {
@@ -294,11 +448,30 @@ impl SetStore {
                 .collect(),
             mask: shards - 1,
             rules,
+            sets: RwLock::new(Vec::new()),
         }
     }
 
-    pub(crate) fn set(&self) -> &PolicySet {
-        &self.rules.set
+    /// The view of a limiter applying `set`: the generation of an equal
+    /// set if there is one, else a new generation.
+    ///
+    /// # Panics
+    ///
+    /// After 2^32 distinct sets.
+    pub(crate) fn view(&self, set: PolicySet) -> SetView {
+        let mut sets = self.sets.write();
+        if let Some(gen) = sets.iter().position(|s| **s == set) {
+            return SetView {
+                set: Arc::clone(&sets[gen]),
+                gen: u32::try_from(gen).expect("fewer than 2^32 sets"),
+            };
+        }
+        let set = Arc::new(set);
+        sets.push(Arc::clone(&set));
+        SetView {
+            set,
+            gen: u32::try_from(sets.len() - 1).expect("fewer than 2^32 sets"),
+        }
     }
 
     pub(crate) fn meters(&self) -> &Meters {
@@ -314,37 +487,39 @@ impl SetStore {
     #[inline]
     pub(crate) fn check(
         &self,
+        view: &SetView,
         fp: Fingerprint,
         key: &[u8],
         now: u64,
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
     ) -> Result<SetCheck, Error> {
-        let rules = &self.rules;
+        let (rules, set) = (&self.rules, &*view.set);
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        // One call site of the (inlined) set check, for a stored key and a
+        // One call site of the (inlined) set check, for a stored key (its
+        // state realigned with `view`'s set if another set stored it) and a
         // new one alike.
-        let mut spare;
-        let (state, stored) = match shard.keys.get_mut(&SetKey(fp)) {
+        let mut new;
+        let (state, is_stored) = match stored(self, &mut shard.keys, fp, view, now) {
             Some(state) => (state, true),
             None => {
-                spare = shard.spares.pop().unwrap_or_default();
-                (&mut spare, false)
+                new = spare(&mut shard.spares, view);
+                (&mut new, false)
             }
         };
-        let mut check = rules.set.check_set(key, state, now, costs, new_lease);
+        let mut check = set.check_set(key, state, now, costs, new_lease);
         // One value returned on every path (see `PolicySet::check_set`).
-        if stored {
-            rules.lower(&mut shard.earliest_forget, state);
+        if is_stored {
+            rules.lower(set, &mut shard.earliest_forget, state);
         } else {
             let state = std::mem::take(state);
             if check.is_err() {
-                shard.keep_spare(rules, state);
-            } else if !shard.insert(rules, SetKey(fp), state, now, false) {
+                keep_spare(&mut shard.spares, set, view.gen, state);
+            } else if !shard.insert(self, view, SetKey(fp), state, now, false) {
                 // The lease taken in `state`, if any, was never stored.
                 let wait = shard.earliest_forget.saturating_sub(now).max(1);
-                check = Ok(SetCheck::new(rules.full(wait), None));
+                check = Ok(SetCheck::new(SetRules::full(set, wait), None));
             }
         }
         check
@@ -354,49 +529,62 @@ impl SetStore {
     /// state, which is stored if it holds a charge.
     pub(crate) fn settle(
         &self,
+        view: &SetView,
         fp: Fingerprint,
         now: u64,
         parts: &[PolicyReceipt],
         actual: &[u64],
     ) -> Result<SetDecision, Error> {
-        let rules = &self.rules;
+        let (rules, set) = (&self.rules, &*view.set);
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        if let Some(state) = shard.keys.get_mut(&SetKey(fp)) {
-            let result = rules.set.settle(state, now, parts, actual);
-            rules.lower(&mut shard.earliest_forget, state);
+        if let Some(state) = stored(self, &mut shard.keys, fp, view, now) {
+            let result = set.settle(state, now, parts, actual);
+            rules.lower(set, &mut shard.earliest_forget, state);
             return result;
         }
-        let mut state = shard.spare();
-        let result = rules.set.settle(&mut state, now, parts, actual);
-        shard.insert(rules, SetKey(fp), state, now, true);
+        let mut state = spare(&mut shard.spares, view);
+        let result = set.settle(&mut state, now, parts, actual);
+        shard.insert(self, view, SetKey(fp), state, now, true);
         result
     }
 
     /// See [`PolicySet::renew`]: every lease of a key not stored is lost.
-    pub(crate) fn renew(&self, fp: Fingerprint, now: u64, parts: &mut [PolicyReceipt]) -> bool {
-        let rules = &self.rules;
+    pub(crate) fn renew(
+        &self,
+        view: &SetView,
+        fp: Fingerprint,
+        now: u64,
+        parts: &mut [PolicyReceipt],
+    ) -> bool {
+        let (rules, set) = (&self.rules, &*view.set);
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        match shard.keys.get_mut(&SetKey(fp)) {
+        match stored(self, &mut shard.keys, fp, view, now) {
             Some(state) => {
-                let all = rules.set.renew(state, now, parts);
-                rules.lower(&mut shard.earliest_forget, state);
+                let all = set.renew(state, now, parts);
+                rules.lower(set, &mut shard.earliest_forget, state);
                 all
             }
-            None => rules.set.renew(&mut SetState::default(), now, parts),
+            None => set.renew(&mut SetState::default(), now, parts),
         }
     }
 
     /// See [`PolicySet::release`]; returns how many leases were held.
-    pub(crate) fn release(&self, fp: Fingerprint, now: u64, receipt: &Receipt) -> usize {
-        let rules = &self.rules;
+    pub(crate) fn release(
+        &self,
+        view: &SetView,
+        fp: Fingerprint,
+        now: u64,
+        receipt: &Receipt,
+    ) -> usize {
+        let (rules, set) = (&self.rules, &*view.set);
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        match shard.keys.get_mut(&SetKey(fp)) {
+        match stored(self, &mut shard.keys, fp, view, now) {
             Some(state) => {
-                let freed = rules.set.release(state, now, receipt.parts());
-                rules.lower(&mut shard.earliest_forget, state);
+                let freed = set.release(state, now, receipt.parts());
+                rules.lower(set, &mut shard.earliest_forget, state);
                 freed
             }
             None => 0,
@@ -404,19 +592,25 @@ impl SetStore {
     }
 
     /// See [`PolicySet::peek`].
-    pub(crate) fn peek(&self, fp: Fingerprint, now: u64) -> SetDecision {
-        let shard = self.shard(fp).lock();
-        match shard.keys.get(&SetKey(fp)) {
-            Some(state) => self.rules.set.peek(state, now),
-            None => self.rules.set.peek(&SetState::default(), now),
+    pub(crate) fn peek(&self, view: &SetView, fp: Fingerprint, now: u64) -> SetDecision {
+        let mut shard = self.shard(fp).lock();
+        match stored(self, &mut shard.keys, fp, view, now) {
+            Some(state) => view.set.peek(state, now),
+            None => view.set.peek(&SetState::default(), now),
         }
     }
 
     /// Forgets the key.
     pub(crate) fn reset(&self, fp: Fingerprint) {
         let mut shard = self.shard(fp).lock();
-        if let Some(state) = shard.keys.remove(&SetKey(fp)) {
-            shard.keep_spare(&self.rules, state);
+        if let Some(entry) = shard.keys.remove(&SetKey(fp)) {
+            let sets = self.sets.read();
+            keep_spare(
+                &mut shard.spares,
+                &sets[entry.gen as usize],
+                entry.gen,
+                entry.state,
+            );
         }
     }
 
@@ -424,7 +618,7 @@ impl SetStore {
     pub(crate) fn purge(&self, now: u64) -> usize {
         self.shards
             .iter()
-            .map(|s| s.0.lock().purge(&self.rules, now))
+            .map(|s| s.0.lock().purge(self, now))
             .sum()
     }
 
@@ -439,6 +633,7 @@ impl std::fmt::Debug for SetStore {
         f.debug_struct("SetStore")
             .field("shards", &self.shards.len())
             .field("rules", &self.rules)
+            .field("sets", &self.sets.read().len())
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,10 @@
-// Consumes the service's answer with the ai SDK v5's own client code and
+// Consumes the service's answer with the ai SDK's own client code and
 // prints what it reconstructed, for tests/interop.rs to compare.
 //
-//   node consume.mjs <url of /api/generate> <sdk|plain> <question>
+//   AI_SDK=ai-v5|ai-v7 node consume.mjs <url of /api/generate> <sdk|plain|abort> <question> [deltas]
+//
+// AI_SDK names the pinned package to use (package.json: ai-v5 is ai 5.x,
+// ai-v7 the current major); ai-v5 by default.
 //
 // `sdk`: DefaultChatTransport sends the body useChat sends and parses the
 // stream (parseJsonEventStream + uiMessageChunkSchema, throwing on any
@@ -9,16 +12,20 @@
 // { messages: [{ role, content }] } body, then parseJsonEventStream +
 // uiMessageChunkSchema directly, failing on any chunk that does not
 // validate. Either way readUIMessageStream rebuilds the message.
-import {
+// `abort`: as `sdk`, with an AbortController whose abort() (the stop
+// button of useChat) is called once `deltas` text deltas have arrived;
+// prints what arrived before it and how the stream ended.
+const sdk = process.env.AI_SDK ?? "ai-v5";
+const {
   DefaultChatTransport,
   parseJsonEventStream,
   readUIMessageStream,
   uiMessageChunkSchema,
-} from "ai";
+} = await import(sdk);
 
-const [url, shape, question] = process.argv.slice(2);
-if (!url || !["sdk", "plain"].includes(shape) || question === undefined) {
-  console.error("usage: node consume.mjs <url> <sdk|plain> <question>");
+const [url, shape, question, abortAfter] = process.argv.slice(2);
+if (!url || !["sdk", "plain", "abort"].includes(shape) || question === undefined) {
+  console.error("usage: node consume.mjs <url> <sdk|plain|abort> <question> [deltas]");
   process.exit(2);
 }
 
@@ -51,6 +58,44 @@ async function collect(stream) {
 
 let chunks;
 let requestBody;
+if (shape === "abort") {
+  const wanted = Number(abortAfter ?? "3");
+  const controller = new AbortController();
+  const transport = new DefaultChatTransport({
+    api: url,
+    fetch: async (input, init) => {
+      const response = await fetch(input, init);
+      checkResponse(response);
+      return response;
+    },
+  });
+  const stream = await transport.sendMessages({
+    chatId: "chat-interop",
+    messages: [{ id: "msg-1", role: "user", parts: [{ type: "text", text: question }] }],
+    abortSignal: controller.signal,
+    trigger: "submit-message",
+    messageId: undefined,
+  });
+  const seen = [];
+  let ended = "finished";
+  try {
+    for await (const chunk of stream) {
+      seen.push(chunk);
+      if (seen.filter((c) => c.type === "text-delta").length === wanted) controller.abort();
+    }
+  } catch (error) {
+    ended = error?.name ?? String(error);
+  }
+  console.log(
+    JSON.stringify({
+      sdk,
+      types: seen.map((c) => c.type),
+      deltas: seen.filter((c) => c.type === "text-delta").length,
+      ended,
+    }),
+  );
+  process.exit(0);
+}
 if (shape === "sdk") {
   const transport = new DefaultChatTransport({
     api: url,
@@ -118,5 +163,6 @@ console.log(
     role: message.role,
     metadata: message.metadata,
     requestBody,
+    sdk,
   }),
 );

@@ -161,12 +161,12 @@ pub fn app(options: &AppOptions, limiter: Arc<dyn Limiter>, model: Arc<dyn Model
 /// use std::time::Duration;
 /// use axum::body::Body;
 /// use axum::extract::connect_info::MockConnectInfo;
-/// use ratelimit_axum_example::{default_set_limiter_factory, gateway_app, AppOptions, Config, Gateway, OfflineModel};
+/// use ratelimit_axum_example::{memory_set_limiter_factory, gateway_app, AppOptions, Config, Gateway, OfflineModel};
 /// use tower::ServiceExt;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let config = Config::from_toml_str(include_str!("../gateway.toml")).unwrap();
-/// let gateway = Gateway::from_config(&config, default_set_limiter_factory()).unwrap();
+/// let gateway = Gateway::from_config(&config, memory_set_limiter_factory()).await.unwrap();
 /// let router = gateway_app(
 ///     &AppOptions::from_config(&config).unwrap(),
 ///     Arc::new(gateway),

@@ -30,15 +30,16 @@ pub use chat::{parse_chat_request, ChatMessage, Role};
 pub use config::{ClientIpConfig, Config, HttpConfig, ModelConfig, ProviderKind};
 pub use error::AppError;
 pub use gateway::{
-    build_set_limiter, check_profile, default_set_limiter_factory, ApiKeyConfig, AuthError, Caller,
-    Gateway, GatewaySettings, KeyHash, KeyHasher, Profile, SetLimiterFactory, TierConfig, TierSpec,
-    ANONYMOUS, MIN_SECRET_LEN, TOKENS,
+    build_set_limiter_factory, check_profile, factory_of, memory_set_limiter_factory,
+    spawn_reloader, ApiKeyConfig, AuthError, Caller, Gateway, GatewaySettings, KeyHash, KeyHasher,
+    Profile, SetLimiterFactory, TierConfig, TierSpec, ANONYMOUS, MIN_SECRET_LEN, RELOAD_DEBOUNCE,
+    TOKENS,
 };
 pub use limiter::{build_backend, Backend};
 pub use model::{
     build_model, Model, ModelError, ModelEvent, ModelRequest, OfflineModel, OpenAiCompatible, Usage,
 };
-pub use prometheus::{install_recorder, metrics_app, MetricsConfig};
+pub use prometheus::{gateway_metrics_app, install_recorder, metrics_app, MetricsConfig};
 pub use secret::Secret;
 pub use secret_url::{redact_url, SecretUrl};
 pub use server::{serve, ServerConfig};

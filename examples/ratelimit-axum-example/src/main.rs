@@ -9,19 +9,21 @@
 //!
 //! `--config examples/ratelimit-axum-example/gateway.toml` runs the route
 //! as an LLM gateway (API-key tiers; requests, tokens and streams checked
-//! at once). `hash-key` prints the hash of an API key read from stdin,
+//! at once; SIGHUP or a change to the file reloads its tiers and keys
+//! without resetting counters). `hash-key` prints the hash of an API key read from stdin,
 //! for its `[[keys]]` entry.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ratelimit_axum_example::{
-    app, build_backend, build_model, default_set_limiter_factory, gateway_app, install_recorder,
-    metrics_app, serve, AppOptions, BackendKind, Config, Gateway, KeyHasher, SecretUrl,
-    ServerConfig,
+    app, build_backend, build_model, build_set_limiter_factory, gateway_app, gateway_metrics_app,
+    install_recorder, metrics_app, serve, spawn_reloader, AppOptions, BackendKind, Config, Gateway,
+    KeyHasher, SecretUrl, ServerConfig,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -94,10 +96,29 @@ async fn run() -> anyhow::Result<()> {
         Some(_) => Some(install_recorder()?),
         None => None,
     };
-    let backend = build_backend(&config).await?;
     let model = build_model(&config)?;
 
-    if let (Some(handle), Some(bind)) = (recorder, config.metrics.bind) {
+    // The gateway profile counts in set limiters of its own: the
+    // single-policy backend is neither built nor connected.
+    let (router, metrics_router) = if config.is_gateway() {
+        let factory = build_set_limiter_factory(&config).context("invalid `[backend]`")?;
+        let gateway = Arc::new(
+            Gateway::from_config(&config, factory)
+                .await
+                .context("invalid gateway profile")?,
+        );
+        if let Some(path) = &cli.config {
+            spawn_reloader(Arc::clone(&gateway), path.clone())?;
+        }
+        let router = gateway_app(&options, Arc::clone(&gateway), Arc::clone(&model));
+        (router, recorder.map(gateway_metrics_app))
+    } else {
+        let backend = build_backend(&config).await?;
+        let router = app(&options, backend.limiter(), Arc::clone(&model));
+        (router, recorder.map(|handle| metrics_app(handle, backend)))
+    };
+
+    if let (Some(metrics_router), Some(bind)) = (metrics_router, config.metrics.bind) {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen for metrics on {bind}"))?;
@@ -109,11 +130,10 @@ async fn run() -> anyhow::Result<()> {
             max_connections: std::num::NonZeroUsize::new(16).expect("16 is not zero"),
             ..config.server.clone()
         };
-        let router = metrics_app(handle, backend.clone());
         // Ends with the process: metrics are worth serving until the last
         // in-flight request has finished.
         tokio::spawn(async move {
-            serve(listener, router, &server, std::future::pending()).await;
+            serve(listener, metrics_router, &server, std::future::pending()).await;
         });
     }
 
@@ -123,22 +143,28 @@ async fn run() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Every secret in the model and the configuration prints as
     // `[redacted]`, so their Debug output is safe here.
-    tracing::info!(
-        %addr,
-        policy = ?config.limit,
-        backend = ?config.backend.kind,
-        failure = %config.backend.failure,
-        model = ?model,
-        "listening; POST /api/generate"
-    );
-    let router = if config.is_gateway() {
-        let gateway = Gateway::from_config(&config, default_set_limiter_factory())
-            .context("invalid gateway profile")?;
-        tracing::info!(?gateway, "gateway profile: API-key tiers");
-        gateway_app(&options, std::sync::Arc::new(gateway), model)
+    if config.is_gateway() {
+        let tiers: Vec<&String> = config.tiers.keys().collect();
+        tracing::info!(
+            %addr,
+            ?tiers,
+            keys = config.keys.len(),
+            backend = ?config.backend.kind,
+            failure = %config.backend.failure,
+            model = ?model,
+            "listening; POST /api/generate as an LLM gateway (API-key tiers; requests, tokens \
+             and streams checked at once)"
+        );
     } else {
-        app(&options, backend.limiter(), model)
-    };
+        tracing::info!(
+            %addr,
+            policy = ?config.limit,
+            backend = ?config.backend.kind,
+            failure = %config.backend.failure,
+            model = ?model,
+            "listening; POST /api/generate"
+        );
+    }
     serve(listener, router, &config.server, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())

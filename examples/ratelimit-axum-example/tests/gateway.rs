@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use ratelimit_axum_example::model::{Deltas, Events};
 use ratelimit_axum_example::{
-    gateway_app, AppOptions, ChatMessage, Config, Gateway, KeyHasher, Model, ModelError,
-    ModelEvent, ModelRequest, OfflineModel, Secret, SetLimiterFactory,
+    factory_of, gateway_app, AppOptions, ChatMessage, Config, Gateway, KeyHasher, Model,
+    ModelError, ModelEvent, ModelRequest, OfflineModel, Secret, SetLimiterFactory,
 };
 use ratelimit_core::{
     Error, ManualClock, PolicySet, Receipt, ReferenceSetLimiter, SetCheck, SetDecision, SetLimiter,
@@ -132,7 +132,7 @@ fn factory(clock: &ManualClock) -> (SetLimiterFactory, Limiters) {
     let built = Arc::new(Mutex::new(Vec::new()));
     let clock = clock.clone();
     let sink = Arc::clone(&built);
-    let factory: SetLimiterFactory = Arc::new(move |set: PolicySet| {
+    let factory: SetLimiterFactory = factory_of(move |set: PolicySet| {
         let limiter = Arc::new(ReferenceSetLimiter::with_clock(set, clock.clone()));
         sink.lock().unwrap().push(Arc::clone(&limiter));
         limiter as Arc<dyn SetLimiter>
@@ -141,7 +141,7 @@ fn factory(clock: &ManualClock) -> (SetLimiterFactory, Limiters) {
 }
 
 async fn start_with(config: &Config, model: Arc<dyn Model>, factory: SetLimiterFactory) -> String {
-    let gateway = Gateway::from_config(config, factory).unwrap();
+    let gateway = Gateway::from_config(config, factory).await.unwrap();
     let options = AppOptions::from_config(config).unwrap();
     let addr = serve(gateway_app(&options, Arc::new(gateway), model)).await;
     format!("http://{addr}/api/generate")
@@ -496,7 +496,7 @@ impl SetLimiter for Down {
 
 #[tokio::test]
 async fn a_store_failure_is_503_with_retry_after_never_a_429() {
-    let factory: SetLimiterFactory = Arc::new(|set| Arc::new(Down(set)) as Arc<dyn SetLimiter>);
+    let factory: SetLimiterFactory = factory_of(|set| Arc::new(Down(set)) as Arc<dyn SetLimiter>);
     let url = start_with(&config(1_000, 40, 2), offline(), factory).await;
     for accept in ["text/plain", "application/json"] {
         let res = post(&url, &[("accept", accept)]).await;

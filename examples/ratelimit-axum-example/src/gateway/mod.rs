@@ -12,6 +12,7 @@ mod config;
 mod handler;
 mod identity;
 mod outage;
+mod reload;
 mod responses;
 mod set_backend;
 mod stream;
@@ -27,7 +28,10 @@ pub use config::{
 };
 pub(crate) use handler::generate;
 pub use identity::{AuthError, Caller, KeyHasher, MIN_SECRET_LEN};
-pub use set_backend::{build_set_limiter, default_set_limiter_factory, SetLimiterFactory};
+pub use reload::{spawn_reloader, RELOAD_DEBOUNCE};
+pub use set_backend::{
+    build_set_limiter_factory, factory_of, memory_set_limiter_factory, SetLimiterFactory,
+};
 
 use outage::Outage;
 use tiers::{Current, Tiers};
@@ -41,6 +45,9 @@ pub struct Gateway {
     client_ip: ClientIp,
     outage: Outage,
     factory: SetLimiterFactory,
+    /// Held by a reload from reading the tiers in force to swapping in the
+    /// new ones, so two reloads never build on the same old tiers.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -58,31 +65,95 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// The gateway of `config`'s tiers and keys, each tier counting in a
     /// limiter that `factory` builds (in the service,
-    /// [`default_set_limiter_factory`]).
+    /// [`build_set_limiter_factory`]).
     ///
     /// # Errors
     ///
     /// When the profile is invalid (see [`check_profile`]), keys are
-    /// configured without a key secret, or the secret is too short.
+    /// configured without a key secret, the secret is too short, or the
+    /// factory fails (e.g. Redis cannot be reached).
     ///
     /// # Examples
     ///
     /// ```
-    /// use ratelimit_axum_example::{default_set_limiter_factory, AppOptions, Config, Gateway};
+    /// use ratelimit_axum_example::{memory_set_limiter_factory, Config, Gateway};
     ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let config = Config::from_toml_str(include_str!("../../gateway.toml")).unwrap();
-    /// let gateway = Gateway::from_config(&config, default_set_limiter_factory()).unwrap();
+    /// let gateway = Gateway::from_config(&config, memory_set_limiter_factory()).await.unwrap();
     /// assert_eq!(gateway.tier_names(), ["anonymous", "free", "pro"]);
-    /// assert!(Gateway::from_config(&Config::default(), default_set_limiter_factory()).is_err());
+    /// assert!(Gateway::from_config(&Config::default(), memory_set_limiter_factory()).await.is_err());
+    /// # });
     /// ```
-    pub fn from_config(config: &Config, factory: SetLimiterFactory) -> anyhow::Result<Self> {
-        let tiers = Tiers::build(config, &factory)?;
+    pub async fn from_config(config: &Config, factory: SetLimiterFactory) -> anyhow::Result<Self> {
+        let tiers = Tiers::build(config, &factory, None).await?;
         Ok(Self {
             current: Current::new(tiers),
             client_ip: config.client_ip_extractor()?,
             outage: Outage::default(),
             factory,
+            reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Swaps in the tiers, keys and key secret of `config` (`[gateway]`,
+    /// `[tiers.*]`, `[[keys]]`; every other setting needs a restart),
+    /// resetting no one's counters: a tier whose set did not change keeps
+    /// its limiter, and a changed one gets a limiter over the same store
+    /// (in memory, [`MemorySetLimiter::reconfigured`](ratelimit_memory::MemorySetLimiter::reconfigured);
+    /// on Redis, the same keys, named by policy). Requests admitted before
+    /// settle on the limiter that admitted them.
+    ///
+    /// `cause` says what asked for it in the log line (`sighup`, `file`).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_config`](Self::from_config); the tiers in force are then
+    /// kept as they are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ratelimit_axum_example::{memory_set_limiter_factory, Config, Gateway};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let text = include_str!("../../gateway.toml");
+    /// let config = Config::from_toml_str(text).unwrap();
+    /// let gateway = Gateway::from_config(&config, memory_set_limiter_factory()).await.unwrap();
+    ///
+    /// let fewer = Config::from_toml_str(&text.replace("[tiers.pro]", "[tiers.team]")
+    ///     .replace("tiers.pro.", "tiers.team.").replace("tier = \"pro\"", "tier = \"team\"")).unwrap();
+    /// gateway.reload(&fewer, "test").await.unwrap();
+    /// assert_eq!(gateway.tier_names(), ["anonymous", "free", "team"]);
+    ///
+    /// assert!(gateway.reload(&Config::default(), "test").await.is_err());
+    /// assert_eq!(gateway.tier_names(), ["anonymous", "free", "team"], "kept");
+    /// # });
+    /// ```
+    pub async fn reload(&self, config: &Config, cause: &str) -> anyhow::Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let previous = self.current.0.load_full();
+        let tiers = Tiers::build(config, &self.factory, Some(&previous)).await?;
+        let kept = tiers
+            .tiers
+            .iter()
+            .filter(|(name, tier)| {
+                previous
+                    .tiers
+                    .get(*name)
+                    .is_some_and(|old| Arc::ptr_eq(&old.limiter, &tier.limiter))
+            })
+            .count();
+        let (count, keys) = (tiers.tiers.len(), tiers.keys.tiers.len());
+        self.current.0.store(Arc::new(tiers));
+        tracing::info!(
+            cause,
+            tiers = count,
+            unchanged = kept,
+            keys,
+            "configuration reloaded; counters kept"
+        );
+        Ok(())
     }
 
     /// The names of the tiers in force, sorted.

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use ratelimit_core::{PolicySet, SetLimiter};
 use ratelimit_tower::SetHeaders;
 
-use super::config::{check_profile, TierSpec};
+use super::config::check_profile;
 use super::identity::Keys;
 use super::{KeyHasher, SetLimiterFactory};
 use crate::Config;
@@ -50,8 +50,14 @@ pub(crate) struct Tiers {
 }
 
 impl Tiers {
-    /// The tiers of `config`, each counting in a limiter `factory` builds.
-    pub(crate) fn build(config: &Config, factory: &SetLimiterFactory) -> anyhow::Result<Self> {
+    /// The tiers of `config`, each counting in a limiter `factory` builds,
+    /// except that a tier of `previous` with the same name and the same set
+    /// keeps its limiter (and with it, in memory, its counters) as is.
+    pub(crate) async fn build(
+        config: &Config,
+        factory: &SetLimiterFactory,
+        previous: Option<&Tiers>,
+    ) -> anyhow::Result<Self> {
         let profile = check_profile(&config.tiers, &config.keys)?;
         let (specs, hashes) = (profile.tiers, profile.keys);
         let hasher = match &config.gateway.key_secret {
@@ -62,19 +68,25 @@ impl Tiers {
                  hashes are keyed with it"
             ),
         };
-        let tiers = specs
-            .into_iter()
-            .map(|spec: TierSpec| {
-                let tier = Tier {
-                    name: spec.name.clone(),
-                    headers: SetHeaders::new(&spec.set),
-                    limiter: factory(spec.set),
-                    tokens: spec.tokens,
-                    max_output_tokens: spec.max_output_tokens,
-                };
-                (spec.name, Arc::new(tier))
-            })
-            .collect();
+        let mut tiers = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            let kept = previous
+                .and_then(|p| p.tiers.get(&spec.name))
+                .filter(|t| *t.set() == spec.set)
+                .map(|t| Arc::clone(&t.limiter));
+            let limiter = match kept {
+                Some(limiter) => limiter,
+                None => factory(spec.set.clone()).await?,
+            };
+            let tier = Tier {
+                name: spec.name.clone(),
+                headers: SetHeaders::new(&spec.set),
+                limiter,
+                tokens: spec.tokens,
+                max_output_tokens: spec.max_output_tokens,
+            };
+            tiers.insert(spec.name, Arc::new(tier));
+        }
         Ok(Self {
             tiers,
             keys: Keys {

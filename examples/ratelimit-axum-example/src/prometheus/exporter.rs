@@ -27,7 +27,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
 #[derive(Clone)]
 struct MetricsState {
     handle: PrometheusHandle,
-    backend: Backend,
+    backend: Option<Backend>,
 }
 
 /// `GET /metrics`: every metric recorded so far in Prometheus's text
@@ -69,11 +69,36 @@ struct MetricsState {
 pub fn metrics_app(handle: PrometheusHandle, backend: Backend) -> Router {
     Router::new()
         .route("/metrics", get(render))
-        .with_state(MetricsState { handle, backend })
+        .with_state(MetricsState {
+            handle,
+            backend: Some(backend),
+        })
+}
+
+/// `GET /metrics` of the gateway profile: the recorder's metrics alone
+/// (the set limiters register theirs, `policy = "set"`, as they are
+/// built; the memory backend's `ratelimit_memory_keys{limiter="gateway"}`
+/// is recorded as its store sweeps).
+///
+/// # Examples
+///
+/// ```
+/// use ratelimit_axum_example::gateway_metrics_app;
+///
+/// let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+/// let _router = gateway_metrics_app(recorder.handle());
+/// ```
+pub fn gateway_metrics_app(handle: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(MetricsState {
+            handle,
+            backend: None,
+        })
 }
 
 async fn render(State(state): State<MetricsState>) -> impl IntoResponse {
-    for (limiter, keys) in state.backend.keys_held() {
+    for (limiter, keys) in state.backend.iter().flat_map(Backend::keys_held) {
         // A count of at most the memory's size: exact in an f64.
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("ratelimit_memory_keys", "limiter" => limiter).set(keys as f64);

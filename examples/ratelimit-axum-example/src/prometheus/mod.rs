@@ -4,4 +4,4 @@ mod config;
 mod exporter;
 
 pub use config::MetricsConfig;
-pub use exporter::{install_recorder, metrics_app};
+pub use exporter::{gateway_metrics_app, install_recorder, metrics_app};

@@ -136,6 +136,49 @@ impl Process {
         assert!(killed.success());
     }
 
+    /// Sends SIGHUP: the gateway profile reloads its file.
+    pub fn sighup(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGKILL: the process dies at once, releasing nothing.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// How many log lines so far contain every one of `markers`.
+    pub fn count_lines(&self, markers: &[&str]) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| markers.iter().all(|m| line.contains(m)))
+            .count()
+    }
+
+    /// Waits at most [`START`] for the `n`th log line containing every one
+    /// of `markers`.
+    ///
+    /// # Panics
+    ///
+    /// When it does not come, with the log.
+    pub fn wait_for_lines(&self, markers: &[&str], n: usize) {
+        let started = Instant::now();
+        while self.count_lines(markers) < n {
+            assert!(
+                started.elapsed() < START,
+                "no {n} lines with {markers:?}:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits at most `bound` for the process to exit.
     ///
     /// # Panics
