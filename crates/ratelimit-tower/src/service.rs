@@ -202,7 +202,7 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let settings = &self.shared.settings;
         let (parts, body) = req.into_parts();
-        let Some(key) = settings.key.extract(&parts) else {
+        let Some(key) = settings.key.extract_key(&parts) else {
             // The path only: a query string may carry credentials.
             tracing::warn!(
                 path = parts.uri.path(),

@@ -399,3 +399,32 @@ async fn a_limiter_answering_at_once_gives_the_responses_of_an_awaited_one() {
         assert_eq!(body_text(x).await, body_text(y).await);
     }
 }
+
+#[test]
+fn client_ip_builds_the_same_key_inline_as_in_a_vector() {
+    use ratelimit_tower::{Key, KeyExtractor as _};
+    let client_ip = ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        ("203.0.113.7:1", &[]),
+        ("[2001:db8:cafe:1:2:3:4:5]:1", &[]),
+        ("[::ffff:198.51.100.9]:1", &[]),
+        (
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "8.8.8.8, 203.0.113.50")],
+        ),
+        (
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")],
+        ),
+        ("10.0.0.1:1", &[("x-forwarded-for", "not an address")]),
+    ];
+    for (peer, headers) in cases {
+        let (parts, ()) = request(peer, headers).into_parts();
+        let key = client_ip.extract_key(&parts).unwrap();
+        assert_eq!(Some(key.clone()), client_ip.extract(&parts).map(Key::from));
+        assert!(!key.is_empty(), "{peer} {headers:?}");
+    }
+    let (mut parts, ()) = request("203.0.113.7:1", &[]).into_parts();
+    parts.extensions.clear();
+    assert_eq!(client_ip.extract_key(&parts), None, "no peer, no key");
+}
