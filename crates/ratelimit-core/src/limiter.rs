@@ -46,6 +46,38 @@ pub trait Limiter: Send + Sync {
     /// the backend cannot decide.
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error>;
 
+    /// [`check`](Self::check) without awaiting, for a limiter that decides
+    /// in place (the in-process ones): `Some` with exactly what `check`
+    /// would return, or `None` when the check must be awaited (the
+    /// default). A caller tries it first, so an in-process check allocates
+    /// no future; `None` has changed nothing, so the caller then awaits
+    /// `check`.
+    ///
+    /// # Errors
+    ///
+    /// Inside the `Some`, as [`check`](Self::check).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_core::{Limiter, Policy, ReferenceLimiter};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let policy = Policy::fixed_window(1, Duration::from_secs(60)).unwrap();
+    /// let limiter = ReferenceLimiter::new(policy);
+    /// let decision = match limiter.check_now(b"k", 1) {
+    ///     Some(decided) => decided,
+    ///     None => limiter.check(b"k", 1).await,
+    /// };
+    /// assert!(decision.unwrap().allowed);
+    /// # });
+    /// ```
+    fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+        let _ = (key, cost);
+        None
+    }
+
     /// Takes one unit from `key` if it fits: `check(key, 1)`.
     ///
     /// # Errors
@@ -86,6 +118,10 @@ macro_rules! forward_limiter {
         impl<L: Limiter + ?Sized> Limiter for $pointer<L> {
             async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
                 (**self).check(key, cost).await
+            }
+
+            fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+                (**self).check_now(key, cost)
             }
 
             async fn check_one(&self, key: &[u8]) -> Result<Decision, Error> {

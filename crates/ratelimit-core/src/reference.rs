@@ -149,6 +149,10 @@ impl Limiter for ReferenceLimiter {
         self.check_sync(key, cost)
     }
 
+    fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+        Some(self.check_sync(key, cost))
+    }
+
     async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
         Ok(self.peek_sync(key))
     }

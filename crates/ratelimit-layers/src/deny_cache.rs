@@ -92,13 +92,9 @@ impl<L: Limiter> DenyCache<L> {
     }
 }
 
-#[async_trait]
-impl<L: Limiter> Limiter for DenyCache<L> {
-    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
-        if let Some(denied) = self.entries.lookup(key, cost, self.clock.now_micros()) {
-            return Ok(denied);
-        }
-        let decision = self.inner.check(key, cost).await?;
+impl<L> DenyCache<L> {
+    /// Remembers the inner limiter's `decision` for `key` at `cost`.
+    fn remembered(&self, key: &[u8], cost: u64, decision: Decision) -> Decision {
         // A degraded decision describes no quota of the store: never repeat it.
         if !decision.is_degraded() {
             // Read after the answer arrived: the wait starts no earlier
@@ -106,7 +102,34 @@ impl<L: Limiter> Limiter for DenyCache<L> {
             let now = self.clock.now_micros();
             self.entries.record(key, cost, now, &decision);
         }
-        Ok(decision)
+        decision
+    }
+}
+
+#[async_trait]
+impl<L: Limiter> Limiter for DenyCache<L> {
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+        if let Some(denied) = self.entries.lookup(key, cost, self.clock.now_micros()) {
+            return Ok(denied);
+        }
+        let decision = self.inner.check(key, cost).await?;
+        Ok(self.remembered(key, cost, decision))
+    }
+
+    /// A cached denial, or the inner limiter's answer when it has one at
+    /// once, remembered as [`check`](Self::check) remembers it. `None`
+    /// when the inner limiter must be awaited: the lookup it made changed
+    /// nothing but dropping an expired denial, which the awaited check
+    /// would drop as well.
+    fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+        if let Some(denied) = self.entries.lookup(key, cost, self.clock.now_micros()) {
+            return Some(Ok(denied));
+        }
+        Some(
+            self.inner
+                .check_now(key, cost)?
+                .map(|decision| self.remembered(key, cost, decision)),
+        )
     }
 
     async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {

@@ -92,6 +92,28 @@ impl<L> Metered<L> {
     }
 }
 
+impl<L> Metered<L> {
+    /// Records the time since `started` and counts `result`'s outcome,
+    /// naming it on `span`.
+    fn measured(
+        &self,
+        span: &tracing::Span,
+        started: Instant,
+        result: Result<Decision, Error>,
+    ) -> Result<Decision, Error> {
+        self.seconds.record(started.elapsed().as_secs_f64());
+        let (counter, outcome) = match &result {
+            Ok(d) if d.is_degraded() => (&self.degraded, "degraded"),
+            Ok(d) if d.allowed => (&self.allowed, "allowed"),
+            Ok(_) => (&self.denied, "denied"),
+            Err(_) => (&self.error, "error"),
+        };
+        counter.increment(1);
+        span.record("outcome", outcome);
+        result
+    }
+}
+
 #[async_trait]
 impl<L: Limiter> Limiter for Metered<L> {
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
@@ -104,16 +126,23 @@ impl<L: Limiter> Limiter for Metered<L> {
         );
         let started = Instant::now();
         let result = self.inner.check(key, cost).instrument(span.clone()).await;
-        self.seconds.record(started.elapsed().as_secs_f64());
-        let (counter, outcome) = match &result {
-            Ok(d) if d.is_degraded() => (&self.degraded, "degraded"),
-            Ok(d) if d.allowed => (&self.allowed, "allowed"),
-            Ok(_) => (&self.denied, "denied"),
-            Err(_) => (&self.error, "error"),
-        };
-        counter.increment(1);
-        span.record("outcome", outcome);
-        result
+        self.measured(&span, started, result)
+    }
+
+    /// The inner limiter's answer at once, measured and traced as
+    /// [`check`](Self::check) measures it; `None` records nothing (the
+    /// awaited check that follows does).
+    fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+        let span = tracing::debug_span!(
+            "ratelimit.check",
+            key = %KeyHash(key),
+            cost,
+            policy = self.policy,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = span.in_scope(|| self.inner.check_now(key, cost))?;
+        Some(self.measured(&span, started, result))
     }
 
     async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {

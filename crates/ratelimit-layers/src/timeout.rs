@@ -94,6 +94,12 @@ impl<L: Limiter> Limiter for Timeout<L> {
         self.bounded(self.inner.check(key, cost)).await
     }
 
+    /// The inner limiter's answer at once: an answer that takes no wait
+    /// cannot time out.
+    fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+        self.inner.check_now(key, cost)
+    }
+
     async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
         self.bounded(self.inner.peek(key)).await
     }

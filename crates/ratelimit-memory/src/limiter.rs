@@ -367,6 +367,11 @@ impl<C: Clock + 'static> Limiter for MemoryLimiter<C> {
         self.check_sync(key, cost)
     }
 
+    #[inline]
+    fn check_now(&self, key: &[u8], cost: u64) -> Option<Result<Decision, Error>> {
+        Some(self.check_sync(key, cost))
+    }
+
     async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
         Ok(self.peek_sync(key))
     }

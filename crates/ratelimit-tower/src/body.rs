@@ -77,6 +77,19 @@ impl<B> RateLimitBody<B> {
     }
 }
 
+impl RateLimitBody<std::convert::Infallible> {
+    /// The layer's own body, as a body of the inner service's type: it
+    /// holds no inner body to convert.
+    pub(crate) fn cast<B>(self) -> RateLimitBody<B> {
+        RateLimitBody {
+            kind: match self.kind {
+                Kind::Inner { body } => match body {},
+                Kind::Full { data } => Kind::Full { data },
+            },
+        }
+    }
+}
+
 impl<B> Body for RateLimitBody<B>
 where
     B: Body<Data = Bytes>,

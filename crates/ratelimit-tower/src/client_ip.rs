@@ -6,8 +6,8 @@ use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::net_text::net_text;
-use crate::{hops, KeyExtractor, PeerAddr, PrefixLenError};
+use crate::net_text::{net_key, net_text};
+use crate::{hops, Key, KeyExtractor, PeerAddr, PrefixLenError};
 
 /// Which header a trusted proxy uses to name the address it saw.
 ///
@@ -309,6 +309,11 @@ impl KeyExtractor for ClientIp {
     fn extract(&self, parts: &Parts) -> Option<Vec<u8>> {
         let peer = PeerAddr::from_extensions(&parts.extensions)?;
         Some(self.key(&peer, &parts.headers))
+    }
+
+    fn extract_key(&self, parts: &Parts) -> Option<Key> {
+        let peer = PeerAddr::from_extensions(&parts.extensions)?;
+        Some(net_key(self.group(self.client_ip(peer, &parts.headers))))
     }
 }
 

@@ -26,7 +26,7 @@ pub use client_ip::{ClientIp, ProxyHeader};
 pub use cost::{CostFunction, UnitCost};
 pub use error::PrefixLenError;
 pub use headers::{ceil_seconds, RateLimitHeaders};
-pub use key::KeyExtractor;
+pub use key::{Key, KeyExtractor};
 pub use layer::RateLimitLayer;
 pub use peer::PeerAddr;
 pub use responses::PlainResponse;

@@ -12,6 +12,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 
+use crate::Key;
+
 /// Room for the longest text of a network, a full IPv6 address (39
 /// characters) and `/128`, and more (45 characters would hold an IPv6
 /// address written with an embedded IPv4 one).
@@ -77,6 +79,17 @@ impl fmt::Write for StackText {
 
 /// `net` as text, `203.0.113.7/32` or `2001:db8:1:2::/64`.
 pub(crate) fn net_text(net: IpNet) -> Vec<u8> {
+    with_net_text(net, <[u8]>::to_vec)
+}
+
+/// [`net_text`] as a [`Key`], held inline.
+pub(crate) fn net_key(net: IpNet) -> Key {
+    with_net_text(net, Key::from_slice)
+}
+
+/// `net`'s text, written on the stack, given to `make`.
+#[inline]
+fn with_net_text<T>(net: IpNet, make: impl FnOnce(&[u8]) -> T) -> T {
     let mut text = StackText::new();
     match net {
         IpNet::V4(v4) => text.push_v4(v4.addr()),
@@ -84,13 +97,13 @@ pub(crate) fn net_text(net: IpNet) -> Vec<u8> {
             if write!(text, "{}", v6.addr()).is_err() {
                 // Cannot happen (the buffer holds the longest address);
                 // should it, the slow way gives the same text.
-                return net.to_string().into_bytes();
+                return make(net.to_string().as_bytes());
             }
         }
     }
     text.push(b'/');
     text.push_u8(net.prefix_len());
-    text.as_bytes().to_vec()
+    make(text.as_bytes())
 }
 
 #[cfg(test)]
@@ -119,6 +132,7 @@ mod tests {
         for net in nets {
             let net: IpNet = net.parse().unwrap();
             assert_eq!(net_text(net), net.to_string().into_bytes(), "{net}");
+            assert_eq!(&*net_key(net), net.to_string().as_bytes(), "{net}");
         }
     }
 

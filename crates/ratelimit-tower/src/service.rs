@@ -1,12 +1,14 @@
 //! The service: check, then call the inner service or answer for it.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
 use ratelimit_core::{Decision, Error, FailurePolicy};
 use tower_service::Service;
 
@@ -64,24 +66,116 @@ impl<S: fmt::Debug, K, C> fmt::Debug for RateLimitService<S, K, C> {
     }
 }
 
-type Limited<B, E> = Result<Response<RateLimitBody<B>>, E>;
+/// A response the layer wrote itself: its body is never the inner
+/// service's, so it is made once and given the inner body's type when the
+/// future completes.
+type Own = Response<RateLimitBody<Infallible>>;
 
-/// The future of a [`RateLimitService`] response.
-pub struct ResponseFuture<B, E> {
-    // Boxed: the limiter's own future is already boxed (an object-safe
-    // async trait), so naming the state machine would save nothing.
-    inner: Pin<Box<dyn Future<Output = Limited<B, E>> + Send>>,
+/// Writes the quota fields of a decision on a response of the inner
+/// service; the layer's settings behind it, whatever its key extractor
+/// and cost function.
+trait WriteQuota: Send + Sync {
+    fn write_quota(&self, headers: &mut HeaderMap, decision: &Decision);
 }
 
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Limited<B, E>;
+/// The fields to write on the inner service's response once it arrives.
+struct Quota {
+    writer: Arc<dyn WriteQuota>,
+    decision: Decision,
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+/// What the limiter's answer makes of a request.
+enum Verdict {
+    /// Call the inner service; write the decision's fields when given.
+    Call(Option<Decision>),
+    /// Answer for the service.
+    Answer(Own),
+}
+
+/// The next step of a check that had to be awaited.
+enum Next<F> {
+    Call(F, Option<Quota>),
+    Answer(Own),
+}
+
+pin_project! {
+    /// The future of a [`RateLimitService`] response. `F` is the inner
+    /// service's future.
+    ///
+    /// A limiter that answers at once ([`Limiter::check_now`]) leaves
+    /// nothing to await but the inner service: the future then holds the
+    /// inner service's future and no box. Only a check that must be
+    /// awaited (a remote store) is boxed.
+    ///
+    /// [`Limiter::check_now`]: ratelimit_core::Limiter::check_now
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
     }
 }
 
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        /// The inner service was called.
+        Called {
+            #[pin]
+            call: F,
+            quota: Option<Quota>,
+        },
+        /// The layer answered; `None` once taken.
+        Answered { res: Option<Own> },
+        /// The check is awaited.
+        Waiting { next: Pin<Box<dyn Future<Output = Next<F>> + Send>> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn called(call: F, quota: Option<Quota>) -> Self {
+        Self {
+            state: State::Called { call, quota },
+        }
+    }
+
+    fn answered(res: Own) -> Self {
+        Self {
+            state: State::Answered { res: Some(res) },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<RateLimitBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut state = self.as_mut().project().state;
+            let next = match state.as_mut().project() {
+                StateProj::Called { call, quota } => {
+                    let mut res = ready!(call.poll(cx))?;
+                    if let Some(quota) = quota.take() {
+                        quota.writer.write_quota(res.headers_mut(), &quota.decision);
+                    }
+                    return Poll::Ready(Ok(res.map(RateLimitBody::inner)));
+                }
+                StateProj::Answered { res } => {
+                    let res = res.take().expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(res.map(RateLimitBody::cast)));
+                }
+                StateProj::Waiting { next } => ready!(next.as_mut().poll(cx)),
+            };
+            state.set(match next {
+                Next::Call(call, quota) => State::Called { call, quota },
+                Next::Answer(res) => State::Answered { res: Some(res) },
+            });
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -90,7 +184,7 @@ impl<B, E> fmt::Debug for ResponseFuture<B, E> {
 impl<S, K, C, ReqB, ResB> Service<Request<ReqB>> for RateLimitService<S, K, C>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
     S::Error: Send + 'static,
     K: KeyExtractor,
     C: CostFunction,
@@ -99,75 +193,102 @@ where
 {
     type Response = Response<RateLimitBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResB, S::Error>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // The key and the cost are read here rather than in the future, so
-        // the request's parts never live in the boxed future (it is moved
-        // into its box, and each field it holds across an `await` makes
-        // it larger).
         let settings = &self.shared.settings;
         let (parts, body) = req.into_parts();
-        let Some(key) = settings.key.extract(&parts) else {
+        let Some(key) = settings.key.extract_key(&parts) else {
             // The path only: a query string may carry credentials.
             tracing::warn!(
                 path = parts.uri.path(),
                 "no rate-limit key for the request; answering without calling the service"
             );
-            let res = settings.missing_key.to_response();
-            return ResponseFuture {
-                inner: Box::pin(std::future::ready(Ok(res))),
-            };
+            return ResponseFuture::answered(settings.missing_key.to_response());
         };
         let cost = settings.cost.cost(&parts);
         let req = Request::from_parts(parts, body);
         if cost == 0 {
-            let call = self.inner.call(req);
-            return ResponseFuture {
-                inner: Box::pin(async move { Ok(call.await?.map(RateLimitBody::inner)) }),
+            return ResponseFuture::called(self.inner.call(req), None);
+        }
+        // A limiter that answers at once: the instance polled ready is
+        // called here, and nothing but its future is left to await.
+        if let Some(result) = settings.limiter.check_now(&key, cost) {
+            return match self.shared.verdict(result) {
+                Verdict::Call(decision) => {
+                    let quota = decision.map(|decision| self.quota(decision));
+                    ResponseFuture::called(self.inner.call(req), quota)
+                }
+                Verdict::Answer(res) => ResponseFuture::answered(res),
             };
         }
         // The instance that was polled ready goes into the future, to be
         // called once the limiter allows; this service keeps a fresh clone
         // (tower's usual swap).
         let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
         let shared = Arc::clone(&self.shared);
         ResponseFuture {
-            inner: Box::pin(shared.handle(inner, req, key, cost)),
+            state: State::Waiting {
+                next: Box::pin(async move {
+                    let result = shared.check(&key, cost).await;
+                    match shared.verdict(result) {
+                        Verdict::Call(decision) => {
+                            let quota = decision.map(|decision| Quota {
+                                writer: shared,
+                                decision,
+                            });
+                            Next::Call(inner.call(req), quota)
+                        }
+                        Verdict::Answer(res) => Next::Answer(res),
+                    }
+                }),
+            },
         }
     }
 }
 
+impl<S, K: KeyExtractor, C: CostFunction> RateLimitService<S, K, C> {
+    fn quota(&self, decision: Decision) -> Quota {
+        Quota {
+            writer: Arc::clone(&self.shared) as Arc<dyn WriteQuota>,
+            decision,
+        }
+    }
+}
+
+impl<K: KeyExtractor, C: CostFunction> WriteQuota for Shared<K, C> {
+    fn write_quota(&self, headers: &mut HeaderMap, decision: &Decision) {
+        self.settings
+            .headers
+            .write_decision(headers, decision, &self.policy);
+    }
+}
+
 impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
-    /// Checks `key` at `cost`, then calls `inner` with `req` or answers
-    /// for it.
-    async fn handle<S, ReqB, ResB>(
-        self: Arc<Self>,
-        mut inner: S,
-        req: Request<ReqB>,
-        key: Vec<u8>,
-        cost: u64,
-    ) -> Result<Response<RateLimitBody<ResB>>, S::Error>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-    {
-        let decision = match self.check(&key, cost).await {
+    /// What the limiter's answer makes of the request: call the inner
+    /// service (with the quota fields to write, if any), or answer for it.
+    fn verdict(&self, result: Result<Decision, Error>) -> Verdict {
+        let decision = match result {
             Ok(decision) => {
                 self.settings.outage.answered();
                 decision
             }
             Err(err) if err.is_cost_rejected() => {
                 tracing::debug!(error = %err.chain(), "request cost can never fit the limit");
-                return Ok(self.cost_rejected());
+                return Verdict::Answer(self.cost_rejected());
             }
             Err(err) => {
                 self.settings.outage.failed(&err);
-                return Ok(self.refuse(&self.settings.unavailable, None, ERROR_RETRY_AFTER));
+                return Verdict::Answer(self.refuse(
+                    &self.settings.unavailable,
+                    None,
+                    ERROR_RETRY_AFTER,
+                ));
             }
         };
 
@@ -185,11 +306,7 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
             }
         };
         if decision.allowed {
-            let mut res = inner.call(req).await?;
-            if let Some(decision) = quota {
-                self.write_headers(&mut res, decision);
-            }
-            return Ok(res.map(RateLimitBody::inner));
+            return Verdict::Call(quota.copied());
         }
         let answer = match decision.degraded {
             // Nothing was counted: the service is unavailable, not the
@@ -201,7 +318,7 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
             None | Some(FailurePolicy::Fallback | FailurePolicy::Open) => &self.settings.denied,
         };
         let wait = decision.retry_after.unwrap_or(ERROR_RETRY_AFTER);
-        Ok(self.refuse(answer, quota, wait))
+        Verdict::Answer(self.refuse(answer, quota, wait))
     }
 
     async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {

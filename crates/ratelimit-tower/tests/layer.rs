@@ -344,3 +344,87 @@ async fn works_as_an_axum_layer() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// A limiter that answers only when awaited: `check_now` is the default
+/// `None`, so the layer takes its boxed path.
+struct Awaited(Arc<dyn Limiter>);
+
+#[async_trait]
+impl Limiter for Awaited {
+    async fn check(&self, key: &[u8], cost: u64) -> Result<Decision, Error> {
+        self.0.check(key, cost).await
+    }
+    async fn peek(&self, key: &[u8]) -> Result<Decision, Error> {
+        self.0.peek(key).await
+    }
+    async fn reset(&self, key: &[u8]) -> Result<(), Error> {
+        self.0.reset(key).await
+    }
+    fn policies(&self) -> &[Policy] {
+        self.0.policies()
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_answering_at_once_gives_the_responses_of_an_awaited_one() {
+    let clock = ManualClock::new(1_800_000_000_000_000);
+    let at_once = five_per_30s(&clock);
+    assert!(at_once.check_now(b"probe", 1).is_some());
+    let awaited: Arc<dyn Limiter> = Arc::new(Awaited(five_per_30s(&clock)));
+    assert!(awaited.check_now(b"probe", 1).is_none());
+    let layer = |limiter| {
+        RateLimitLayer::new(limiter)
+            .with_cost(|parts: &http::request::Parts| match parts.uri.path() {
+                "/free" => 0,
+                "/huge" => 6,
+                "/two" => 2,
+                _ => 1,
+            })
+            .layer(ok_service())
+    };
+    let (a, b) = (layer(at_once), layer(awaited));
+    let paths = ["/", "/two", "/free", "/huge", "/", "/two", "/", "/"];
+    for (i, path) in paths.iter().cycle().take(24).enumerate() {
+        if i % 7 == 6 {
+            clock.advance(Duration::from_secs(11));
+        }
+        let req = || {
+            let mut req = request("198.51.100.4:1", &[]);
+            *req.uri_mut() = path.parse().unwrap();
+            req
+        };
+        let (x, y) = (send(&a, req()).await, send(&b, req()).await);
+        assert_eq!(x.status(), y.status(), "request {i} to {path}");
+        assert_eq!(x.headers(), y.headers(), "request {i} to {path}");
+        assert_eq!(body_text(x).await, body_text(y).await);
+    }
+}
+
+#[test]
+fn client_ip_builds_the_same_key_inline_as_in_a_vector() {
+    use ratelimit_tower::{Key, KeyExtractor as _};
+    let client_ip = ClientIp::new().with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        ("203.0.113.7:1", &[]),
+        ("[2001:db8:cafe:1:2:3:4:5]:1", &[]),
+        ("[::ffff:198.51.100.9]:1", &[]),
+        (
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "8.8.8.8, 203.0.113.50")],
+        ),
+        (
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")],
+        ),
+        ("10.0.0.1:1", &[("x-forwarded-for", "not an address")]),
+    ];
+    for (peer, headers) in cases {
+        let (parts, ()) = request(peer, headers).into_parts();
+        let key = client_ip.extract_key(&parts).unwrap();
+        assert_eq!(Some(key.clone()), client_ip.extract(&parts).map(Key::from));
+        assert!(!key.is_empty(), "{peer} {headers:?}");
+    }
+    let (mut parts, ()) = request("203.0.113.7:1", &[]).into_parts();
+    parts.extensions.clear();
+    assert_eq!(client_ip.extract_key(&parts), None, "no peer, no key");
+}
