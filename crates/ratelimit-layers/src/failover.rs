@@ -1,14 +1,14 @@
 //! Decide by a failure policy when the store cannot.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use metrics::Counter;
 use ratelimit_core::{Algorithm, Decision, Error, FailurePolicy, Limiter, Policy};
 use ratelimit_memory::MemoryLimiter;
+
+use crate::outage::Outage;
 
 /// A [`Limiter`] that answers with a [`FailurePolicy`] when its inner
 /// limiter returns `Err` for another reason than a cost that can never be
@@ -56,13 +56,8 @@ pub struct Failover<L> {
     failure: FailurePolicy,
     retry_after: Duration,
     fallback: OnceLock<Arc<dyn Limiter>>,
-    /// Whether the last decision was degraded: transitions are logged.
-    degraded_now: AtomicBool,
-    degraded_total: AtomicU64,
-    /// The cause of the current (or last) degraded spell, formatted once
-    /// when it started.
-    last_error: Mutex<Option<String>>,
-    degraded_counter: Counter,
+    /// The current spell of degraded decisions, logged once each way.
+    outage: Outage,
 }
 
 impl<L: Limiter> Failover<L> {
@@ -73,10 +68,7 @@ impl<L: Limiter> Failover<L> {
             failure,
             retry_after: crate::BreakerOptions::DEFAULT_OPEN_FOR,
             fallback: OnceLock::new(),
-            degraded_now: AtomicBool::new(false),
-            degraded_total: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            degraded_counter: counter(failure),
+            outage: Outage::new(failure),
         };
         if failure == FailurePolicy::Fallback {
             // Built now rather than in the middle of an outage.
@@ -115,13 +107,13 @@ impl<L: Limiter> Failover<L> {
     /// How many decisions the failure policy has made.
     #[must_use]
     pub fn degraded_decisions(&self) -> u64 {
-        self.degraded_total.load(Ordering::Relaxed)
+        self.outage.total()
     }
 
     /// Whether the last decision was made by the failure policy.
     #[must_use]
     pub fn is_degraded(&self) -> bool {
-        self.degraded_now.load(Ordering::Relaxed)
+        self.outage.is_on()
     }
 
     /// Why the store could not decide when the current (or last) spell of
@@ -130,10 +122,7 @@ impl<L: Limiter> Failover<L> {
     /// read the cause here (and in the WARN line).
     #[must_use]
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.outage.last_error()
     }
 
     /// The wrapped limiter.
@@ -157,16 +146,7 @@ impl<L: Limiter> Failover<L> {
     /// Passes a good decision on, logging the end of a degraded spell.
     #[inline]
     fn good(&self, decision: Decision) -> Decision {
-        // One load on the healthy path; the swap makes one caller the
-        // one that logs.
-        if self.degraded_now.load(Ordering::Relaxed)
-            && self.degraded_now.swap(false, Ordering::AcqRel)
-        {
-            tracing::info!(
-                failure = %self.failure,
-                "rate-limit store deciding again: decisions are no longer degraded"
-            );
-        }
+        self.outage.ended();
         decision
     }
 
@@ -182,22 +162,11 @@ impl<L: Limiter> Failover<L> {
             // No policy may allow what can never be allowed.
             policy.validate_cost(cost)?;
         }
-        self.degraded_total.fetch_add(1, Ordering::Relaxed);
-        self.degraded_counter.increment(1);
-        if !self.degraded_now.load(Ordering::Relaxed)
-            && !self.degraded_now.swap(true, Ordering::AcqRel)
-        {
-            let text = error.chain().to_string();
-            tracing::warn!(
-                error = %text,
-                failure = %self.failure,
-                "rate-limit store cannot decide: decisions are degraded"
-            );
-            *self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(text);
-        }
+        self.outage.decided();
+        self.outage.began(
+            &error,
+            "rate-limit store cannot decide: decisions are degraded",
+        );
         let limit = policy.map_or(0, Policy::limit);
         let decision = match self.failure {
             FailurePolicy::Closed => Decision::denied(limit, 0, Duration::ZERO, self.retry_after),
@@ -216,10 +185,6 @@ impl<L: Limiter> Failover<L> {
         };
         Ok(decision.with_degraded(self.failure))
     }
-}
-
-fn counter(failure: FailurePolicy) -> Counter {
-    metrics::counter!("ratelimit_degraded_decisions_total", "failure" => failure.as_str())
 }
 
 #[async_trait]
@@ -261,7 +226,7 @@ impl<L: fmt::Debug> fmt::Debug for Failover<L> {
             .field("failure", &self.failure)
             .field("retry_after", &self.retry_after)
             .field("fallback", &self.fallback.get().map(|_| "set"))
-            .field("degraded_decisions", &self.degraded_total)
+            .field("degraded_decisions", &self.outage.total())
             .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,7 @@ mod deny_entries;
 mod failover;
 mod key_hash;
 mod metered;
+mod outage;
 mod set_layers;
 mod timeout;
 

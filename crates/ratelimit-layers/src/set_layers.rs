@@ -7,8 +7,7 @@
 //! says little about the next.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +18,7 @@ use ratelimit_core::{
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::outage::Outage;
 use crate::{CircuitBreaker, KeyHash, Metered, Timeout};
 
 #[async_trait]
@@ -195,10 +195,7 @@ pub struct SetFailover<L> {
     failure: FailurePolicy,
     retry_after: Duration,
     fallback: Option<Arc<dyn SetLimiter>>,
-    degraded_now: AtomicBool,
-    degraded_total: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    degraded_counter: Counter,
+    outage: Outage,
     settle_failures: Counter,
 }
 
@@ -212,13 +209,7 @@ impl<L: SetLimiter> SetFailover<L> {
             failure,
             retry_after: crate::BreakerOptions::DEFAULT_OPEN_FOR,
             fallback: None,
-            degraded_now: AtomicBool::new(false),
-            degraded_total: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            degraded_counter: metrics::counter!(
-                "ratelimit_degraded_decisions_total",
-                "failure" => failure.as_str()
-            ),
+            outage: Outage::new(failure),
             settle_failures: metrics::counter!("ratelimit_settle_failures_total"),
         }
     }
@@ -247,54 +238,25 @@ impl<L: SetLimiter> SetFailover<L> {
     /// How many decisions the failure policy made.
     #[must_use]
     pub fn degraded_decisions(&self) -> u64 {
-        self.degraded_total.load(Ordering::Relaxed)
+        self.outage.total()
     }
 
     /// Whether the last decision was degraded.
     #[must_use]
     pub fn is_degraded(&self) -> bool {
-        self.degraded_now.load(Ordering::Relaxed)
+        self.outage.is_on()
     }
 
     /// The cause of the current (or last) outage, as logged.
     #[must_use]
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.outage.last_error()
     }
 
     /// The wrapped limiter.
     #[must_use]
     pub fn inner(&self) -> &L {
         &self.inner
-    }
-
-    fn good(&self) {
-        if self.degraded_now.load(Ordering::Relaxed)
-            && self.degraded_now.swap(false, Ordering::AcqRel)
-        {
-            tracing::info!(
-                failure = %self.failure,
-                "rate-limit store deciding again: decisions are no longer degraded"
-            );
-        }
-    }
-
-    /// Marks the start of an outage (logging it once) and counts a
-    /// degraded decision when `decided`.
-    fn outage(&self, error: &Error, what: &str) {
-        if !self.degraded_now.load(Ordering::Relaxed)
-            && !self.degraded_now.swap(true, Ordering::AcqRel)
-        {
-            let text = error.chain().to_string();
-            tracing::warn!(error = %text, failure = %self.failure, "{what}");
-            *self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(text);
-        }
     }
 
     fn uniform(&self, allowed: bool) -> SetDecision {
@@ -321,12 +283,11 @@ impl<L: SetLimiter> SetFailover<L> {
     ) -> Result<SetCheck, Error> {
         // No policy may allow what the store would refuse.
         self.inner.policy_set().validate_costs(costs)?;
-        self.outage(
+        self.outage.began(
             &error,
             "rate-limit store cannot decide: set decisions are degraded",
         );
-        self.degraded_total.fetch_add(1, Ordering::Relaxed);
-        self.degraded_counter.increment(1);
+        self.outage.decided();
         Ok(match self.failure {
             FailurePolicy::Closed => SetCheck::new(self.uniform(false), None),
             FailurePolicy::Open => SetCheck::new(
@@ -354,7 +315,7 @@ impl<L: SetLimiter> SetLimiter for SetFailover<L> {
         match self.inner.check_set(key, costs).await {
             Ok(check) => {
                 if check.decision.degraded.is_none() {
-                    self.good();
+                    self.outage.ended();
                 }
                 Ok(check)
             }
@@ -383,7 +344,7 @@ impl<L: SetLimiter> SetLimiter for SetFailover<L> {
                 Err(e) if e.is_invalid() || e.is_cost_rejected() || e.is_data() => Err(e),
                 Err(e) => {
                     self.settle_failures.increment(1);
-                    self.outage(
+                    self.outage.began(
                         &e,
                         "rate-limit store cannot settle: estimates stay charged, leases expire by TTL",
                     );
@@ -418,7 +379,7 @@ impl<L: SetLimiter> SetLimiter for SetFailover<L> {
             Ok(d) => Ok(d),
             Err(e) if e.is_invalid() => Err(e),
             Err(e) => {
-                self.outage(
+                self.outage.began(
                     &e,
                     "rate-limit store cannot decide: set decisions are degraded",
                 );
