@@ -87,14 +87,35 @@ pub struct TierSpec {
 /// A key's hash, decoded.
 pub type KeyHash = [u8; 32];
 
-/// The gateway profile, checked.
-#[derive(Debug, Clone)]
+/// The gateway profile, checked. Its `Debug` shows each key's hash by its
+/// first 8 hex digits only, as the config's does.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Profile {
     /// The tiers, sorted by name.
     pub tiers: Vec<TierSpec>,
     /// Each key's hash and tier.
     pub keys: Vec<(KeyHash, String)>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Keys<'a>(&'a [(KeyHash, String)]);
+        impl std::fmt::Debug for Keys<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_list()
+                    .entries(self.0.iter().map(|(hash, tier)| {
+                        let head: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+                        (format!("{head}…"), tier)
+                    }))
+                    .finish()
+            }
+        }
+        f.debug_struct("Profile")
+            .field("tiers", &self.tiers)
+            .field("keys", &Keys(&self.keys))
+            .finish()
+    }
 }
 
 /// Checks the tiers and keys of the profile and builds each tier's set.
@@ -204,5 +225,17 @@ mod tests {
         assert_eq!(decode_hash(&hex[..62]), None);
         assert_eq!(decode_hash(&format!("{}zz", &hex[..62])), None);
         assert_eq!(decode_hash(&format!("{}+f", &hex[..62])), None);
+    }
+
+    #[test]
+    fn a_profile_debugs_key_hashes_by_their_first_digits_only() {
+        let hash = [0xab; 32];
+        let profile = Profile {
+            tiers: Vec::new(),
+            keys: vec![(hash, "pro".to_owned())],
+        };
+        let text = format!("{profile:?}");
+        assert!(text.contains("abababab…") && text.contains("pro"), "{text}");
+        assert!(!text.contains(&"ab".repeat(5)), "{text}");
     }
 }
