@@ -9,11 +9,11 @@ use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy};
 
 use crate::call::Failure;
 use crate::call_error::TimedOut;
-use crate::keys::{validate_prefix, KeyLayout};
-use crate::link::{connect_in_background, establish, Link};
-use crate::options::{validate_max_batch, RedisOptions, Target};
+use crate::keys::KeyLayout;
+use crate::link::{open, Link};
+use crate::options::{RedisOptions, Target};
 use crate::script::{PolicyScript, Request};
-use crate::{ConnectError, ConnectErrorKind};
+use crate::ConnectError;
 
 /// A [`Limiter`] whose state lives in Redis or Redis Cluster, so that many
 /// processes share one limit.
@@ -79,25 +79,7 @@ impl RedisLimiter {
     /// and, unless connecting lazily, an unreachable server, refused
     /// credentials, a cluster/standalone mismatch, or a timeout.
     pub async fn connect(policy: Policy, options: RedisOptions) -> Result<Self, ConnectError> {
-        validate_prefix(&options.prefix)
-            .and_then(|()| validate_max_batch(options.max_batch))
-            .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
-        if options.timeout.is_zero() {
-            return Err(ConnectError::new(
-                ConnectErrorKind::InvalidConfig,
-                "invalid `timeout`: must be longer than zero",
-            ));
-        }
-        let script = PolicyScript::new(&policy);
-        let deadline = (options.timeout * 5).max(Duration::from_secs(2));
-        let link = if options.lazy_connect {
-            validate_urls(&options.target)?;
-            let link = Arc::new(Link::pending());
-            connect_in_background(Arc::downgrade(&link), options.clone(), script, deadline);
-            link
-        } else {
-            Arc::new(Link::up(establish(&options, &script, deadline).await?))
-        };
+        let link = open(&options, PolicyScript::new(&policy)).await?;
         Ok(Self {
             keys: KeyLayout::new(&options.prefix, &policy),
             link,

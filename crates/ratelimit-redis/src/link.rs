@@ -10,9 +10,12 @@ use crate::call::Caller;
 use crate::call_error::NotConnected;
 use crate::call_metrics::CallMetrics;
 use crate::connection::Connection;
+use crate::keys::validate_prefix;
+use crate::limiter::validate_urls;
+use crate::options::validate_max_batch;
 use crate::options::{ConnectionMode, RedisOptions, Target};
 use crate::transport::{ScriptCalls, ScriptSource, Transport};
-use crate::ConnectError;
+use crate::{ConnectError, ConnectErrorKind};
 
 /// The first wait between two attempts of a lazy connection.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -104,6 +107,36 @@ pub(crate) async fn establish<S: ScriptSource>(
         caller,
         batcher,
     })
+}
+
+/// What every limiter's `connect` does: checks `options`, then connects
+/// as they say, at once, or (with `lazy_connect`) from a background task,
+/// the link failing calls until it is up. Either within `max(5 × timeout,
+/// 2 s)` per attempt.
+pub(crate) async fn open<S: ScriptSource>(
+    options: &RedisOptions,
+    script: S,
+) -> Result<Arc<Link<S::Transport>>, ConnectError> {
+    validate_prefix(&options.prefix)
+        .and_then(|()| validate_max_batch(options.max_batch))
+        .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
+    if options.timeout.is_zero() {
+        return Err(ConnectError::new(
+            ConnectErrorKind::InvalidConfig,
+            "invalid `timeout`: must be longer than zero",
+        ));
+    }
+    let deadline = (options.timeout * 5).max(Duration::from_secs(2));
+    if options.lazy_connect {
+        validate_urls(&options.target)?;
+        let link = Arc::new(Link::pending());
+        connect_in_background(Arc::downgrade(&link), options.clone(), script, deadline);
+        Ok(link)
+    } else {
+        Ok(Arc::new(Link::up(
+            establish(options, &script, deadline).await?,
+        )))
+    }
 }
 
 /// Brings `link` up from a background task: attempts until one succeeds,

@@ -17,13 +17,13 @@ use tokio::runtime::Handle;
 
 use crate::call::Failure;
 use crate::call_error::TimedOut;
-use crate::keys::{validate_prefix, SetKeyLayout};
-use crate::link::{connect_in_background, establish, Link};
-use crate::options::{validate_max_batch, RedisOptions};
+use crate::keys::SetKeyLayout;
+use crate::link::{open, Link};
+use crate::options::RedisOptions;
 use crate::set_script::{
     Arg, Entry, Op, Refusal, SetCalls, SetReply, SetRequest, SetScript, MAX_AMOUNT,
 };
-use crate::{ConnectError, ConnectErrorKind};
+use crate::ConnectError;
 
 /// A [`SetLimiter`] whose state lives in Redis or Redis Cluster: several
 /// named policies checked all or nothing for one key, receipts settled
@@ -108,20 +108,9 @@ impl RedisSetLimiter {
     /// A [`ConnectError`] as [`RedisLimiter::connect`](crate::RedisLimiter::connect)
     /// returns.
     pub async fn connect(set: PolicySet, options: RedisOptions) -> Result<Self, ConnectError> {
-        validate_prefix(&options.prefix)
-            .and_then(|()| validate_max_batch(options.max_batch))
-            .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
-        if options.timeout.is_zero() {
-            return Err(ConnectError::new(
-                ConnectErrorKind::InvalidConfig,
-                "invalid `timeout`: must be longer than zero",
-            ));
-        }
-        let script = SetScript::new(&set);
-        let deadline = (options.timeout * 5).max(Duration::from_secs(2));
-        let keys = SetKeyLayout::new(&options.prefix);
-        let make = |link| Inner {
-            keys,
+        let link = open(&options, SetScript::new(&set)).await?;
+        let inner = Arc::new(Inner {
+            keys: SetKeyLayout::new(&options.prefix),
             link,
             clock: options.clock.clone(),
             timeout: options.timeout,
@@ -131,16 +120,7 @@ impl RedisSetLimiter {
             settles_failed: metrics::counter!("ratelimit_redis_settles_failed_total"),
             releases_lost: metrics::counter!("ratelimit_redis_releases_lost_total"),
             set,
-        };
-        let inner = if options.lazy_connect {
-            crate::limiter::validate_urls(&options.target)?;
-            let link = Arc::new(Link::pending());
-            connect_in_background(Arc::downgrade(&link), options.clone(), script, deadline);
-            Arc::new(make(link))
-        } else {
-            let ready = establish(&options, &script, deadline).await?;
-            Arc::new(make(Arc::new(Link::up(ready))))
-        };
+        });
         Ok(Self { inner })
     }
 
