@@ -8,7 +8,8 @@
 //! timeline through a manual clock set to the same instant, so the window
 //! cannot turn during the run and exactly the limit must pass.
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,23 +37,9 @@ fn main() {
 fn orchestrate() {
     let server = RedisServer::start();
     let prefix = format!("procs-{}:", std::process::id());
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let children: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            Command::new(&exe)
-                .env(WORKER, format!("{} {prefix}", server.url()))
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("a worker process starts")
-        })
-        .collect();
     let mut total = 0;
-    for child in children {
-        let out = child.wait_with_output().expect("the worker finishes");
-        assert!(out.status.success(), "a worker failed: {}", out.status);
-        let text = String::from_utf8_lossy(&out.stdout);
+    for text in support::run_workers(WORKER, WORKERS, &format!("{} {prefix}", server.url())) {
         total += text
-            .trim()
             .parse::<u64>()
             .unwrap_or_else(|_| panic!("a worker printed {text:?}"));
     }

@@ -10,7 +10,8 @@
 //! All share one timeline through a manual clock set to the same instant,
 //! so the window cannot turn and exactly the limit must pass.
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,23 +52,9 @@ fn main() {
 fn orchestrate() {
     let server = RedisServer::start();
     let prefix = format!("setprocs-{}:", std::process::id());
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let children: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            Command::new(&exe)
-                .env(WORKER, format!("{} {prefix}", server.url()))
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("a worker process starts")
-        })
-        .collect();
     let (mut total, mut most) = (0, 0);
-    for child in children {
-        let out = child.wait_with_output().expect("the worker finishes");
-        assert!(out.status.success(), "a worker failed: {}", out.status);
-        let text = String::from_utf8_lossy(&out.stdout);
+    for text in support::run_workers(WORKER, WORKERS, &format!("{} {prefix}", server.url())) {
         let (admitted, held) = text
-            .trim()
             .split_once(' ')
             .and_then(|(a, h)| Some((a.parse::<u64>().ok()?, h.parse::<u64>().ok()?)))
             .unwrap_or_else(|| panic!("a worker printed {text:?}"));

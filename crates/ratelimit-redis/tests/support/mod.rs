@@ -87,3 +87,30 @@ pub fn differential_cases(
             })
         })
 }
+
+/// Re-runs this test binary as `workers` processes, each told `task`
+/// through the environment variable `var`, and returns what each printed,
+/// trimmed, once all have succeeded: the orchestrating half of a test
+/// binary that is its own worker.
+pub fn run_workers(var: &str, workers: usize, task: &str) -> Vec<String> {
+    use std::process::{Command, Stdio};
+
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let children: Vec<_> = (0..workers)
+        .map(|_| {
+            Command::new(&exe)
+                .env(var, task)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("a worker process starts")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().expect("the worker finishes");
+            assert!(out.status.success(), "a worker failed: {}", out.status);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}
