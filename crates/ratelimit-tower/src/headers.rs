@@ -299,7 +299,7 @@ pub(crate) fn write_retry_after(headers: &mut HeaderMap, wait: Duration) {
 /// end of the next window when the current count is not zero, which is
 /// exactly when it exceeds one window; otherwise it is the end of this
 /// window (or zero).
-fn reset(decision: &Decision, policy: Option<&Policy>) -> Duration {
+pub(crate) fn reset(decision: &Decision, policy: Option<&Policy>) -> Duration {
     let full = decision.reset_after;
     let reset = match policy {
         Some(Policy::SlidingWindow(p)) => {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use ratelimit_core::{ConfigError, Decision, Limit, Policy, PolicySet, SetDecision};
+use ratelimit_core::{ConfigError, Decision, Limit, PolicySet, SetDecision};
 
 use crate::ceil_seconds;
 
@@ -340,26 +340,11 @@ impl SetHeaders {
 /// from another policy, and a `requests` quota does not reset because the
 /// `tokens` quota will admit again.
 fn reset(decision: &Decision, limit: &Limit) -> Option<Duration> {
-    let Limit::Rate(policy) = limit else {
-        return None;
-    };
-    let full = decision.reset_after;
-    let reset = match policy {
-        Policy::SlidingWindow(p) => {
-            // `reset_after` is the end of the next window when the current
-            // count is not zero, which is exactly when it exceeds one
-            // window; otherwise the end of this one.
-            let window = p.window();
-            let end = full.checked_sub(window).filter(|end| !end.is_zero());
-            end.unwrap_or(full).min(window)
-        }
-        Policy::FixedWindow(_) | Policy::TokenBucket(_) => full,
-    };
-    // The draft: `t` SHOULD name the same instant as Retry-After.
-    Some(match decision.retry_after {
-        Some(wait) => reset.min(wait),
-        None => reset,
-    })
+    match limit {
+        // The same rule as a single policy's `t` (`headers::reset`).
+        Limit::Rate(policy) => Some(crate::headers::reset(decision, Some(policy))),
+        Limit::Concurrency(_) => None,
+    }
 }
 
 /// A duration as OpenAI's `x-ratelimit-reset-*` fields write it (Go's
@@ -417,7 +402,7 @@ fn text(s: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratelimit_core::{Concurrency, NamedLimit};
+    use ratelimit_core::{Concurrency, NamedLimit, Policy};
 
     const S: Duration = Duration::from_secs(1);
 
