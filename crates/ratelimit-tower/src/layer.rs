@@ -8,7 +8,7 @@ use http::StatusCode;
 use ratelimit_core::Limiter;
 use tower_layer::Layer;
 
-use crate::outage::Outage;
+use crate::outage::OutageLog;
 use crate::{
     ClientIp, CostFunction, KeyExtractor, PlainResponse, RateLimitHeaders, RateLimitService,
     UnitCost,
@@ -67,7 +67,7 @@ pub(crate) struct Settings<K, C> {
     pub(crate) check_timeout: Option<Duration>,
     /// Shared by every service of this layer (and its clones), so one
     /// outage logs one WARN however many routes the layer wraps.
-    pub(crate) outage: Arc<Outage>,
+    pub(crate) outage: Arc<OutageLog>,
 }
 
 impl RateLimitLayer {

@@ -28,6 +28,7 @@ pub use error::PrefixLenError;
 pub use headers::{ceil_seconds, RateLimitHeaders};
 pub use key::{Key, KeyExtractor};
 pub use layer::RateLimitLayer;
+pub use outage::OutageLog;
 pub use peer::PeerAddr;
 pub use responses::PlainResponse;
 pub use service::{RateLimitService, ResponseFuture};

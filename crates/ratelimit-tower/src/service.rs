@@ -283,7 +283,7 @@ impl<K: KeyExtractor, C: CostFunction> Shared<K, C> {
                 return Verdict::Answer(self.cost_rejected());
             }
             Err(err) => {
-                self.settings.outage.failed(&err);
+                self.settings.outage.failed(&err.chain());
                 return Verdict::Answer(self.refuse(
                     &self.settings.unavailable,
                     None,

@@ -11,7 +11,6 @@
 mod config;
 mod handler;
 mod identity;
-mod outage;
 mod reload;
 mod responses;
 mod set_backend;
@@ -20,7 +19,7 @@ mod tiers;
 
 use std::sync::Arc;
 
-use ratelimit_tower::ClientIp;
+use ratelimit_tower::{ClientIp, OutageLog};
 
 pub use config::{
     check_profile, ApiKeyConfig, GatewaySettings, KeyHash, Profile, TierConfig, TierSpec,
@@ -33,7 +32,6 @@ pub use set_backend::{
     build_set_limiter_factory, factory_of, memory_set_limiter_factory, SetLimiterFactory,
 };
 
-use outage::Outage;
 use tiers::{Current, Tiers};
 
 use crate::{AppOptions, Config};
@@ -43,7 +41,7 @@ use crate::{AppOptions, Config};
 pub struct Gateway {
     current: Current,
     client_ip: ClientIp,
-    outage: Outage,
+    outage: OutageLog,
     factory: SetLimiterFactory,
     /// Held by a reload from reading the tiers in force to swapping in the
     /// new ones, so two reloads never build on the same old tiers.
@@ -90,7 +88,7 @@ impl Gateway {
         Ok(Self {
             current: Current::new(tiers),
             client_ip: config.client_ip_extractor()?,
-            outage: Outage::default(),
+            outage: OutageLog::default(),
             factory,
             reloading: tokio::sync::Mutex::new(()),
         })
