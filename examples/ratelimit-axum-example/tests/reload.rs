@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::process::{ConfigFile, Process};
@@ -74,11 +74,21 @@ fn good(requests: u64) -> String {
     profile(requests, &format!("key_secret = \"{SECRET}\""))
 }
 
-/// Requests until told to stop, from `workers` tasks; every answer's
-/// status and `requests` remaining, in the order they came.
+/// One answer: its status, its `requests` remaining, and two ticks of a
+/// clock shared by all workers: when its request was sent, and when its
+/// head came back.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    status: u16,
+    remaining: u64,
+    sent: u64,
+    answered: u64,
+}
+
+/// Requests until told to stop, from `workers` tasks; every answer.
 struct Load {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(u16, u64)>>>,
+    seen: Arc<Mutex<Vec<Answer>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -86,12 +96,15 @@ impl Load {
     fn start(addr: std::net::SocketAddr, workers: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let ticks = Arc::new(AtomicU64::new(0));
         let client = reqwest::Client::new();
         let tasks = (0..workers)
             .map(|_| {
                 let (stop, seen, client) = (Arc::clone(&stop), Arc::clone(&seen), client.clone());
+                let ticks = Arc::clone(&ticks);
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
+                        let sent = ticks.fetch_add(1, Ordering::SeqCst);
                         let res = client
                             .post(format!("http://{addr}/api/generate"))
                             .header("content-type", "application/json")
@@ -99,6 +112,7 @@ impl Load {
                             .send()
                             .await
                             .unwrap();
+                        let answered = ticks.fetch_add(1, Ordering::SeqCst);
                         let status = res.status().as_u16();
                         let remaining = res
                             .headers()
@@ -112,7 +126,12 @@ impl Load {
                             status != 200 || body.ends_with("data: [DONE]\n\n"),
                             "{body}"
                         );
-                        seen.lock().unwrap().push((status, remaining));
+                        seen.lock().unwrap().push(Answer {
+                            status,
+                            remaining,
+                            sent,
+                            answered,
+                        });
                     }
                 })
             })
@@ -131,7 +150,7 @@ impl Load {
         }
     }
 
-    async fn finish(self) -> Vec<(u16, u64)> {
+    async fn finish(self) -> Vec<Answer> {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             task.await.unwrap();
@@ -178,29 +197,49 @@ async fn reload_under_load_keeps_counts_fails_nothing_and_rejects_a_bad_file() {
     let seen = load.finish().await;
 
     assert!(
-        seen.iter().all(|(status, _)| *status == 200),
+        seen.iter().all(|a| a.status == 200),
         "no request failed: {:?}",
-        seen.iter().filter(|(s, _)| *s != 200).collect::<Vec<_>>()
+        seen.iter().filter(|a| a.status != 200).collect::<Vec<_>>()
     );
-    // Every answer took one request from one shared count: under each
-    // limit in force, `limit - remaining` is the number of requests made
-    // so far (at most the answers seen, at least those finished before
-    // it): never a reset, which would start again near zero.
+    // Every answer took one request from one shared count, so under each
+    // limit in force `limit - remaining` is the number of requests counted
+    // so far. It is at least one more than the answers whose head came
+    // back before this request was sent (they were counted before it), and
+    // at most the requests sent before its head came back. A reset would
+    // break the first bound: the count would start again near zero.
     let total = seen.len() as u64;
-    for (i, (_, remaining)) in seen.iter().enumerate() {
+    for (i, answer) in seen.iter().enumerate() {
         let limit = [100_000, 200_000, 300_000]
             .into_iter()
-            .find(|limit| *limit > *remaining && limit - remaining <= total)
-            .unwrap_or_else(|| panic!("answer {i}: remaining {remaining} fits no limit"));
-        let used = limit - remaining;
+            .find(|limit| *limit > answer.remaining && limit - answer.remaining <= total)
+            .unwrap_or_else(|| panic!("answer {i}: {answer:?} fits no limit"));
+        let used = limit - answer.remaining;
+        let before = seen.iter().filter(|b| b.answered < answer.sent).count() as u64;
+        let sent_before = seen.iter().filter(|b| b.sent < answer.answered).count() as u64;
         assert!(
-            used + 8 > i as u64,
-            "answer {i}: {used} used: a count was reset"
+            used > before,
+            "answer {i} ({answer:?}): {used} used, {before} answered before it was sent: a count was reset"
+        );
+        assert!(
+            used <= sent_before,
+            "answer {i} ({answer:?}): {used} used, {sent_before} sent before its answer"
         );
     }
-    // The last limit is in force, and counts all requests.
-    let (_, last) = seen.last().unwrap();
-    assert!(300_000 - last >= total - 4, "{last} after {total}");
+    // The last limit is in force, and counts every request: one more,
+    // after all others ended, sees exactly `total + 1` used.
+    let res = reqwest::Client::new()
+        .post(format!("http://{addr}/api/generate"))
+        .header("content-type", "application/json")
+        .body(r#"{"messages":[{"role":"user","content":"Hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let last: u64 = res.headers()["x-ratelimit-remaining-requests"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(300_000 - last, total + 1, "{last} after {total}");
 
     let log = service.lines().join("\n");
     assert!(log.contains("key_secret"), "the field is named: {log}");
