@@ -284,13 +284,21 @@ fn a_foreign_value_is_a_data_error_and_changes_nothing() {
         .await
         .expect("connect");
         let key = limiter.redis_key(b"k");
-        // A value of the wrong length where the tokens' state goes.
-        let _: () = redis::cmd("HSET")
-            .arg(&key[..])
-            .arg("tokens:tbs")
-            .arg("abc")
-            .query(&mut c)
-            .unwrap();
+        let get = |c: &mut redis::Connection| -> Vec<u8> {
+            redis::cmd("GET").arg(&key[..]).query(c).unwrap()
+        };
+        let set = |c: &mut redis::Connection, value: &[u8]| {
+            let _: () = redis::cmd("SET").arg(&key[..]).arg(value).query(c).unwrap();
+        };
+        // A value as the limiter writes it, holding a lease: the header (9
+        // bytes), requests (id, k, count), tokens (id, tat, rf, seen),
+        // streams (id, 1 lease, the lease).
+        let taken = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap();
+        std::mem::forget(taken.receipt);
+        let value = get(&mut c);
+        assert_eq!(value.len(), 9 + 24 + 32 + 16 + 24);
+        // Cut short in the tokens' section.
+        set(&mut c, &value[..9 + 24 + 20]);
         let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
         assert!(e.is_data(), "{e}");
         assert!(
@@ -301,24 +309,35 @@ fn a_foreign_value_is_a_data_error_and_changes_nothing() {
             !e.chain().to_string().contains("k}"),
             "the key stays out: {e}"
         );
-        let fields: Vec<String> = redis::cmd("HKEYS").arg(&key[..]).query(&mut c).unwrap();
         assert_eq!(
-            fields,
-            ["tokens:tbs"],
+            get(&mut c),
+            value[..9 + 24 + 20],
             "nothing taken from the other policies, no lease taken"
         );
-        // Leases of a foreign shape.
+        // More leases counted than the value holds.
+        let mut leases = value.clone();
+        leases[9 + 24 + 32 + 8..9 + 24 + 32 + 16].copy_from_slice(&2.0f64.to_le_bytes());
+        set(&mut c, &leases);
+        let e = limiter.peek_set(b"k").await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(e.chain().to_string().contains("\"streams\""), "{e}");
+        let e = limiter.check_set(b"k", &[1, 1, 0]).await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert_eq!(get(&mut c), leases, "nothing written");
+        // The value as written still reads.
+        set(&mut c, &value);
+        assert_eq!(held(&limiter, b"k").await, 1);
+        // A hash under the key (the layout before this one).
+        let _: () = redis::cmd("DEL").arg(&key[..]).query(&mut c).unwrap();
         let _: () = redis::cmd("HSET")
             .arg(&key[..])
             .arg("tokens:tbs")
             .arg(vec![0u8; 24])
-            .arg("streams:cc")
-            .arg("x")
             .query(&mut c)
             .unwrap();
-        let e = limiter.peek_set(b"k").await.unwrap_err();
+        let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
         assert!(e.is_data(), "{e}");
-        assert!(e.chain().to_string().contains("\"streams\""), "{e}");
+        assert!(e.chain().to_string().contains("the set's key"), "{e}");
         // The key itself of another type.
         let _: () = redis::cmd("DEL").arg(&key[..]).query(&mut c).unwrap();
         let _: () = redis::cmd("SET")

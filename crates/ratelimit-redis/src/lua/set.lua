@@ -3,36 +3,51 @@
 -- ported exactly. One call runs one or more operations of one set, in
 -- order, each as if it were its own call.
 --
--- One Redis key per (set, key): a hash with one field per policy,
--- '<name>:<tag>', read with one HMGET and written with one HSET:
---   a rate policy   its state, little-endian doubles: fixed (k, count),
---                   sliding (k, prev, curr), bucket (tat), a bucket
---                   keeping a ledger (tat, rf, seen)
---   a concurrency   its leases, packed: per lease its 16-byte id and its
---   policy          expiry in µs, a double ('' or absent: none)
--- and, on the server's time, the field ':ttl' holding the key's expiry
--- (Unix ms) as last set, so that the key's PEXPIREAT is sent only when
--- it must move later. The key expires (rounded up to a whole second) no
--- sooner than every field's state stops mattering; a field kept past its
--- own expiry is equivalent to one never written (PolicySet::is_idle), and
--- every call but a peek first drops the expired leases, so a crashed
--- holder's lease is forgotten at its expiry.
+-- One Redis key per (set, key): a string, read for the whole call with one
+-- MGET (one GET for a call of one operation) and written with one SET
+-- carrying its expiry. Its layout, numbers little-endian doubles:
+--   a header      a byte 1 (the layout's version) and, on the server's
+--                 time, the key's expiry (Unix ms) as last set (0 on an
+--                 injected clock), so that an expiry is sent only when it
+--                 must move later (else the SET keeps the key's TTL)
+--   per policy    its id (see below), then its state: fixed window (k,
+--   a section     count), sliding window (k, prev, curr), token bucket
+--                 (tat), a bucket keeping a ledger (tat, rf, seen), a
+--                 concurrency policy its number of leases n, then n leases
+--                 of 24 bytes: a 16-byte id and an expiry in µs
+-- A policy's id is a 49-bit hash of its name times 8 plus its tag (1
+-- fixed, 2 sliding, 3 bucket, 4 bucket with a ledger, 5 concurrency), so
+-- that a renamed policy or a changed algorithm reads as new while a
+-- changed limit keeps its state. The script writes the sections of the
+-- set's rate policies first, in set order, then its concurrency policies'
+-- (so one struct.unpack reads every number but the leases), then,
+-- unchanged, the sections of policies it does not know (another set's,
+-- sharing the key during a reload): a value in that order is read on the
+-- fast path, any other is parsed section by section. A section never
+-- written reads as zeros, which every policy takes as new.
+--
+-- The key expires (rounded up to a whole second) no sooner than every
+-- section's state stops mattering; a state kept past its own expiry is
+-- equivalent to one never written (PolicySet::is_idle), and every call but
+-- a peek first drops the expired leases, so a crashed holder's lease is
+-- forgotten at its expiry.
 --
 -- Calling convention:
 --   KEYS      one key per operation
 --   ARGV[1]   '' to read the server's TIME once for the whole call, or
 --             'injected' when each operation carries its own now
 --   ARGV[2]   with an injected clock, the least TTL in ms of a key written
---   ARGV[3]   NPOL, the number of policies
---   then per policy 6 values: kind (1 fixed window, 2 sliding window,
---   3 token bucket, 4 concurrency), settles ('1' or '0'), three
---   parameters: fixed (limit, window_us, window_ms), sliding (limit,
---   window_us, window_ms), bucket (interval_us, span_us, 0), concurrency
---   (limit, ttl_us, 0); and its field name
+--   ARGV[3]   the set, packed: per policy '<BBdddd': kind (1 fixed window,
+--             2 sliding window, 3 token bucket, 4 concurrency), settles (1
+--             or 0), three parameters: fixed (limit, window_us,
+--             window_ms), sliding (limit, window_us, window_ms), bucket
+--             (interval_us, span_us, 0), concurrency (limit, ttl_us, 0);
+--             and its id
 --   then per operation, in the order of KEYS, one packed argument: its
 --   code (one byte), with an injected clock its now in µs (a double), and
 --   per policy (a number is a little-endian double, an id slot a byte 1
---   and the 16-byte lease id, or 17 zero bytes for none):
+--   and the lease id as four little-endian 32-bit words, or 17 zero bytes
+--   for none):
 --     'c' check    rate: cost; concurrency: cost and the id slot of the
 --                  lease to take
 --     's' settle   rate: taken, actual (at most 2^53), mark a, b, c (a
@@ -44,12 +59,14 @@
 --   and each tonumber() a parse: together they cost more than a
 --   decision's arithmetic.)
 -- Returns an array of one string per operation, starting with a status
--- byte:
---   0  done: then per policy encode(ENTRY, allowed, remaining,
---      reset_after_us, retry_after_us, m1, m2, m3): a check's marks (a
---      window: k; a bucket: tat, rf, at; a lease: its expiry, 0 for none;
---      all zero when denied); a renew's allowed is 1 for a lease still
---      held and m1 its new expiry; a release: the number freed (a double)
+-- byte, then doubles:
+--   0  done: a check allowed: per policy remaining, reset_after_us and its
+--      marks (a window: k; a bucket: tat, rf, at; a concurrency policy:
+--      its lease's expiry, 0 for none); a check denied (status 3), a
+--      settle or a peek: per policy r, remaining, reset_after_us, with r
+--      -1 when the policy allows, else its retry_after_us; a renew: per
+--      concurrency policy its lease's new expiry, 0 when it is no longer
+--      held (or none was given); a release: the number freed
 --   1  a settle refused (nothing changed but its leases released): then
 --      encode(FAULT, policy index from 0, reason, count) with reason 1
 --      (actual != taken on a policy not declared to settle), 2 (a window
@@ -58,6 +75,12 @@
 --   2  the key holds a value this script did not write (nothing changed):
 --      then the policy index byte (255: the key itself) and a message
 --      (never the key)
+--
+-- Inside Redis's Lua, every string made, every tonumber and every
+-- redis.call costs more than a decision's arithmetic: an operation reads
+-- its argument with one struct.unpack and the key's numbers with another,
+-- makes one string for the value it writes (when it changes anything) and
+-- one for its reply, and runs one SET.
 --
 -- Lua numbers are doubles: every value stays below 2^53 in the domain the
 -- policies are validated for (see prelude.lua), and an actual amount is
@@ -72,114 +95,236 @@ if not injected then
 end
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
 local encode, decode = struct.pack, struct.unpack
-local call, try, format, char, sub, concat, byte = redis.call, redis.pcall, string.format,
-  string.char, string.sub, table.concat, string.byte
+local call, try, format, char, sub, concat, byte, rep = redis.call, redis.pcall, string.format,
+  string.char, string.sub, table.concat, string.byte, string.rep
 local spread = unpack
 local min_ttl = tonumber(ARGV[2])
-local NPOL = tonumber(ARGV[3])
 
-local ENTRY = '<Bdddddd'
-local FAULT = '<BBBd'
+local FAULT = 'BBBd'
 local FW, SW, TB, CC = 1, 2, 3, 4
 local U32 = 4294967295
 local EXACT = 9007199254740992
 local LEASE = 24
 local LEASE_FMT = '<I4I4I4I4d'
-local TTL = ':ttl'
+local VERSION = 1
 local C, S, R, X, P = byte('csrxp', 1, 5)
 
--- The set, and the HMGET of every field (the key goes in at [2]).
-local kind, settles, pa, pb, pc, field, size = {}, {}, {}, {}, {}, {}, {}
-local hmget = { 'HMGET', false }
-local arg = 4
-for j = 1, NPOL do
-  local k = tonumber(ARGV[arg])
-  kind[j] = k
-  settles[j] = ARGV[arg + 1] == '1'
-  pa[j], pb[j], pc[j] = tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3]), tonumber(ARGV[arg + 4])
-  field[j] = ARGV[arg + 5]
-  hmget[j + 2] = field[j]
-  if k == FW then
-    size[j] = 16
-  elseif k == SW or (k == TB and settles[j]) then
-    size[j] = 24
-  else
-    size[j] = 8
+-- The set. Per policy: kind, settles, parameters, id; nst the numbers
+-- of its state (a concurrency policy: its count of leases); at its id's
+-- index in a value's numbers as read (see below). `rates` and `ccs` list
+-- the rate and the concurrency policies, in set order.
+local desc = ARGV[3]
+local NPOL = #desc / 34
+local kind, settles, ledger, pa, pb, pc, id, nst, at = {}, {}, {}, {}, {}, {}, {}, {}, {}
+local rates, ccs = {}, {}
+do
+  local d = { decode('<' .. rep('BBdddd', NPOL), desc) }
+  for j = 1, NPOL do
+    local o = 6 * j - 6
+    local k = d[o + 1]
+    kind[j], settles[j] = k, d[o + 2] == 1
+    pa[j], pb[j], pc[j], id[j] = d[o + 3], d[o + 4], d[o + 5], d[o + 6]
+    ledger[j] = k == TB and settles[j]
+    if k == CC then
+      ccs[#ccs + 1] = j
+      nst[j] = 1
+    else
+      rates[#rates + 1] = j
+      if k == FW then nst[j] = 2 elseif k == TB and not ledger[j] then nst[j] = 1 else nst[j] = 3 end
+    end
   end
-  arg = arg + 6
 end
-hmget[NPOL + 3] = TTL
+local NCC = #ccs
+-- The state's numbers as one struct format, which reads and writes the
+-- header, every rate policy's section and the first concurrency policy's
+-- id and count: HEAD reads them (FN numbers, FSIZE bytes), BODY writes
+-- them and, as a string, all that follows (the leases, the other
+-- concurrency policies' sections, the unknown sections). ZERO: a key
+-- never written.
+local FN, FSIZE, HEAD, BODY, ZERO
+do
+  local f, z = { '<Bd' }, { VERSION, 0 }
+  local function section(j, n)
+    at[j] = #z + 1
+    f[#f + 1] = rep('d', n + 1)
+    z[#z + 1] = id[j]
+    for _ = 1, n do z[#z + 1] = 0 end
+  end
+  for _, j in ipairs(rates) do section(j, nst[j]) end
+  if NCC > 0 then section(ccs[1], 1) end
+  HEAD = concat(f)
+  BODY = HEAD .. 'c0'
+  FN = #z
+  FSIZE = 1 + 8 * (FN - 1)
+  ZERO = z
+end
 
--- The operation's key and its fields as read; the fields it writes (an
--- HSET being built) and the latest expiry among them.
-local key, vals
-local hset, nset, latest = { 'HSET', false }, 2, 0
-
--- Per policy, reused by every operation: a rate state before (a, b, c)
--- and after (x, y, z), the instant applied; a decision; a lease field's
--- leases kept, held, first and last expiry.
-local a0, b0, c0, x1, y1, z1, inst, cost = {}, {}, {}, {}, {}, {}, {}, {}
+-- The operation's key, its stored value (v, '' for none) and its
+-- numbers (s, the HEAD's, in place: what is decided is written back into
+-- it); per concurrency policy, where its leases start in v (lp) and how
+-- many (ln); the unknown sections (`tail`, a string, or the position in v
+-- where they start).
+local key, v, s, tail
+local lp, ln = {}, {}
+-- Whether the operation changes the value, and the latest instant (µs)
+-- at which a part it changed stops mattering.
+local dirty, latest = false, 0
+-- Per policy, reused by every operation: a rate state after (x, y, z),
+-- the instant applied; a decision; a concurrency policy's leases held
+-- (their count), first and last expiry, and the leases to write (nil:
+-- those stored) and how many.
+local x1, y1, z1, inst = {}, {}, {}, {}
 local ok, rem, rst, rty = {}, {}, {}, {}
-local kept, held, first, last, changed = {}, {}, {}, {}, {}
+local held, first, last, block, count = {}, {}, {}, {}, {}
 -- Per policy, the operation's arguments: a check's cost; a lease id (has,
 -- and its four 32-bit words); a settle's taken, actual and mark.
-local has, w1, w2, w3, w4 = {}, {}, {}, {}, {}
+local cost, has, w1, w2, w3, w4 = {}, {}, {}, {}, {}, {}
 local taken, actual, ma, mb, mc = {}, {}, {}, {}, {}
 
 local function foreign(j, message)
-  return char(2, j - 1) .. message
+  return { j - 1, message }
 end
 
--- Reads the operation's key: nil, or the reply for a key of another type.
-local function load(k)
+-- Reads v, not in the fast path's order, section by section: into s, lp,
+-- ln and tail. Returns nil, or the reply for a value this script did not
+-- write.
+local function parse_sections()
+  local size = #v
+  if size < 9 or byte(v, 1) ~= VERSION then
+    return foreign(256, format('a value of %d bytes, not one this script wrote', size))
+  end
+  s = { spread(ZERO, 1, FN) }
+  s[2] = decode('<d', v, 2)
+  for _, j in ipairs(ccs) do ln[j], lp[j] = 0, 1 end
+  local index = {}
+  for j = 1, NPOL do index[id[j]] = j end
+  local seen, others, pos = {}, {}, 10
+  while pos <= size do
+    if pos + 7 > size then
+      return foreign(256, format('a section cut short at byte %d of %d', pos, size))
+    end
+    local sid = decode('<d', v, pos)
+    local tag = sid % 8
+    local j = index[sid]
+    local n, bytes = 0, 0
+    if tag == 1 then
+      n = 2
+    elseif tag == 2 or tag == 4 then
+      n = 3
+    elseif tag == 3 then
+      n = 1
+    elseif tag == 5 then
+      if pos + 15 > size then
+        return foreign(j or 256, format('a section cut short at byte %d of %d', pos, size))
+      end
+      local leases = decode('<d', v, pos + 8)
+      if leases < 0 or leases ~= floor(leases) or pos + 15 + leases * LEASE > size then
+        return foreign(j or 256, format('%s leases in %d bytes', leases, size - pos - 15))
+      end
+      n, bytes = 1, leases * LEASE
+    else
+      return foreign(j or 256, format('a section of tag %s at byte %d', tag, pos))
+    end
+    local stop = pos + 8 * (n + 1) + bytes
+    if stop - 1 > size then
+      return foreign(j or 256, format('a section of %d bytes cut short', stop - pos))
+    end
+    if j then
+      if seen[j] then return foreign(j, 'a policy stored twice') end
+      seen[j] = true
+      if kind[j] == CC then
+        ln[j], lp[j] = bytes / LEASE, pos + 16
+        if j == ccs[1] then s[at[j] + 1] = ln[j] end
+      else
+        for i = 1, n do s[at[j] + i] = decode('<d', v, pos + 8 * i) end
+      end
+    else
+      others[#others + 1] = sub(v, pos, stop - 1)
+    end
+    pos = stop
+  end
+  tail = concat(others)
+  return nil
+end
+
+-- Reads the operation's key: sets key, v, s, lp, ln, tail. Returns nil,
+-- or the reply for a key this script did not write (its index 255: the
+-- key itself).
+local function load(k, stored)
   key = k
-  hmget[2] = k
-  local r = try(spread(hmget))
-  if r.err then return char(2, 255) .. r.err end
-  vals = r
+  dirty, latest = false, 0
+  for _, j in ipairs(ccs) do ln[j], lp[j], block[j], count[j] = 0, 1, nil, 0 end
+  if not stored then stored = try('GET', k) end
+  if type(stored) == 'table' then return { 255, stored.err } end
+  if not stored then
+    v, s, tail = '', { spread(ZERO, 1, FN) }, 1
+    return nil
+  end
+  v = stored
+  local size = #v
+  -- The fast path: the set's own sections first, in its order.
+  if size >= FSIZE then
+    s = { decode(HEAD, v) }
+    local fast = s[1] == VERSION
+    if fast then
+      for j = 1, NPOL do
+        if at[j] and s[at[j]] ~= id[j] then
+          fast = false
+          break
+        end
+      end
+    end
+    local pos = s[FN + 1]
+    for c = 1, NCC do
+      if not fast then break end
+      local j, n = ccs[c], nil
+      if c == 1 then
+        n = s[FN]
+      elseif pos + 15 <= size then
+        local sid
+        sid, n = decode('<dd', v, pos)
+        if sid ~= id[j] then fast = false end
+        pos = pos + 16
+      else
+        fast = false
+      end
+      if fast and n >= 0 and n == floor(n) and pos + n * LEASE - 1 <= size then
+        lp[j], ln[j] = pos, n
+        pos = pos + n * LEASE
+      else
+        fast = false
+      end
+    end
+    if fast then
+      tail = pos
+      for _, j in ipairs(ccs) do count[j] = ln[j] end
+      return nil
+    end
+  end
+  local err = parse_sections()
+  if err then return err end
+  for _, j in ipairs(ccs) do count[j] = ln[j] end
   return nil
 end
 
--- Policy j's rate state as three numbers (absent: all zeros): fixed
--- (k, count, 0), sliding (k, prev, curr), bucket (tat, rf, seen). Returns
--- nil and a message for a value this script did not write.
-local function read_rate(j)
-  local v = vals[j]
-  if not v then return 0, 0, 0 end
-  if #v ~= size[j] then
-    return nil, format('a value of %d bytes, not the %d of a state', #v, size[j])
-  end
-  local k = kind[j]
-  if k == FW then
-    local a, b = decode('<dd', v)
-    return a, b, 0
-  elseif size[j] == 24 then
-    local a, b, c = decode('<ddd', v)
-    return a, b, c
-  end
-  return (decode('<d', v)), 0, 0
-end
-
--- Checks policy j's lease field: nil, or a message.
-local function check_leases(j)
-  local v = vals[j]
-  if v and #v % LEASE ~= 0 then
-    return format('a value of %d bytes, not whole leases of %d', #v, LEASE)
-  end
-  return nil
+-- Policy j's leases as stored.
+local function stored_leases(j)
+  if ln[j] == 0 then return '' end
+  return sub(v, lp[j], lp[j] + ln[j] * LEASE - 1)
 end
 
 -- Scans policy j's leases at `now`, leaving out the operation's lease id
 -- for it if `drop`: sets held[j], first[j], last[j] (false when none is
--- held) over the leases held; kept[j] the leases held but that one and
--- changed[j] whether that differs from what is stored. Returns the
--- expiry of the dropped lease if it is held, else false. Ids are read as
--- four 32-bit words, so a scan makes no string unless it drops a lease.
+-- held) over the leases held, and if they differ from what is stored (a
+-- lease expired or dropped), block[j] and count[j] to them and marks the
+-- value changed. Returns the expiry of the dropped lease if it is held,
+-- else false. Ids are read as four 32-bit words, so a scan makes no
+-- string unless it drops a lease.
 local function scan(j, now, drop)
-  local v = vals[j] or ''
+  local p, stop = lp[j], lp[j] + ln[j] * LEASE - 1
   local n, f, l, gone, found = 0, false, false, false, false
   local d1, d2, d3, d4 = w1[j], w2[j], w3[j], w4[j]
-  for i = 1, #v, LEASE do
+  for i = p, stop, LEASE do
     local a, b, c, d, e = decode(LEASE_FMT, v, i)
     if e <= now then
       gone = true
@@ -194,80 +339,128 @@ local function scan(j, now, drop)
   held[j], first[j], last[j] = n, f, l
   if gone or found then
     local parts = {}
-    for i = 1, #v, LEASE do
+    for i = p, stop, LEASE do
       local a, b, c, d, e = decode(LEASE_FMT, v, i)
       if e > now and not (drop and a == d1 and b == d2 and c == d3 and d == d4) then
         parts[#parts + 1] = sub(v, i, i + LEASE - 1)
       end
     end
-    kept[j], changed[j] = concat(parts), true
-  else
-    kept[j], changed[j] = v, false
+    block[j], count[j] = concat(parts), n
+    dirty = true
+    if l and l > latest then latest = l end
   end
   return found
 end
 
--- Policy j's lease field with the operation's lease added, expiring at
--- `expiry`.
-local function with_lease(j, expiry)
+-- Adds the operation's lease for policy j, expiring at `expiry`, to the
+-- leases scan left.
+local function add_lease(j, expiry)
   local lease = encode(LEASE_FMT, w1[j], w2[j], w3[j], w4[j], expiry)
-  if kept[j] == '' then return lease end
-  return kept[j] .. lease
+  block[j] = (block[j] or stored_leases(j)) .. lease
+  count[j] = held[j] + 1
+  dirty = true
+  latest = max(latest, last[j] or 0, expiry)
 end
 
--- Adds a field to the HSET being built; `at` is when its state stops
--- mattering (µs).
-local function put(j, value, at)
-  hset[nset + 1], hset[nset + 2] = field[j], value
-  nset = nset + 2
-  if at > latest then latest = at end
-end
-
--- Sends the HSET built, if any, and moves the key's expiry later if it
--- must. On the server's time the key expires at the next whole second
--- after its latest state, and ':ttl' remembers it; on an injected clock
--- its TTL is the time left on that timeline, at least min_ttl ms, and
--- never shortened.
-local function flush(now)
-  if nset == 2 then return end
-  hset[2] = key
-  if injected then
-    call(spread(hset, 1, nset))
-    local ms = max(ceil((latest - now) / 1000), min_ttl)
-    if ms > call('PTTL', key) then call('PEXPIRE', key, format('%d', ms)) end
-  else
-    local at = (floor(max(latest, now) / 1000000) + 1) * 1000
-    if at > (tonumber(vals[NPOL + 1]) or 0) then
-      local ttl = format('%d', at)
-      hset[nset + 1], hset[nset + 2] = TTL, ttl
-      call(spread(hset, 1, nset + 2))
-      call('PEXPIREAT', key, ttl)
-    else
-      call(spread(hset, 1, nset))
-    end
+-- What follows the numbers BODY writes: the first concurrency policy's
+-- leases, the other concurrency policies' sections, the unknown sections.
+-- Sets the first one's count in s.
+local function rest_of_value()
+  if NCC == 0 then
+    if type(tail) == 'string' then return tail end
+    if tail <= #v then return sub(v, tail) end
+    return ''
   end
-  nset, latest = 2, 0
+  local j = ccs[1]
+  s[FN] = count[j]
+  if NCC == 1 and type(tail) == 'number' then
+    -- On the fast path the stored leases run on to the end of v.
+    local leases = block[j]
+    if not leases then
+      if lp[j] <= #v then return sub(v, lp[j]) end
+      return ''
+    end
+    if tail <= #v then return leases .. sub(v, tail) end
+    return leases
+  end
+  local parts = {}
+  for c = 1, NCC do
+    j = ccs[c]
+    if c > 1 then parts[#parts + 1] = encode('<dd', id[j], count[j]) end
+    parts[#parts + 1] = block[j] or stored_leases(j)
+  end
+  if type(tail) == 'string' then
+    parts[#parts + 1] = tail
+  elseif tail <= #v then
+    parts[#parts + 1] = sub(v, tail)
+  end
+  return concat(parts)
+end
+
+-- Writes the value, if the operation changed it, with the key's expiry
+-- moved later if it must; returns the value written, or nil. On the
+-- server's time the key expires at the next whole second after its
+-- latest state, and the header remembers it; on an injected clock its TTL
+-- is the time left on that timeline, at least min_ttl ms, and never
+-- shortened.
+local function flush(now)
+  if not dirty then return nil end
+  s[FN + 1] = rest_of_value()
+  if injected then
+    s[2] = 0
+    local value = encode(BODY, spread(s, 1, FN + 1))
+    local ms = max(ceil((latest - now) / 1000), min_ttl)
+    if ms > call('PTTL', key) then
+      call('SET', key, value, 'PX', format('%d', ms))
+    else
+      call('SET', key, value, 'KEEPTTL')
+    end
+    return value
+  end
+  local expiry = (floor(max(latest, now) / 1000000) + 1) * 1000
+  if expiry > s[2] then
+    s[2] = expiry
+    local value = encode(BODY, spread(s, 1, FN + 1))
+    call('SET', key, value, 'PXAT', format('%d', expiry))
+    return value
+  end
+  local value = encode(BODY, spread(s, 1, FN + 1))
+  call('SET', key, value, 'KEEPTTL')
+  return value
 end
 
 -- Writes policy j's rate state (a, b, c) if it differs from what was read.
 local function write_rate(j, a, b, c)
-  if a == a0[j] and b == b0[j] and c == c0[j] then return end
-  local k, value, at = kind[j]
+  local o = at[j]
+  local k, until_ = kind[j], 0
   if k == FW then
-    value = encode('<dd', a, b)
-    at = 0
-    if b > 0 then at = (a + 1) * pb[j] end
+    if a == s[o + 1] and b == s[o + 2] then return end
+    s[o + 1], s[o + 2] = a, b
+    if b > 0 then until_ = (a + 1) * pb[j] end
   elseif k == SW then
-    value = encode('<ddd', a, b, c)
+    if a == s[o + 1] and b == s[o + 2] and c == s[o + 3] then return end
+    s[o + 1], s[o + 2], s[o + 3] = a, b, c
     local start = a * pb[j]
-    at = 0
-    if c > 0 then at = start + 2 * pb[j] elseif b > 0 then at = start + pb[j] end
-  elseif settles[j] then
-    value, at = encode('<ddd', a, b, c), a
+    if c > 0 then until_ = start + 2 * pb[j] elseif b > 0 then until_ = start + pb[j] end
+  elseif ledger[j] then
+    if a == s[o + 1] and b == s[o + 2] and c == s[o + 3] then return end
+    s[o + 1], s[o + 2], s[o + 3] = a, b, c
+    until_ = a
   else
-    value, at = encode('<d', a), a
+    if a == s[o + 1] then return end
+    s[o + 1] = a
+    until_ = a
   end
-  put(j, value, at)
+  dirty = true
+  if until_ > latest then latest = until_ end
+end
+
+-- Policy j's rate state as read: three numbers (zeros past its state).
+local function state(j)
+  local o, n = at[j], nst[j]
+  if n == 2 then return s[o + 1], s[o + 2], 0 end
+  if n == 3 then return s[o + 1], s[o + 2], s[o + 3] end
+  return s[o + 1], 0, 0
 end
 
 -- A window state rolled forward to the window of `now` (or `least`, if
@@ -320,19 +513,19 @@ local function decide(j, a, b, c, now, cost)
       need = 1
     end
     -- The first instant `need` fits: see sliding_window.lua's allowed_at.
-    local at
+    local first_at
     local budget = limit - (c + need)
     if budget >= 0 then
       local e = 0
       if b > 0 then e = max(window_ms - floor(budget * window_ms / b), 0) end
-      if e < window_ms then at = start + e * 1000 end
+      if e < window_ms then first_at = start + e * 1000 end
     end
-    if not at then
+    if not first_at then
       local e = 0
       if c > 0 then e = max(window_ms - floor((limit - need) * window_ms / c), 0) end
-      if e < window_ms then at = start + window + e * 1000 else at = start + 2 * window end
+      if e < window_ms then first_at = start + window + e * 1000 else first_at = start + 2 * window end
     end
-    return false, max(limit - estimate, 0), max(reset_at - now, 0), max(at - now, 0), a, b, c
+    return false, max(limit - estimate, 0), max(reset_at - now, 0), max(first_at - now, 0), a, b, c
   end
   -- Token bucket (GCRA): a = tat.
   local interval, span = pa[j], pb[j]
@@ -357,40 +550,47 @@ local function lease_decision(j, now, allowed)
   rty[j] = max((first[j] or now) - now, 0)
 end
 
--- An operation's reply is built in `out` and packed with one
--- encode(DONE, ...): creating a string costs Redis's Lua more than
--- anything else a decision does, so each operation makes as few as it can.
-local DONE = '<B' .. string.rep(ENTRY:sub(2), NPOL)
-local out = { 0 }
-local function entry(j, m1, m2, m3)
-  local o = 7 * j - 5
-  out[o], out[o + 1], out[o + 2], out[o + 3] = ok[j] and 1 or 0, rem[j], rst[j], rty[j]
-  out[o + 4], out[o + 5], out[o + 6] = m1, m2, m3
-end
-local function done()
-  return encode(DONE, spread(out, 1, 1 + 7 * NPOL))
-end
-
--- Reads every rate state of the key into a0, b0, c0 and checks every
--- lease field: nil, or the reply for a value this script did not write.
-local function read_all()
+-- The replies. Every operation's reply goes into one string for the whole
+-- call: its numbers into `out` (from no + 1 on), its format into `fmts`,
+-- packed with one encode at the end (or every few thousand numbers, as
+-- the Lua stack bounds an unpack): creating a string costs Redis's Lua
+-- more than anything else a decision does.
+local GRANTED, DECIDED, RENEWED
+do
+  local g = { 'B' }
   for j = 1, NPOL do
-    if kind[j] == CC then
-      local err = check_leases(j)
-      if err then return foreign(j, err) end
-    else
-      local a, b, c = read_rate(j)
-      if not a then return foreign(j, b) end
-      a0[j], b0[j], c0[j] = a, b, c
-    end
+    if kind[j] == TB then g[#g + 1] = 'ddddd' else g[#g + 1] = 'ddd' end
   end
-  return nil
+  GRANTED = concat(g)
+  DECIDED = 'B' .. rep('ddd', NPOL)
+  RENEWED = 'B' .. rep('d', NCC)
+end
+local out, no, fmts, chunks = {}, 0, {}, {}
+local function pack_out()
+  chunks[#chunks + 1] = encode('<' .. concat(fmts), spread(out, 1, no))
+  no, fmts = 0, {}
+end
+-- The decisions as DECIDED lays them out, under `status`.
+local function decided(status)
+  out[no + 1] = status
+  local o = no + 2
+  for j = 1, NPOL do
+    if ok[j] then out[o] = -1 else out[o] = rty[j] end
+    out[o + 1], out[o + 2] = rem[j], rst[j]
+    o = o + 3
+  end
+  no = o - 1
+  fmts[#fmts + 1] = DECIDED
+end
+-- A reply for a value this script did not write, from foreign().
+local function refuse(reply)
+  out[no + 1], out[no + 2], out[no + 3], out[no + 4] = 2, reply[1], #reply[2], reply[2]
+  no = no + 4
+  fmts[#fmts + 1] = 'BBI2c0'
 end
 
 -- PolicySet::check.
 local function check(now)
-  local err = read_all()
-  if err then return err end
   local all = true
   for j = 1, NPOL do
     local c = cost[j]
@@ -405,54 +605,55 @@ local function check(now)
       end
     else
       -- A bucket keeping a ledger applies no instant before its `seen`.
+      local a, b, z = state(j)
       local t = now
-      local ledger = size[j] == 24 and kind[j] == TB
-      if ledger then t = max(now, c0[j]) end
-      local allowed, remaining, reset_after, retry_after, x, y, z =
-        decide(j, a0[j], b0[j], c0[j], t, c)
-      if ledger then z = t end
+      if ledger[j] then t = max(now, z) end
+      local allowed, remaining, reset_after, retry_after, x, y, w = decide(j, a, b, z, t, c)
+      if ledger[j] then w = t end
       ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
-      x1[j], y1[j], z1[j], inst[j] = x, y, z, t
+      x1[j], y1[j], z1[j], inst[j] = x, y, w, t
     end
     all = all and ok[j]
   end
+  if not all then
+    -- Only the expired leases dropped are written.
+    return decided(3)
+  end
+  out[no + 1] = 0
+  local o = no + 2
   for j = 1, NPOL do
-    local m1, m2, m3 = 0, 0, 0
-    if kind[j] == CC then
-      if all and cost[j] > 0 then
-        local expiry = now + pb[j]
-        put(j, with_lease(j, expiry), max(last[j] or 0, expiry))
-        m1 = expiry
-      elseif changed[j] then
-        put(j, kept[j], last[j] or 0)
+    out[o], out[o + 1] = rem[j], rst[j]
+    local k = kind[j]
+    if k == CC then
+      local expiry = 0
+      if cost[j] > 0 then
+        expiry = now + pb[j]
+        add_lease(j, expiry)
       end
+      out[o + 2] = expiry
+      o = o + 3
     else
-      if all then
-        write_rate(j, x1[j], y1[j], z1[j])
-        if kind[j] == TB then
-          m1, m2, m3 = x1[j], y1[j], inst[j]
-        else
-          m1 = x1[j]
-        end
+      write_rate(j, x1[j], y1[j], z1[j])
+      out[o + 2] = x1[j]
+      if k == TB then
+        out[o + 3], out[o + 4] = y1[j], inst[j]
+        o = o + 5
+      else
+        o = o + 3
       end
     end
-    entry(j, m1, m2, m3)
   end
-  flush(now)
-  return done()
+  no = o - 1
+  fmts[#fmts + 1] = GRANTED
 end
 
 -- Releases the operation's leases: Concurrency::release of each; returns
--- the number freed. A lease field of a foreign shape frees nothing.
+-- the number freed.
 local function release_all(now)
   local freed = 0
-  for j = 1, NPOL do
-    if kind[j] == CC and has[j] and not check_leases(j) then
-      if scan(j, now, true) then freed = freed + 1 end
-      if changed[j] then put(j, kept[j], last[j] or 0) end
-    end
+  for _, j in ipairs(ccs) do
+    if has[j] and scan(j, now, true) then freed = freed + 1 end
   end
-  flush(now)
   return freed
 end
 
@@ -461,7 +662,7 @@ end
 -- false, reason, count.
 local function settle_part(j, now, taken, actual, ma, mb, mc)
   if actual ~= taken and not settles[j] then return false, 1, 0 end
-  local a, b, c = a0[j], b0[j], c0[j]
+  local a, b, c = state(j)
   local k = kind[j]
   if actual == taken then
     -- Nothing changes (a settling bucket's instant included).
@@ -510,132 +711,137 @@ end
 
 -- PolicySet::settle (the receipt already matched to the set by the caller).
 local function settle(now)
-  local err = read_all()
-  if err then return err end
-  for j = 1, NPOL do
-    if kind[j] ~= CC then
-      local done, reason, count = settle_part(j, now, taken[j], actual[j], ma[j], mb[j], mc[j])
-      if not done then
-        release_all(now)
-        return encode(FAULT, 1, j - 1, reason, count)
-      end
+  for _, j in ipairs(rates) do
+    local done, reason, n = settle_part(j, now, taken[j], actual[j], ma[j], mb[j], mc[j])
+    if not done then
+      release_all(now)
+      out[no + 1], out[no + 2], out[no + 3], out[no + 4] = 1, j - 1, reason, n
+      no = no + 4
+      fmts[#fmts + 1] = FAULT
+      return
     end
   end
   for j = 1, NPOL do
     if kind[j] == CC then
-      if has[j] then
-        -- Forgets the expired leases and frees this one.
-        scan(j, now, true)
-        if changed[j] then put(j, kept[j], last[j] or 0) end
-      else
-        scan(j, now, false)
-      end
+      -- Forgets the expired leases and frees this one.
+      scan(j, now, has[j])
       lease_decision(j, now, held[j] < pa[j])
     else
       write_rate(j, x1[j], y1[j], z1[j])
     end
-    entry(j, 0, 0, 0)
   end
-  flush(now)
-  return done()
+  decided(0)
 end
 
--- PolicySet::renew: per concurrency policy with a lease, whether it is
--- still held and its expiry.
+-- PolicySet::renew: per concurrency policy with a lease, its new expiry
+-- if it is still held, else 0.
 local function renew(now)
-  for j = 1, NPOL do
-    if kind[j] == CC then
-      local err = check_leases(j)
-      if err then return foreign(j, err) end
-    end
-  end
-  for j = 1, NPOL do
-    local still, expiry = false, 0
-    if kind[j] == CC then
-      if has[j] then
-        local was = scan(j, now, true)
-        if was then
-          still = true
-          expiry = max(was, now + pb[j])
-          put(j, with_lease(j, expiry), max(last[j] or 0, expiry))
-        elseif changed[j] then
-          put(j, kept[j], last[j] or 0)
-        end
+  out[no + 1] = 0
+  for c = 1, NCC do
+    local j, expiry = ccs[c], 0
+    if has[j] then
+      local was = scan(j, now, true)
+      if was then
+        expiry = max(was, now + pb[j])
+        add_lease(j, expiry)
       end
     end
-    ok[j], rem[j], rst[j], rty[j] = still, 0, 0, 0
-    entry(j, expiry, 0, 0)
+    out[no + 1 + c] = expiry
   end
-  flush(now)
-  return done()
+  no = no + 1 + NCC
+  fmts[#fmts + 1] = RENEWED
 end
 
 -- PolicySet::peek.
 local function peek(now)
-  local err = read_all()
-  if err then return err end
   for j = 1, NPOL do
     if kind[j] == CC then
       scan(j, now, false)
       lease_decision(j, now, held[j] < pa[j])
+      -- A peek writes nothing.
+      dirty = false
     else
-      local allowed, remaining, reset_after, retry_after = decide(j, a0[j], b0[j], c0[j], now, 0)
+      local a, b, c = state(j)
+      local allowed, remaining, reset_after, retry_after = decide(j, a, b, c, now, 0)
       ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
     end
-    entry(j, 0, 0, 0)
   end
-  return done()
+  decided(0)
 end
 
--- Reads an operation's packed argument (see the calling convention)
--- from `pos` on into the per-policy tables.
-local function parse(op, a, pos)
+-- The operations' arguments, one after the other (see the calling
+-- convention).
+local blob = ARGV[4]
+
+-- Reads the argument of an operation of code `op` from `pos` on into the
+-- per-policy tables; returns its now on an injected clock (else nil) and
+-- where the next operation's starts.
+local function parse(op, pos)
+  local now
+  if injected then now, pos = decode('<d', blob, pos) end
+  if op == P then return now, pos end
   for j = 1, NPOL do
     if kind[j] == CC then
-      if op ~= P then
-        if op == C then
-          cost[j] = decode('<d', a, pos)
-          pos = pos + 8
-        end
-        local flag
-        flag, w1[j], w2[j], w3[j], w4[j] = decode('<BI4I4I4I4', a, pos)
-        has[j] = flag == 1
-        pos = pos + 17
+      if op == C then cost[j], pos = decode('<d', blob, pos) end
+      if byte(blob, pos) == 1 then
+        has[j] = true
+        w1[j], w2[j], w3[j], w4[j], pos = decode('<I4I4I4I4', blob, pos + 1)
+      else
+        has[j] = false
+        pos = pos + 1
       end
     elseif op == C then
-      cost[j] = decode('<d', a, pos)
-      pos = pos + 8
+      cost[j], pos = decode('<d', blob, pos)
     elseif op == S then
-      taken[j], actual[j], ma[j], mb[j], mc[j] = decode('<ddddd', a, pos)
-      pos = pos + 40
+      taken[j], actual[j], ma[j], mb[j], mc[j], pos = decode('<ddddd', blob, pos)
     end
   end
+  return now, pos
 end
 
-local replies = {}
-for n = 1, #KEYS do
-  local a = ARGV[arg + n - 1]
-  local op = byte(a, 1)
-  local now, pos = server_now, 2
-  if injected then
-    now = decode('<d', a, 2)
-    pos = 10
-  end
-  parse(op, a, pos)
-  local reply = load(KEYS[n])
-  if reply then
-    if op == X then reply = char(0) .. encode('<d', 0) end
+-- Every value of a call of several operations in one MGET, which answers
+-- false for a missing key and for a key of another type alike; a GET
+-- tells them apart. A key may come more than once: `written` holds what
+-- this call stored last for it.
+local n = #KEYS
+local values, written = {}, {}
+if n > 1 then values = call('MGET', spread(KEYS)) end
+local pos = 1
+for i = 1, n do
+  local op = byte(blob, pos)
+  local now
+  now, pos = parse(op, pos + 1)
+  if not injected then now = server_now end
+  local k = KEYS[i]
+  local stored = written[k]
+  if stored == nil then stored = values[i] end
+  local problem = load(k, stored)
+  if problem then
+    if op == X then
+      out[no + 1], out[no + 2] = 0, 0
+      no = no + 2
+      fmts[#fmts + 1] = 'Bd'
+    else
+      refuse(problem)
+    end
   elseif op == C then
-    reply = check(now)
+    check(now)
   elseif op == S then
-    reply = settle(now)
+    settle(now)
   elseif op == R then
-    reply = renew(now)
+    renew(now)
   elseif op == X then
-    reply = char(0) .. encode('<d', release_all(now))
+    local freed = release_all(now)
+    out[no + 1], out[no + 2] = 0, freed
+    no = no + 2
+    fmts[#fmts + 1] = 'Bd'
   else
-    reply = peek(now)
+    peek(now)
   end
-  replies[n] = reply
+  local value = flush(now)
+  if value then written[k] = value end
+  if no > 4000 then pack_out() end
 end
-return replies
+pack_out()
+if #chunks == 1 then return chunks[1] end
+return concat(chunks)
