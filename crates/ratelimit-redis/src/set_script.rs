@@ -250,17 +250,15 @@ impl SetScript {
                 let numbers = match op {
                     Op::Release => 1,
                     Op::Settle | Op::Peek => 3 * n,
-                    Op::Check => self
-                        .kinds
-                        .iter()
-                        .map(|&k| if k == BUCKET { 5 } else { 3 })
-                        .sum(),
+                    Op::Check => self.checked_numbers(),
                     Op::Renew => self.kinds.iter().filter(|&&k| k == CONCURRENCY).count(),
                 };
                 Ok(SetReply::Done(self.done(op, take(8 * numbers)?)?))
             }
-            // A check denied.
-            3 if op == Op::Check => Ok(SetReply::Done(self.decided(take(24 * n)?)?)),
+            // A check denied (its marks mean nothing).
+            3 if op == Op::Check => Ok(SetReply::Done(
+                self.checked(take(8 * self.checked_numbers())?)?,
+            )),
             1 => {
                 let b = take(10)?;
                 let index = usize::from(b[0]);
@@ -309,25 +307,7 @@ impl SetScript {
                 Vec::new()
             }
             Op::Settle | Op::Peek => return self.decided(bytes),
-            Op::Check => self
-                .kinds
-                .iter()
-                .map(|&kind| {
-                    let (remaining, reset_after_us) = (next()?, next()?);
-                    let marks = if kind == BUCKET {
-                        [next()?, next()?, next()?]
-                    } else {
-                        [next()?, 0, 0]
-                    };
-                    Some(Entry {
-                        allowed: true,
-                        remaining,
-                        reset_after_us,
-                        retry_after_us: 0,
-                        marks,
-                    })
-                })
-                .collect::<Option<_>>()?,
+            Op::Check => return self.checked(bytes),
             // Per concurrency policy its lease's expiry, 0 when not held.
             Op::Renew => self
                 .kinds
@@ -347,26 +327,57 @@ impl SetScript {
         numbers.next().is_none().then_some(entries)
     }
 
+    /// The numbers of a check's reply: per policy 4, a bucket 6.
+    fn checked_numbers(&self) -> usize {
+        self.kinds
+            .iter()
+            .map(|&k| if k == BUCKET { 6 } else { 4 })
+            .sum()
+    }
+
+    /// A check's decisions: per policy `r, remaining, reset_after_us` as
+    /// [`decided`](Self::decided) reads them, then its marks (a bucket 3,
+    /// any other policy 1), or `None`.
+    fn checked(&self, bytes: &[u8]) -> Option<Vec<Entry>> {
+        let mut rest = bytes;
+        let entries = self
+            .kinds
+            .iter()
+            .map(|&kind| {
+                let marks = if kind == BUCKET { 3 } else { 1 };
+                let (entry, tail) = rest.split_at_checked(24 + 8 * marks)?;
+                rest = tail;
+                let mut e = decision(&entry[..24])?;
+                for (m, b) in e.marks.iter_mut().zip(entry[24..].chunks_exact(8)) {
+                    *m = number(b)?;
+                }
+                Some(e)
+            })
+            .collect::<Option<_>>()?;
+        rest.is_empty().then_some(entries)
+    }
+
     /// One decision per policy, each `r, remaining, reset_after_us` (`r`
     /// -1 when allowed, else the retry_after), or `None`.
     fn decided(&self, bytes: &[u8]) -> Option<Vec<Entry>> {
         if bytes.len() != 24 * self.kinds.len() {
             return None;
         }
-        bytes
-            .chunks_exact(24)
-            .map(|e| {
-                let allowed = f64::from_le_bytes(e[..8].try_into().ok()?) == -1.0;
-                Some(Entry {
-                    allowed,
-                    remaining: number(&e[8..16])?,
-                    reset_after_us: number(&e[16..24])?,
-                    retry_after_us: if allowed { 0 } else { number(&e[..8])? },
-                    marks: [0; 3],
-                })
-            })
-            .collect()
+        bytes.chunks_exact(24).map(decision).collect()
     }
+}
+
+/// A decision packed as `r, remaining, reset_after_us` (`r` -1 when
+/// allowed, else the retry_after), with no marks.
+fn decision(e: &[u8]) -> Option<Entry> {
+    let allowed = f64::from_le_bytes(e[..8].try_into().ok()?) == -1.0;
+    Some(Entry {
+        allowed,
+        remaining: number(&e[8..16])?,
+        reset_after_us: number(&e[16..24])?,
+        retry_after_us: if allowed { 0 } else { number(&e[..8])? },
+        marks: [0; 3],
+    })
 }
 
 /// An integer below 2^64 packed as a little-endian double.

@@ -253,7 +253,10 @@ end
 local function load(k, stored)
   key = k
   dirty, latest = false, 0
-  for _, j in ipairs(ccs) do ln[j], lp[j], block[j], count[j] = 0, 1, nil, 0 end
+  for c = 1, NCC do
+    local j = ccs[c]
+    ln[j], lp[j], block[j], count[j] = 0, 1, nil, 0
+  end
   if not stored then stored = try('GET', k) end
   if type(stored) == 'table' then return { 255, stored.err } end
   if not stored then
@@ -297,7 +300,10 @@ local function load(k, stored)
     end
     if fast then
       tail = pos
-      for _, j in ipairs(ccs) do count[j] = ln[j] end
+      for c = 1, NCC do
+        local j = ccs[c]
+        count[j] = ln[j]
+      end
       return nil
     end
   end
@@ -555,13 +561,20 @@ end
 -- packed with one encode at the end (or every few thousand numbers, as
 -- the Lua stack bounds an unpack): creating a string costs Redis's Lua
 -- more than anything else a decision does.
-local GRANTED, DECIDED, RENEWED
+local CHECKED, CHECK_AT, DECIDED, RENEWED = nil, {}, nil, nil
 do
-  local g = { 'B' }
+  local g, o = { 'B' }, 1
   for j = 1, NPOL do
-    if kind[j] == TB then g[#g + 1] = 'ddddd' else g[#g + 1] = 'ddd' end
+    CHECK_AT[j] = o
+    if kind[j] == TB then
+      g[#g + 1] = 'dddddd'
+      o = o + 6
+    else
+      g[#g + 1] = 'dddd'
+      o = o + 4
+    end
   end
-  GRANTED = concat(g)
+  CHECKED = concat(g)
   DECIDED = 'B' .. rep('ddd', NPOL)
   RENEWED = 'B' .. rep('d', NCC)
 end
@@ -589,62 +602,82 @@ local function refuse(reply)
   fmts[#fmts + 1] = 'BBI2c0'
 end
 
--- PolicySet::check.
+-- PolicySet::check. Each policy's decision goes into `out` as CHECKED
+-- lays it out: r (-1 when allowed, else the retry_after), remaining,
+-- reset_after and its marks (CHECK_AT[j]: where policy j's entry starts).
 local function check(now)
   local all = true
+  local base = no + 1
+  local o = base + 1
   for j = 1, NPOL do
     local c = cost[j]
     if kind[j] == CC then
       -- Every check forgets the expired leases, allowed or not.
       scan(j, now, false)
-      if c > 0 and held[j] < pa[j] then
-        ok[j], rem[j], rty[j] = true, pa[j] - held[j] - 1, 0
-        rst[j] = max(max(last[j] or 0, now + pb[j]) - now, 0)
+      local limit, h = pa[j], held[j]
+      if c > 0 and h < limit then
+        out[o], out[o + 1] = -1, limit - h - 1
+        out[o + 2] = max(max(last[j] or 0, now + pb[j]) - now, 0)
       else
-        lease_decision(j, now, held[j] < pa[j] and c == 0)
+        -- Concurrency::peek, or a gate (cost 0).
+        if h < limit and c == 0 then
+          out[o] = -1
+        else
+          out[o] = max((first[j] or now) - now, 0)
+          all = false
+        end
+        out[o + 1], out[o + 2] = max(limit - h, 0), max((last[j] or now) - now, 0)
       end
+      out[o + 3] = 0
+      o = o + 4
     else
+      local p, size = at[j], nst[j]
+      local a, b, z = s[p + 1], 0, 0
+      if size == 2 then
+        b = s[p + 2]
+      elseif size == 3 then
+        b, z = s[p + 2], s[p + 3]
+      end
       -- A bucket keeping a ledger applies no instant before its `seen`.
-      local a, b, z = state(j)
       local t = now
       if ledger[j] then t = max(now, z) end
       local allowed, remaining, reset_after, retry_after, x, y, w = decide(j, a, b, z, t, c)
-      if ledger[j] then w = t end
-      ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
-      x1[j], y1[j], z1[j], inst[j] = x, y, w, t
-    end
-    all = all and ok[j]
-  end
-  if not all then
-    -- Only the expired leases dropped are written.
-    return decided(3)
-  end
-  out[no + 1] = 0
-  local o = no + 2
-  for j = 1, NPOL do
-    out[o], out[o + 1] = rem[j], rst[j]
-    local k = kind[j]
-    if k == CC then
-      local expiry = 0
-      if cost[j] > 0 then
-        expiry = now + pb[j]
-        add_lease(j, expiry)
-      end
-      out[o + 2] = expiry
-      o = o + 3
-    else
-      write_rate(j, x1[j], y1[j], z1[j])
-      out[o + 2] = x1[j]
-      if k == TB then
-        out[o + 3], out[o + 4] = y1[j], inst[j]
-        o = o + 5
+      if allowed then
+        out[o] = -1
       else
-        o = o + 3
+        out[o] = retry_after
+        all = false
       end
+      out[o + 1], out[o + 2], out[o + 3] = remaining, reset_after, x
+      if kind[j] == TB then
+        out[o + 4], out[o + 5] = y, t
+        o = o + 6
+      else
+        o = o + 4
+      end
+      if ledger[j] then w = t end
+      x1[j], y1[j], z1[j] = x, y, w
     end
   end
   no = o - 1
-  fmts[#fmts + 1] = GRANTED
+  fmts[#fmts + 1] = CHECKED
+  if not all then
+    -- Only the expired leases dropped are written.
+    out[base] = 3
+    return
+  end
+  out[base] = 0
+  for j = 1, NPOL do
+    if kind[j] == CC then
+      if cost[j] > 0 then
+        local expiry = now + pb[j]
+        add_lease(j, expiry)
+        out[base + CHECK_AT[j] + 3] = expiry
+      end
+    else
+      write_rate(j, x1[j], y1[j], z1[j])
+    end
+  end
 end
 
 -- Releases the operation's leases: Concurrency::release of each; returns
