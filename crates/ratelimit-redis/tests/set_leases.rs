@@ -440,3 +440,78 @@ fn the_key_expires_after_its_latest_state_and_never_sooner() {
         assert_eq!(d.decisions[2].remaining, 2, "the lease was freed");
     });
 }
+
+#[test]
+fn a_reloaded_set_keeps_each_policys_state_by_name_and_algorithm() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let prefix = fresh_prefix("reload");
+        let connect = |limits: Vec<NamedLimit>| {
+            let options = RedisOptions::new(Target::Standalone(server.url()))
+                .with_prefix(prefix.clone())
+                .with_timeout(Duration::from_secs(2))
+                .with_clock(clock.clone());
+            RedisSetLimiter::connect(PolicySet::new(limits).unwrap(), options)
+        };
+        let minute = Duration::from_secs(60);
+        let window = |limit| Policy::fixed_window(limit, minute).unwrap();
+        let streams = || NamedLimit::new("streams", Concurrency::new(2, minute).unwrap()).unwrap();
+        let first = connect(vec![
+            NamedLimit::new("requests", window(5)).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        for _ in 0..3 {
+            first.check_set(b"k", &[1, 0]).await.unwrap();
+        }
+        let held = first.check_set(b"k", &[1, 1]).await.unwrap();
+        std::mem::forget(held.receipt);
+
+        // A changed limit and a new policy: the count and the lease stay.
+        let reloaded = connect(vec![
+            NamedLimit::new("requests", window(10)).unwrap(),
+            NamedLimit::new("tokens", Policy::token_bucket(100, 100, minute).unwrap()).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        let d = reloaded.check_set(b"k", &[1, 1, 0]).await.unwrap().decision;
+        assert!(d.allowed);
+        let remaining: Vec<u64> = d.decisions.iter().map(|d| d.remaining).collect();
+        assert_eq!(
+            remaining,
+            [5, 99, 1],
+            "4 + 1 requests counted, 1 lease held"
+        );
+
+        // A renamed policy reads as new; the section it no longer names is
+        // kept for the configuration that still does.
+        let renamed = connect(vec![
+            NamedLimit::new("calls", window(10)).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        let d = renamed.check_set(b"k", &[1, 0]).await.unwrap().decision;
+        assert_eq!(d.decisions[0].remaining, 9, "a new count");
+        assert_eq!(d.decisions[1].remaining, 1, "the lease is still held");
+        let d = reloaded.check_set(b"k", &[1, 1, 0]).await.unwrap().decision;
+        let remaining: Vec<u64> = d.decisions.iter().map(|d| d.remaining).collect();
+        assert_eq!(remaining, [4, 98, 1], "the requests and tokens kept");
+
+        // A changed algorithm reads as new.
+        let sliding = connect(vec![
+            NamedLimit::new("requests", Policy::sliding_window(10, minute).unwrap()).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        let d = sliding.check_set(b"k", &[1, 0]).await.unwrap().decision;
+        assert_eq!(d.decisions[0].remaining, 9);
+        let d = first.peek_set(b"k").await.unwrap();
+        assert_eq!(d.decisions[0].remaining, 0, "6 of 5 (its limit) counted");
+        assert_eq!(d.decisions[1].remaining, 1);
+    });
+}
