@@ -7,6 +7,7 @@ use redis::{Script, ScriptInvocation, Value};
 use crate::connection::{CallError, Connection};
 use crate::keys::set_ids;
 use crate::script::ForeignValue;
+use crate::set_fast::fast_check;
 use crate::transport::{Replies, ScriptSource, Transport};
 
 /// The policy kinds of the script's set description.
@@ -174,8 +175,12 @@ impl SetScript {
                 packed.extend_from_slice(&double(v));
             }
         }
+        let code = include_str!("lua/set.lua").replace(
+            "--@FAST_CHECK@",
+            &fast_check(set, &set_ids(set)).unwrap_or_default(),
+        );
         Self {
-            script: Script::new(include_str!("lua/set.lua")),
+            script: Script::new(&code),
             set: packed,
             kinds,
             names: set.names().map(str::to_owned).collect(),

@@ -247,9 +247,9 @@ local function parse_sections()
   return nil
 end
 
--- Reads the operation's key: sets key, v, s, lp, ln, tail. Returns nil,
--- or the reply for a key this script did not write (its index 255: the
--- key itself).
+-- Reads the operation's key, its value `stored` (false: none; a table:
+-- GET's error): sets key, v, s, lp, ln, tail. Returns nil, or the reply
+-- for a key this script did not write (its index 255: the key itself).
 local function load(k, stored)
   key = k
   dirty, latest = false, 0
@@ -257,7 +257,6 @@ local function load(k, stored)
     local j = ccs[c]
     ln[j], lp[j], block[j], count[j] = 0, 1, nil, 0
   end
-  if not stored then stored = try('GET', k) end
   if type(stored) == 'table' then return { 255, stored.err } end
   if not stored then
     v, s, tail = '', { spread(ZERO, 1, FN) }, 1
@@ -403,35 +402,43 @@ local function rest_of_value()
   return concat(parts)
 end
 
--- Writes the value, if the operation changed it, with the key's expiry
--- moved later if it must; returns the value written, or nil. On the
--- server's time the key expires at the next whole second after its
--- latest state, and the header remembers it; on an injected clock its TTL
--- is the time left on that timeline, at least min_ttl ms, and never
--- shortened.
+-- The key's expiry to keep in the header after a write whose latest
+-- state stops mattering at `latest` (µs), the header holding `e`: on the
+-- server's time the next whole second after it (Unix ms), never earlier
+-- than `e`; on an injected clock 0 (the key's TTL is then the time left
+-- on that timeline, at least min_ttl ms, and never shortened).
+local function expiry_after(e, latest, now)
+  if injected then return 0 end
+  return max(e, (floor(max(latest, now) / 1000000) + 1) * 1000)
+end
+
+-- Writes `value` to key `k`, its header's expiry moved from `e` to `e2`
+-- (expiry_after), moving the key's expiry only when it must.
+local function store(k, value, e, e2, latest, now)
+  if injected then
+    local ms = max(ceil((latest - now) / 1000), min_ttl)
+    if ms > call('PTTL', k) then
+      call('SET', k, value, 'PX', format('%d', ms))
+    else
+      call('SET', k, value, 'KEEPTTL')
+    end
+  elseif e2 > e then
+    call('SET', k, value, 'PXAT', format('%d', e2))
+  else
+    call('SET', k, value, 'KEEPTTL')
+  end
+end
+
+-- Writes the value, if the operation changed it; returns the value
+-- written, or nil.
 local function flush(now)
   if not dirty then return nil end
   s[FN + 1] = rest_of_value()
-  if injected then
-    s[2] = 0
-    local value = encode(BODY, spread(s, 1, FN + 1))
-    local ms = max(ceil((latest - now) / 1000), min_ttl)
-    if ms > call('PTTL', key) then
-      call('SET', key, value, 'PX', format('%d', ms))
-    else
-      call('SET', key, value, 'KEEPTTL')
-    end
-    return value
-  end
-  local expiry = (floor(max(latest, now) / 1000000) + 1) * 1000
-  if expiry > s[2] then
-    s[2] = expiry
-    local value = encode(BODY, spread(s, 1, FN + 1))
-    call('SET', key, value, 'PXAT', format('%d', expiry))
-    return value
-  end
+  local e = s[2]
+  local e2 = expiry_after(e, latest, now)
+  s[2] = e2
   local value = encode(BODY, spread(s, 1, FN + 1))
-  call('SET', key, value, 'KEEPTTL')
+  store(key, value, e, e2, latest, now)
   return value
 end
 
@@ -481,72 +488,91 @@ local function roll(j, a, b, c, now, least)
 end
 
 -- A rate policy's decision for `cost` (0: a peek) at `now` on a state,
--- and the state after taking it: allowed, remaining, reset_after,
--- retry_after, a, b, c.
-local function decide(j, a, b, c, now, cost)
-  local k = kind[j]
-  if k == FW then
-    local limit, window = pa[j], pb[j]
-    a, b = roll(j, a, b, 0, now, 0)
-    local allowed
-    if cost > 0 then
-      allowed = b + cost <= limit
-      if allowed then b = b + cost end
-    else
-      allowed = b < limit
-    end
-    local wait = max((a + 1) * window - now, 0)
-    local reset_after = 0
-    if b > 0 then reset_after = wait end
-    return allowed, max(limit - b, 0), reset_after, wait, a, b, 0
-  elseif k == SW then
-    local limit, window, window_ms = pa[j], pb[j], pc[j]
-    a, b, c = roll(j, a, b, c, now, 0)
-    local start = a * window
-    local elapsed_ms = floor(max(now - start, 0) / 1000)
-    local estimate = ceil(b * max(window_ms - elapsed_ms, 0) / window_ms) + c
-    if cost > 0 and estimate + cost <= limit then
-      c = c + cost
-      return true, limit - estimate - cost, max(start + 2 * window - now, 0), 0, a, b, c
-    end
-    local reset_at = 0
-    if c > 0 then reset_at = start + 2 * window elseif b > 0 then reset_at = start + window end
-    local need = cost
-    if cost == 0 then
-      if estimate < limit then
-        return true, limit - estimate, max(reset_at - now, 0), 0, a, b, c
-      end
-      need = 1
-    end
-    -- The first instant `need` fits: see sliding_window.lua's allowed_at.
-    local first_at
-    local budget = limit - (c + need)
-    if budget >= 0 then
-      local e = 0
-      if b > 0 then e = max(window_ms - floor(budget * window_ms / b), 0) end
-      if e < window_ms then first_at = start + e * 1000 end
-    end
-    if not first_at then
-      local e = 0
-      if c > 0 then e = max(window_ms - floor((limit - need) * window_ms / c), 0) end
-      if e < window_ms then first_at = start + window + e * 1000 else first_at = start + 2 * window end
-    end
-    return false, max(limit - estimate, 0), max(reset_at - now, 0), max(first_at - now, 0), a, b, c
+-- and the state after taking it, per algorithm, on its parameters:
+-- allowed, remaining, reset_after, retry_after and the state. A window
+-- rolls forward to the window of `now`, never back.
+local function decide_fw(limit, window, a, b, now, cost)
+  local k = max(floor(now / window), 0)
+  if k > a then a, b = k, 0 end
+  local allowed
+  if cost > 0 then
+    allowed = b + cost <= limit
+    if allowed then b = b + cost end
+  else
+    allowed = b < limit
   end
-  -- Token bucket (GCRA): a = tat.
-  local interval, span = pa[j], pb[j]
+  local wait = max((a + 1) * window - now, 0)
+  local reset_after = 0
+  if b > 0 then reset_after = wait end
+  return allowed, max(limit - b, 0), reset_after, wait, a, b
+end
+
+local function decide_sw(limit, window, window_ms, a, b, c, now, cost)
+  local k = max(floor(now / window), 0)
+  if k > a then
+    if k == a + 1 then b, c = c, 0 else b, c = 0, 0 end
+    a = k
+  end
+  local start = a * window
+  local elapsed_ms = floor(max(now - start, 0) / 1000)
+  local estimate = ceil(b * max(window_ms - elapsed_ms, 0) / window_ms) + c
+  if cost > 0 and estimate + cost <= limit then
+    c = c + cost
+    return true, limit - estimate - cost, max(start + 2 * window - now, 0), 0, a, b, c
+  end
+  local reset_at = 0
+  if c > 0 then reset_at = start + 2 * window elseif b > 0 then reset_at = start + window end
+  local need = cost
+  if cost == 0 then
+    if estimate < limit then
+      return true, limit - estimate, max(reset_at - now, 0), 0, a, b, c
+    end
+    need = 1
+  end
+  -- The first instant `need` fits: see sliding_window.lua's allowed_at.
+  local first_at
+  local budget = limit - (c + need)
+  if budget >= 0 then
+    local e = 0
+    if b > 0 then e = max(window_ms - floor(budget * window_ms / b), 0) end
+    if e < window_ms then first_at = start + e * 1000 end
+  end
+  if not first_at then
+    local e = 0
+    if c > 0 then e = max(window_ms - floor((limit - need) * window_ms / c), 0) end
+    if e < window_ms then first_at = start + window + e * 1000 else first_at = start + 2 * window end
+  end
+  return false, max(limit - estimate, 0), max(reset_at - now, 0), max(first_at - now, 0), a, b, c
+end
+
+-- Token bucket (GCRA): a = tat.
+local function decide_tb(interval, span, a, now, cost)
   if cost > 0 then
     local next_tat = max(a, now) + cost * interval
     if next_tat > now + span then
       local debt = max(a - now, 0)
-      return false, floor(max(span - debt, 0) / interval), debt, next_tat - (now + span), a, b, c
+      return false, floor(max(span - debt, 0) / interval), debt, next_tat - (now + span), a
     end
     a = next_tat
   end
   local debt = max(a - now, 0)
   local remaining = floor(max(span - debt, 0) / interval)
-  if cost > 0 or remaining > 0 then return true, remaining, debt, 0, a, b, c end
-  return false, remaining, debt, max(max(a, now) + interval - (now + span), 0), a, b, c
+  if cost > 0 or remaining > 0 then return true, remaining, debt, 0, a end
+  return false, remaining, debt, max(max(a, now) + interval - (now + span), 0), a
+end
+
+-- Policy j's decision: allowed, remaining, reset_after, retry_after and
+-- its state after it as three numbers (zeros past its state).
+local function decide(j, a, b, c, now, cost)
+  local k = kind[j]
+  if k == FW then
+    local allowed, remaining, reset_after, retry_after, x, y = decide_fw(pa[j], pb[j], a, b, now, cost)
+    return allowed, remaining, reset_after, retry_after, x, y, 0
+  elseif k == SW then
+    return decide_sw(pa[j], pb[j], pc[j], a, b, c, now, cost)
+  end
+  local allowed, remaining, reset_after, retry_after, x = decide_tb(pa[j], pb[j], a, now, cost)
+  return allowed, remaining, reset_after, retry_after, x, b, c
 end
 
 -- Concurrency::peek / decide for policy j after a scan: sets its decision.
@@ -832,6 +858,18 @@ local function parse(op, pos)
   return now, pos
 end
 
+-- A check of this set on the fast path's layout (a value never written,
+-- or the set's own sections first, its concurrency policy's leases none
+-- expired, nothing after them): the Rust side writes it for the set, its
+-- parameters and section ids as constants, its numbers in locals; it
+-- decides exactly as check() does. fast_check(k, stored, pos) reads the
+-- operation's argument from `pos` on and returns where the next one
+-- starts and the value it wrote if any, or nil (nothing done) for any
+-- other layout. nil for a set with
+-- more than one concurrency policy.
+local fast_check
+--@FAST_CHECK@
+
 -- Every value of a call of several operations in one MGET, which answers
 -- false for a missing key and for a key of another type alike; a GET
 -- tells them apart. A key may come more than once: `written` holds what
@@ -842,12 +880,19 @@ if n > 1 then values = call('MGET', spread(KEYS)) end
 local pos = 1
 for i = 1, n do
   local op = byte(blob, pos)
-  local now
-  now, pos = parse(op, pos + 1)
-  if not injected then now = server_now end
   local k = KEYS[i]
   local stored = written[k]
   if stored == nil then stored = values[i] end
+  if not stored then stored = try('GET', k) end
+  local next_pos, fast_value
+  if op == C and fast_check then next_pos, fast_value = fast_check(k, stored, pos + 1) end
+  if next_pos then
+    pos = next_pos
+    if fast_value then written[k] = fast_value end
+  else
+  local now
+  now, pos = parse(op, pos + 1)
+  if not injected then now = server_now end
   local problem = load(k, stored)
   if problem then
     if op == X then
@@ -873,6 +918,7 @@ for i = 1, n do
   end
   local value = flush(now)
   if value then written[k] = value end
+  end
   if no > 4000 then pack_out() end
 end
 pack_out()
