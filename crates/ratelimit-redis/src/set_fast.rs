@@ -73,10 +73,42 @@ impl Part {
     }
 }
 
-/// The Lua defining `fast_check` for `set`, whose sections have the ids
-/// `ids`; `None` for a set with more than one concurrency policy (its
-/// checks go the generic way).
-pub(crate) fn fast_check(set: &PolicySet, ids: &[u64]) -> Option<String> {
+/// Lua source being written, a line at a time.
+#[derive(Default)]
+struct Lua(String);
+
+impl Lua {
+    fn line(&mut self, s: impl AsRef<str>) {
+        self.0.push_str(s.as_ref());
+        self.0.push('\n');
+    }
+}
+
+/// The operation a fast path is written for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Check,
+    Settle,
+}
+
+/// A set as the fast paths see it.
+struct Set {
+    parts: Vec<Part>,
+    ids: Vec<u64>,
+    /// Whether each policy settles.
+    settles: Vec<bool>,
+    /// The concurrency policy, if any.
+    leases: Option<usize>,
+    /// The policies in the order of their sections in a value: the rate
+    /// policies in set order, then the concurrency policy (as HEAD in
+    /// `lua/set.lua`).
+    order: Vec<usize>,
+}
+
+/// The Lua defining `fast_check` and `fast_settle` for `set`, whose
+/// sections have the ids `ids`; `None` for a set with more than one
+/// concurrency policy (its operations go the generic way).
+pub(crate) fn fast_paths(set: &PolicySet, ids: &[u64]) -> Option<String> {
     let parts: Vec<Part> = set.limits().iter().map(Part::of).collect();
     let leases: Vec<usize> = (0..parts.len())
         .filter(|&j| matches!(parts[j], Part::Leases { .. }))
@@ -84,30 +116,44 @@ pub(crate) fn fast_check(set: &PolicySet, ids: &[u64]) -> Option<String> {
     if leases.len() > 1 {
         return None;
     }
-    // The value's sections: the rate policies in set order, then the
-    // concurrency policy (as HEAD in lua/set.lua).
-    let order: Vec<usize> = (0..parts.len())
+    let order = (0..parts.len())
         .filter(|j| !leases.contains(j))
         .chain(leases.iter().copied())
         .collect();
-    let mut l = String::new();
-    let mut line = |s: String| {
-        l.push_str(&s);
-        l.push('\n');
+    let set = Set {
+        parts,
+        ids: ids.to_vec(),
+        settles: set.limits().iter().map(|l| l.settles()).collect(),
+        leases: leases.first().copied(),
+        order,
     };
-    line("fast_check = function(k, v, pos)".into());
-    line("  if v and type(v) ~= 'string' then return nil end".into());
-    line("  local now".into());
-    line("  if injected then now, pos = decode('<d', blob, pos) else now = server_now end".into());
+    let mut lua = Lua::default();
+    set.check(&mut lua);
+    set.settle(&mut lua);
+    Some(lua.0)
+}
 
-    // The argument: per policy its cost; a concurrency policy's then its
-    // id slot.
-    let (mut format, mut names) = (String::new(), Vec::new());
-    let flush_args =
-        |format: &mut String, names: &mut Vec<String>, line: &mut dyn FnMut(String)| {
+impl Set {
+    /// The opening of `op`'s function: the operation's argument, then the
+    /// value's numbers (zeros for a value never written), or `return nil`
+    /// for a value not on the fast path's layout.
+    fn open(&self, lua: &mut Lua, op: Op) {
+        let name = match op {
+            Op::Check => "fast_check",
+            Op::Settle => "fast_settle",
+        };
+        lua.line(format!("{name} = function(k, v, pos)"));
+        lua.line("  if v and type(v) ~= 'string' then return nil end");
+        lua.line("  local now");
+        lua.line("  if injected then now, pos = decode('<d', blob, pos) else now = server_now end");
+        // The argument (see the calling convention): a check's costs, a
+        // settle's taken, actual and marks; a concurrency policy's id
+        // slot.
+        let (mut format, mut names) = (String::new(), Vec::<String>::new());
+        let flush = |lua: &mut Lua, format: &mut String, names: &mut Vec<String>| {
             if !names.is_empty() {
-                line(format!("  local {}", names.join(", ")));
-                line(format!(
+                lua.line(format!("  local {}", names.join(", ")));
+                lua.line(format!(
                     "  {}, pos = decode('<{format}', blob, pos)",
                     names.join(", ")
                 ));
@@ -115,226 +161,382 @@ pub(crate) fn fast_check(set: &PolicySet, ids: &[u64]) -> Option<String> {
                 names.clear();
             }
         };
-    for (j, part) in parts.iter().enumerate() {
-        format.push('d');
-        names.push(format!("c{j}"));
-        if let Part::Leases { .. } = part {
-            format.push('B');
-            names.push(format!("f{j}"));
-            flush_args(&mut format, &mut names, &mut line);
-            line(format!("  local w{j}a, w{j}b, w{j}c, w{j}d"));
-            line(format!(
-                "  if f{j} == 1 then w{j}a, w{j}b, w{j}c, w{j}d, pos = decode('<I4I4I4I4', blob, pos) end"
-            ));
-        }
-    }
-    flush_args(&mut format, &mut names, &mut line);
-
-    // The state: zeros for a value never written.
-    let state: Vec<String> = order.iter().flat_map(|&j| parts[j].state(j)).collect();
-    line(format!(
-        "  local e, {}, rest_at = 0, {}, 1",
-        state.join(", "),
-        vec!["0"; state.len()].join(", ")
-    ));
-    let mut head = vec!["version".to_owned(), "e".to_owned()];
-    for &j in &order {
-        head.push(format!("i{j}"));
-        head.extend(parts[j].state(j));
-    }
-    head.push("rest_at".to_owned());
-    line("  if v then".into());
-    line("    if #v < FSIZE then return nil end".into());
-    line(format!(
-        "    local version, {}",
-        order
-            .iter()
-            .map(|j| format!("i{j}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    line(format!("    {} = decode(HEAD, v)", head.join(", ")));
-    let same: Vec<String> = order
-        .iter()
-        .map(|&j| format!("i{j} ~= {}", ids[j]))
-        .collect();
-    line(format!(
-        "    if version ~= VERSION or {} then return nil end",
-        same.join(" or ")
-    ));
-    match leases.first() {
-        Some(&j) => line(format!(
-            "    if n{j} < 0 or n{j} ~= floor(n{j}) or rest_at + n{j} * LEASE ~= #v + 1 then return nil end"
-        )),
-        None => line("    if rest_at ~= #v + 1 then return nil end".into()),
-    }
-    line("  else".into());
-    line("    v = ''".into());
-    line("  end".into());
-
-    // The leases held (none expired: the generic check drops those).
-    if let Some(&j) = leases.first() {
-        line(format!("  local h{j}, first{j}, last{j} = 0, false, false"));
-        line(format!(
-            "  for i = rest_at + 16, rest_at + n{j} * LEASE - 1, LEASE do"
-        ));
-        line("    local x = decode('<d', v, i)".into());
-        line("    if x <= now then return nil end".into());
-        line(format!("    h{j} = h{j} + 1"));
-        line(format!(
-            "    if not first{j} or x < first{j} then first{j} = x end"
-        ));
-        line(format!(
-            "    if not last{j} or x > last{j} then last{j} = x end"
-        ));
-        line("  end".into());
-    }
-
-    // Each policy's decision, as check() makes it.
-    for (j, part) in parts.iter().enumerate() {
-        let d = format!("ok{j}, rem{j}, rst{j}, rty{j}");
-        match *part {
-            Part::Fixed { limit, window } => line(format!(
-                "  local {d}, xa{j}, xb{j} = decide_fw({limit}, {window}, a{j}, b{j}, now, c{j})"
-            )),
-            Part::Sliding { limit, window } => line(format!(
-                "  local {d}, xa{j}, xb{j}, xz{j} = decide_sw({limit}, {window}, {}, a{j}, b{j}, z{j}, now, c{j})",
-                window / 1000
-            )),
-            Part::Bucket { interval, span, ledger } => {
-                let t = if ledger {
-                    line(format!("  local t{j} = max(now, z{j})"));
-                    format!("t{j}")
-                } else {
-                    "now".to_owned()
-                };
-                line(format!(
-                    "  local {d}, xa{j} = decide_tb({interval}, {span}, a{j}, {t}, c{j})"
-                ));
-            }
-            Part::Leases { limit, ttl } => {
-                line(format!("  local {d}"));
-                line(format!("  if c{j} > 0 and h{j} < {limit} then"));
-                line(format!(
-                    "    ok{j}, rem{j}, rst{j}, rty{j} = true, {limit} - h{j} - 1, max(max(last{j} or 0, now + {ttl}) - now, 0), 0"
-                ));
-                line("  else".into());
-                line(format!(
-                    "    ok{j}, rem{j} = h{j} < {limit} and c{j} == 0, max({limit} - h{j}, 0)"
-                ));
-                line(format!(
-                    "    rst{j}, rty{j} = max((last{j} or now) - now, 0), max((first{j} or now) - now, 0)"
-                ));
-                line("  end".into());
-            }
-        }
-    }
-
-    // The reply, as CHECKED lays it out.
-    let all: Vec<String> = (0..parts.len()).map(|j| format!("ok{j}")).collect();
-    line(format!("  local all = {}", all.join(" and ")));
-    line("  local o = no".into());
-    line("  if all then out[o + 1] = 0 else out[o + 1] = 3 end".into());
-    let mut o = 2;
-    let mut expiry_at = None;
-    for (j, part) in parts.iter().enumerate() {
-        line(format!(
-            "  if ok{j} then out[o + {o}] = -1 else out[o + {o}] = rty{j} end"
-        ));
-        let marks = match *part {
-            Part::Fixed { .. } | Part::Sliding { .. } => format!("xa{j}"),
-            Part::Bucket { ledger: true, .. } => format!("xa{j}, b{j}, t{j}"),
-            Part::Bucket { .. } => format!("xa{j}, 0, now"),
-            Part::Leases { .. } => {
-                expiry_at = Some(o + 3);
-                "0".to_owned()
-            }
-        };
-        let values = format!("rem{j}, rst{j}, {marks}");
-        let n = values.split(", ").count();
-        let slots: Vec<String> = (1..=n).map(|i| format!("out[o + {}]", o + i)).collect();
-        line(format!("  {} = {values}", slots.join(", ")));
-        o += n + 1;
-    }
-    line(format!("  no = o + {}", o - 1));
-    line("  fmts[#fmts + 1] = CHECKED".into());
-    line("  if not all then return pos end".into());
-
-    // The writes, as write_rate and add_lease make them.
-    line("  local latest, dirty = 0, false".into());
-    for (j, part) in parts.iter().enumerate() {
-        match *part {
-            Part::Fixed { window, .. } => {
-                line(format!("  if xa{j} ~= a{j} or xb{j} ~= b{j} then"));
-                line("    dirty = true".into());
-                line(format!(
-                    "    if xb{j} > 0 then latest = max(latest, (xa{j} + 1) * {window}) end"
-                ));
-                line("  end".into());
-            }
-            Part::Sliding { window, .. } => {
-                line(format!(
-                    "  if xa{j} ~= a{j} or xb{j} ~= b{j} or xz{j} ~= z{j} then"
-                ));
-                line("    dirty = true".into());
-                line(format!("    local start = xa{j} * {window}"));
-                line(format!(
-                    "    if xz{j} > 0 then latest = max(latest, start + 2 * {window}) elseif xb{j} > 0 then latest = max(latest, start + {window}) end"
-                ));
-                line("  end".into());
-            }
-            Part::Bucket { ledger, .. } => {
-                if ledger {
-                    line(format!("  if xa{j} ~= a{j} or t{j} ~= z{j} then"));
-                } else {
-                    line(format!("  if xa{j} ~= a{j} then"));
+        for (j, part) in self.parts.iter().enumerate() {
+            match (part, op) {
+                (Part::Leases { .. }, _) => {
+                    if op == Op::Check {
+                        format.push('d');
+                        names.push(format!("c{j}"));
+                    }
+                    format.push('B');
+                    names.push(format!("f{j}"));
+                    flush(lua, &mut format, &mut names);
+                    lua.line(format!("  local w{j}a, w{j}b, w{j}c, w{j}d"));
+                    lua.line(format!(
+                        "  if f{j} == 1 then w{j}a, w{j}b, w{j}c, w{j}d, pos = decode('<I4I4I4I4', blob, pos) end"
+                    ));
                 }
-                line("    dirty = true".into());
-                line(format!("    latest = max(latest, xa{j})"));
-                line("  end".into());
+                (_, Op::Check) => {
+                    format.push('d');
+                    names.push(format!("c{j}"));
+                }
+                (_, Op::Settle) => {
+                    format.push_str("ddddd");
+                    names.extend(["tk", "ac", "ma", "mb", "mc"].map(|n| format!("{n}{j}")));
+                }
             }
-            Part::Leases { ttl, .. } => {
-                line("  local rest = ''".into());
-                line(format!("  if n{j} > 0 then rest = sub(v, rest_at) end"));
-                line(format!("  if c{j} > 0 then"));
-                line(format!("    local expiry = now + {ttl}"));
-                line(format!(
+        }
+        flush(lua, &mut format, &mut names);
+
+        // The value's numbers.
+        let state: Vec<String> = self
+            .order
+            .iter()
+            .flat_map(|&j| self.parts[j].state(j))
+            .collect();
+        lua.line(format!(
+            "  local e, {}, rest_at = 0, {}, 1",
+            state.join(", "),
+            vec!["0"; state.len()].join(", ")
+        ));
+        let mut head = vec!["version".to_owned(), "e".to_owned()];
+        for &j in &self.order {
+            head.push(format!("i{j}"));
+            head.extend(self.parts[j].state(j));
+        }
+        head.push("rest_at".to_owned());
+        lua.line("  if v then");
+        lua.line("    if #v < FSIZE then return nil end");
+        let ids: Vec<String> = self.order.iter().map(|j| format!("i{j}")).collect();
+        lua.line(format!("    local version, {}", ids.join(", ")));
+        lua.line(format!("    {} = decode(HEAD, v)", head.join(", ")));
+        let same: Vec<String> = self
+            .order
+            .iter()
+            .map(|&j| format!("i{j} ~= {}", self.ids[j]))
+            .collect();
+        lua.line(format!(
+            "    if version ~= VERSION or {} then return nil end",
+            same.join(" or ")
+        ));
+        match self.leases {
+            Some(j) => lua.line(format!(
+                "    if n{j} < 0 or n{j} ~= floor(n{j}) or rest_at + n{j} * LEASE ~= #v + 1 then return nil end"
+            )),
+            None => lua.line("    if rest_at ~= #v + 1 then return nil end"),
+        }
+        lua.line("  else");
+        lua.line("    v = ''");
+        lua.line("  end");
+    }
+
+    /// The end of an operation's function: the value written, if `dirty`,
+    /// its policies' states `states` (per policy in section order, the
+    /// names of its numbers) and its leases in `rest`.
+    fn close(&self, lua: &mut Lua, states: &[Vec<String>]) {
+        lua.line("  if not dirty then return pos end");
+        lua.line("  local e2 = expiry_after(e, latest, now)");
+        let mut body = vec!["VERSION".to_owned(), "e2".to_owned()];
+        for &j in &self.order {
+            body.push(self.ids[j].to_string());
+            body.extend(states[j].iter().cloned());
+        }
+        body.push("rest".to_owned());
+        lua.line(format!("  local value = encode(BODY, {})", body.join(", ")));
+        lua.line("  store(k, value, e, e2, latest, now)");
+        lua.line("  return pos, value");
+        lua.line("end");
+    }
+
+    /// A rate policy's write, as write_rate makes it: `new` its state
+    /// after the operation, `old` as read.
+    fn write_rate(lua: &mut Lua, part: &Part, new: &[String], old: &[String]) {
+        let changed: Vec<String> = new
+            .iter()
+            .zip(old)
+            .filter(|(n, o)| n != o)
+            .map(|(n, o)| format!("{n} ~= {o}"))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        lua.line(format!("  if {} then", changed.join(" or ")));
+        lua.line("    dirty = true");
+        match *part {
+            Part::Fixed { window, .. } => lua.line(format!(
+                "    if {b} > 0 then latest = max(latest, ({a} + 1) * {window}) end",
+                a = new[0],
+                b = new[1]
+            )),
+            Part::Sliding { window, .. } => lua.line(format!(
+                "    if {c} > 0 then latest = max(latest, {a} * {window} + 2 * {window}) \
+                 elseif {b} > 0 then latest = max(latest, {a} * {window} + {window}) end",
+                a = new[0],
+                b = new[1],
+                c = new[2]
+            )),
+            Part::Bucket { .. } => lua.line(format!("    latest = max(latest, {})", new[0])),
+            Part::Leases { .. } => {}
+        }
+        lua.line("  end");
+    }
+
+    /// `fast_check`: PolicySet::check, as check() decides it.
+    fn check(&self, lua: &mut Lua) {
+        self.open(lua, Op::Check);
+        // The leases held (none expired: the generic check drops those).
+        if let Some(j) = self.leases {
+            lua.line(format!(
+                "  local h{j}, first{j}, last{j}, _, kept{j} = scan_block(v, rest_at, n{j}, now, false)"
+            ));
+            lua.line(format!("  if kept{j} then return nil end"));
+        }
+        for (j, part) in self.parts.iter().enumerate() {
+            let d = format!("ok{j}, rem{j}, rst{j}, rty{j}");
+            match *part {
+                Part::Fixed { limit, window } => lua.line(format!(
+                    "  local {d}, xa{j}, xb{j} = decide_fw({limit}, {window}, a{j}, b{j}, now, c{j})"
+                )),
+                Part::Sliding { limit, window } => lua.line(format!(
+                    "  local {d}, xa{j}, xb{j}, xz{j} = decide_sw({limit}, {window}, {}, a{j}, b{j}, z{j}, now, c{j})",
+                    window / 1000
+                )),
+                Part::Bucket {
+                    interval,
+                    span,
+                    ledger,
+                } => {
+                    // A bucket keeping a ledger applies no instant before
+                    // its `seen`.
+                    let t = if ledger {
+                        lua.line(format!("  local t{j} = max(now, z{j})"));
+                        format!("t{j}")
+                    } else {
+                        "now".to_owned()
+                    };
+                    lua.line(format!(
+                        "  local {d}, xa{j} = decide_tb({interval}, {span}, a{j}, {t}, c{j})"
+                    ));
+                }
+                Part::Leases { limit, ttl } => {
+                    lua.line(format!("  local {d}"));
+                    lua.line(format!("  if c{j} > 0 and h{j} < {limit} then"));
+                    lua.line(format!(
+                        "    ok{j}, rem{j}, rst{j}, rty{j} = true, {limit} - h{j} - 1, max(max(last{j} or 0, now + {ttl}) - now, 0), 0"
+                    ));
+                    lua.line("  else");
+                    lua.line(format!(
+                        "    ok{j}, rem{j} = h{j} < {limit} and c{j} == 0, max({limit} - h{j}, 0)"
+                    ));
+                    lua.line(format!(
+                        "    rst{j}, rty{j} = max((last{j} or now) - now, 0), max((first{j} or now) - now, 0)"
+                    ));
+                    lua.line("  end");
+                }
+            }
+        }
+
+        // The reply, as CHECKED lays it out.
+        let all: Vec<String> = (0..self.parts.len()).map(|j| format!("ok{j}")).collect();
+        lua.line(format!("  local all = {}", all.join(" and ")));
+        lua.line("  local o = no");
+        lua.line("  if all then out[o + 1] = 0 else out[o + 1] = 3 end");
+        let mut o = 2;
+        let mut expiry_at = 0;
+        for (j, part) in self.parts.iter().enumerate() {
+            lua.line(format!(
+                "  if ok{j} then out[o + {o}] = -1 else out[o + {o}] = rty{j} end"
+            ));
+            let mut values = vec![format!("rem{j}"), format!("rst{j}")];
+            match *part {
+                Part::Fixed { .. } | Part::Sliding { .. } => values.push(format!("xa{j}")),
+                Part::Bucket { ledger: true, .. } => {
+                    values.extend([format!("xa{j}"), format!("b{j}"), format!("t{j}")]);
+                }
+                Part::Bucket { .. } => values.extend([format!("xa{j}"), "0".into(), "now".into()]),
+                Part::Leases { .. } => {
+                    expiry_at = o + 3;
+                    values.push("0".into());
+                }
+            }
+            let slots: Vec<String> = (1..=values.len())
+                .map(|i| format!("out[o + {}]", o + i))
+                .collect();
+            lua.line(format!("  {} = {}", slots.join(", "), values.join(", ")));
+            o += values.len() + 1;
+        }
+        lua.line(format!("  no = o + {}", o - 1));
+        lua.line("  fmts[#fmts + 1] = CHECKED");
+        lua.line("  if not all then return pos end");
+
+        // The writes, as write_rate and add_lease make them.
+        lua.line("  local latest, dirty = 0, false");
+        let mut states = vec![Vec::new(); self.parts.len()];
+        for (j, part) in self.parts.iter().enumerate() {
+            let old = part.state(j);
+            let new: Vec<String> = match *part {
+                Part::Bucket { ledger: true, .. } => {
+                    vec![format!("xa{j}"), format!("b{j}"), format!("t{j}")]
+                }
+                Part::Leases { .. } => old.clone(),
+                _ => old.iter().map(|n| format!("x{n}")).collect(),
+            };
+            Self::write_rate(lua, part, &new, &old);
+            states[j] = new;
+        }
+        match self.leases {
+            Some(j) => {
+                let Part::Leases { ttl, .. } = self.parts[j] else {
+                    unreachable!("the concurrency policy")
+                };
+                lua.line("  local rest = ''");
+                lua.line(format!("  if n{j} > 0 then rest = sub(v, rest_at) end"));
+                lua.line(format!("  if c{j} > 0 then"));
+                lua.line(format!("    local expiry = now + {ttl}"));
+                lua.line(format!(
                     "    rest = rest .. encode(LEASE_FMT, w{j}a, w{j}b, w{j}c, w{j}d, expiry)"
                 ));
-                line(format!("    n{j} = h{j} + 1"));
-                if let Some(at) = expiry_at {
-                    line(format!("    out[o + {at}] = expiry"));
+                lua.line(format!("    n{j} = h{j} + 1"));
+                lua.line(format!("    out[o + {expiry_at}] = expiry"));
+                lua.line("    dirty = true");
+                lua.line(format!("    latest = max(latest, last{j} or 0, expiry)"));
+                lua.line("  end");
+            }
+            None => lua.line("  local rest = ''"),
+        }
+        self.close(lua, &states);
+    }
+
+    /// `fast_settle`: PolicySet::settle, as settle() decides it; a settle
+    /// refused goes the generic way.
+    fn settle(&self, lua: &mut Lua) {
+        self.open(lua, Op::Settle);
+        // Forgets the expired leases and frees this one.
+        if let Some(j) = self.leases {
+            lua.line(format!(
+                "  local h{j}, first{j}, last{j}, _, kept{j} = scan_block(v, rest_at, n{j}, now, f{j} == 1, w{j}a, w{j}b, w{j}c, w{j}d)"
+            ));
+        }
+        let mut states = vec![Vec::new(); self.parts.len()];
+        for (j, part) in self.parts.iter().enumerate() {
+            let d = format!("ok{j}, rem{j}, rst{j}, rty{j}");
+            let settled = format!("ac{j} ~= tk{j}");
+            let not_settling = |lua: &mut Lua| {
+                if !self.settles[j] {
+                    lua.line(format!("  if {settled} then return nil end"));
                 }
-                line("    dirty = true".into());
-                line(format!("    latest = max(latest, last{j} or 0, expiry)"));
-                line("  end".into());
+            };
+            match *part {
+                Part::Fixed { limit, window } | Part::Sliding { limit, window } => {
+                    let sliding = matches!(part, Part::Sliding { .. });
+                    not_settling(lua);
+                    let c = if sliding { format!("z{j}") } else { "0".into() };
+                    lua.line(format!("  local sa{j}, sb{j}, sc{j} = a{j}, b{j}, {c}"));
+                    lua.line(format!("  if {settled} then"));
+                    lua.line("    local done");
+                    lua.line(format!(
+                        "    done, sa{j}, sb{j}, sc{j} = settle_window({sliding}, {window}, {}, a{j}, b{j}, {c}, now, tk{j}, ac{j}, ma{j})",
+                        window / 1000
+                    ));
+                    lua.line("    if not done then return nil end");
+                    lua.line("  end");
+                    if sliding {
+                        lua.line(format!(
+                            "  local {d} = decide_sw({limit}, {window}, {}, sa{j}, sb{j}, sc{j}, now, 0)",
+                            window / 1000
+                        ));
+                        states[j] = vec![format!("sa{j}"), format!("sb{j}"), format!("sc{j}")];
+                    } else {
+                        lua.line(format!(
+                            "  local {d} = decide_fw({limit}, {window}, sa{j}, sb{j}, now, 0)"
+                        ));
+                        states[j] = vec![format!("sa{j}"), format!("sb{j}")];
+                    }
+                }
+                Part::Bucket {
+                    interval,
+                    span,
+                    ledger: false,
+                } => {
+                    // Settles only what it took.
+                    lua.line(format!("  if {settled} then return nil end"));
+                    lua.line(format!(
+                        "  local {d} = decide_tb({interval}, {span}, a{j}, now, 0)"
+                    ));
+                    states[j] = vec![format!("a{j}")];
+                }
+                Part::Bucket { interval, span, .. } => {
+                    lua.line(format!(
+                        "  local sa{j}, sb{j}, sc{j}, st{j} = a{j}, b{j}, z{j}, now"
+                    ));
+                    lua.line(format!("  if {settled} then"));
+                    lua.line("    local done");
+                    lua.line(format!(
+                        "    done, sa{j}, sb{j}, sc{j} = settle_bucket({interval}, a{j}, b{j}, z{j}, now, tk{j}, ac{j}, ma{j}, mb{j}, mc{j})"
+                    ));
+                    lua.line("    if not done then return nil end");
+                    lua.line(format!("    st{j} = sc{j}"));
+                    lua.line("  end");
+                    lua.line(format!(
+                        "  local {d} = decide_tb({interval}, {span}, sa{j}, st{j}, 0)"
+                    ));
+                    states[j] = vec![format!("sa{j}"), format!("sb{j}"), format!("sc{j}")];
+                }
+                Part::Leases { limit, .. } => {
+                    lua.line(format!(
+                        "  local {d} = h{j} < {limit}, max({limit} - h{j}, 0), max((last{j} or now) - now, 0), max((first{j} or now) - now, 0)"
+                    ));
+                    states[j] = vec![format!("n{j}")];
+                }
             }
         }
-    }
-    if leases.is_empty() {
-        line("  local rest = ''".into());
-    }
-    line("  if not dirty then return pos end".into());
-    line("  local e2 = expiry_after(e, latest, now)".into());
-    let mut body = vec!["VERSION".to_owned(), "e2".to_owned()];
-    for &j in &order {
-        body.push(ids[j].to_string());
-        body.extend(match parts[j] {
-            Part::Fixed { .. } => vec![format!("xa{j}"), format!("xb{j}")],
-            Part::Sliding { .. } => vec![format!("xa{j}"), format!("xb{j}"), format!("xz{j}")],
-            Part::Bucket { ledger: true, .. } => {
-                vec![format!("xa{j}"), format!("b{j}"), format!("t{j}")]
+
+        // The reply, as DECIDED lays it out.
+        lua.line("  local o = no");
+        lua.line("  out[o + 1] = 0");
+        for j in 0..self.parts.len() {
+            let o = 2 + 3 * j;
+            lua.line(format!(
+                "  if ok{j} then out[o + {o}] = -1 else out[o + {o}] = rty{j} end"
+            ));
+            lua.line(format!(
+                "  out[o + {}], out[o + {}] = rem{j}, rst{j}",
+                o + 1,
+                o + 2
+            ));
+        }
+        lua.line(format!("  no = o + {}", 1 + 3 * self.parts.len()));
+        lua.line("  fmts[#fmts + 1] = DECIDED");
+
+        // The writes, as write_rate and scan make them.
+        lua.line("  local latest, dirty = 0, false");
+        for (j, part) in self.parts.iter().enumerate() {
+            if !matches!(part, Part::Leases { .. }) {
+                let mut old = part.state(j);
+                if let Part::Fixed { .. } = part {
+                    old.truncate(2);
+                }
+                Self::write_rate(lua, part, &states[j], &old);
             }
-            Part::Bucket { .. } => vec![format!("xa{j}")],
-            Part::Leases { .. } => vec![format!("n{j}")],
-        });
+        }
+        match self.leases {
+            Some(j) => {
+                lua.line(format!("  local rest = kept{j}"));
+                lua.line("  if rest then");
+                lua.line(format!("    n{j} = h{j}"));
+                lua.line("    dirty = true");
+                lua.line(format!(
+                    "    if last{j} then latest = max(latest, last{j}) end"
+                ));
+                lua.line("  else");
+                lua.line("    rest = ''");
+                lua.line(format!("    if n{j} > 0 then rest = sub(v, rest_at) end"));
+                lua.line("  end");
+            }
+            None => lua.line("  local rest = ''"),
+        }
+        self.close(lua, &states);
     }
-    body.push("rest".to_owned());
-    line(format!("  local value = encode(BODY, {})", body.join(", ")));
-    line("  store(k, value, e, e2, latest, now)".into());
-    line("  return pos, value".into());
-    line("end".into());
-    Some(l)
 }
 
 #[cfg(test)]
@@ -359,7 +561,7 @@ mod tests {
             named("streams", Concurrency::new(2, minute).unwrap()),
         ])
         .unwrap();
-        let code = fast_check(&set, &set_ids(&set)).expect("one concurrency policy");
+        let code = fast_paths(&set, &set_ids(&set)).expect("one concurrency policy");
         // Constants in the code: the fixed window's parameters, the
         // sections' ids.
         assert!(
@@ -374,6 +576,6 @@ mod tests {
             named("b", Concurrency::new(2, minute).unwrap()),
         ])
         .unwrap();
-        assert!(fast_check(&two, &set_ids(&two)).is_none());
+        assert!(fast_paths(&two, &set_ids(&two)).is_none());
     }
 }

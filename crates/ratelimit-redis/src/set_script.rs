@@ -7,7 +7,7 @@ use redis::{Script, ScriptInvocation, Value};
 use crate::connection::{CallError, Connection};
 use crate::keys::set_ids;
 use crate::script::ForeignValue;
-use crate::set_fast::fast_check;
+use crate::set_fast::fast_paths;
 use crate::transport::{Replies, ScriptSource, Transport};
 
 /// The policy kinds of the script's set description.
@@ -177,7 +177,7 @@ impl SetScript {
         }
         let code = include_str!("lua/set.lua").replace(
             "--@FAST_CHECK@",
-            &fast_check(set, &set_ids(set)).unwrap_or_default(),
+            &fast_paths(set, &set_ids(set)).unwrap_or_default(),
         );
         Self {
             script: Script::new(&code),

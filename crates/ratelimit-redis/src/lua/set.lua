@@ -318,39 +318,49 @@ local function stored_leases(j)
   return sub(v, lp[j], lp[j] + ln[j] * LEASE - 1)
 end
 
--- Scans policy j's leases at `now`, leaving out the operation's lease id
--- for it if `drop`: sets held[j], first[j], last[j] (false when none is
--- held) over the leases held, and if they differ from what is stored (a
--- lease expired or dropped), block[j] and count[j] to them and marks the
--- value changed. Returns the expiry of the dropped lease if it is held,
--- else false. Ids are read as four 32-bit words, so a scan makes no
--- string unless it drops a lease.
-local function scan(j, now, drop)
-  local p, stop = lp[j], lp[j] + ln[j] * LEASE - 1
-  local n, f, l, gone, found = 0, false, false, false, false
-  local d1, d2, d3, d4 = w1[j], w2[j], w3[j], w4[j]
+-- Scans the n leases of `value` from p on at `now`, leaving out the lease of
+-- id (d1, d2, d3, d4) if `drop`: returns, over the leases held, how many,
+-- the first and last expiry (false when none is held), the expiry of the
+-- lease dropped if it is held (else false), and the leases held as a
+-- string if they differ from those stored (a lease expired or dropped),
+-- else nil. Ids are read as four 32-bit words, so a scan makes no string
+-- unless it drops a lease.
+local function scan_block(value, p, n, now, drop, d1, d2, d3, d4)
+  local stop = p + n * LEASE - 1
+  local h, f, l, gone, found = 0, false, false, false, false
   for i = p, stop, LEASE do
-    local a, b, c, d, e = decode(LEASE_FMT, v, i)
+    local a, b, c, d, e = decode(LEASE_FMT, value, i)
     if e <= now then
       gone = true
     elseif drop and a == d1 and b == d2 and c == d3 and d == d4 then
       found = e
     else
-      n = n + 1
+      h = h + 1
       if not f or e < f then f = e end
       if not l or e > l then l = e end
     end
   end
-  held[j], first[j], last[j] = n, f, l
-  if gone or found then
-    local parts = {}
-    for i = p, stop, LEASE do
-      local a, b, c, d, e = decode(LEASE_FMT, v, i)
-      if e > now and not (drop and a == d1 and b == d2 and c == d3 and d == d4) then
-        parts[#parts + 1] = sub(v, i, i + LEASE - 1)
-      end
+  if not (gone or found) then return h, f, l, found, nil end
+  local parts = {}
+  for i = p, stop, LEASE do
+    local a, b, c, d, e = decode(LEASE_FMT, value, i)
+    if e > now and not (drop and a == d1 and b == d2 and c == d3 and d == d4) then
+      parts[#parts + 1] = sub(value, i, i + LEASE - 1)
     end
-    block[j], count[j] = concat(parts), n
+  end
+  return h, f, l, found, concat(parts)
+end
+
+-- Scans policy j's leases (scan_block), leaving out the operation's lease
+-- id for it if `drop`: sets held[j], first[j], last[j], and if the leases
+-- held differ from those stored, block[j] and count[j] to them and marks
+-- the value changed. Returns the expiry of the dropped lease if it is
+-- held, else false.
+local function scan(j, now, drop)
+  local h, f, l, found, kept = scan_block(v, lp[j], ln[j], now, drop, w1[j], w2[j], w3[j], w4[j])
+  held[j], first[j], last[j] = h, f, l
+  if kept then
+    block[j], count[j] = kept, h
     dirty = true
     if l and l > latest then latest = l end
   end
@@ -474,17 +484,6 @@ local function state(j)
   if n == 2 then return s[o + 1], s[o + 2], 0 end
   if n == 3 then return s[o + 1], s[o + 2], s[o + 3] end
   return s[o + 1], 0, 0
-end
-
--- A window state rolled forward to the window of `now` (or `least`, if
--- later); never back.
-local function roll(j, a, b, c, now, least)
-  local k = max(floor(now / pb[j]), least)
-  if k > a then
-    if kind[j] == SW and k == a + 1 then return k, c, 0 end
-    return k, 0, 0
-  end
-  return a, b, c
 end
 
 -- A rate policy's decision for `cost` (0: a peek) at `now` on a state,
@@ -716,6 +715,54 @@ local function release_all(now)
   return freed
 end
 
+-- Policy::settle_part of a window (`sw`: a sliding one) on its state
+-- (a, b, c) with actual ~= taken: true and the state after it, or false,
+-- the reason and the count (see the calling convention).
+local function settle_window(sw, window, window_ms, a, b, c, now, taken, actual, ma)
+  -- Rolled forward to the window of `now`, or the receipt's if later.
+  local k = max(floor(now / window), ma)
+  if k > a then
+    if sw and k == a + 1 then a, b, c = k, c, 0 else a, b, c = k, 0, 0 end
+  end
+  if actual > taken then
+    local x = actual - taken
+    local count = b
+    if sw then count = c end
+    local total = count + x
+    if total > U32 or total * window_ms >= EXACT then return false, 2, count end
+    if sw then c = total else b = total end
+  else
+    local x = taken - actual
+    if not sw then
+      if ma == a then b = max(b - x, 0) end
+    elseif ma == a then
+      c = max(c - x, 0)
+    elseif ma + 1 == a then
+      b = max(b - x, 0)
+    end
+  end
+  return true, a, b, c
+end
+
+-- Policy::settle_part of a settling bucket (a = tat, b = rf, c = seen;
+-- the receipt's mark is (tat_r, rf_r, at)) with actual ~= taken: true and
+-- the state after it, its `seen` the instant applied, or false, 3, 0.
+local function settle_bucket(interval, a, b, c, now, taken, actual, ma, mb, mc)
+  now = max(now, c)
+  if actual > taken then
+    local charged = max(a, now, mc) + (actual - taken) * interval
+    if charged >= EXACT then return false, 3, 0 end
+    a = charged
+  elseif b >= mb then
+    local x = taken - actual
+    local ending = max(ma - (b - mb), 0)
+    local r = min(x, floor(max(min(ending, a) - now, 0) / interval))
+    a = a - r * interval
+    b = b + r * interval
+  end
+  return true, a, b, now
+end
+
 -- Policy::settle_part for policy j on its state as read: the decision
 -- (set in ok, rem, rst, rty) and the state after it (x1, y1, z1), or
 -- false, reason, count.
@@ -723,44 +770,17 @@ local function settle_part(j, now, taken, actual, ma, mb, mc)
   if actual ~= taken and not settles[j] then return false, 1, 0 end
   local a, b, c = state(j)
   local k = kind[j]
-  if actual == taken then
-    -- Nothing changes (a settling bucket's instant included).
-  elseif k == FW or k == SW then
-    a, b, c = roll(j, a, b, c, now, ma)
-    if actual > taken then
-      local x = actual - taken
-      local count = b
-      if k == SW then count = c end
-      local total = count + x
-      if total > U32 or total * pc[j] >= EXACT then return false, 2, count end
-      if k == SW then c = total else b = total end
+  -- actual == taken changes nothing (a settling bucket's instant
+  -- included).
+  if actual ~= taken then
+    local done
+    if k == TB then
+      done, a, b, c = settle_bucket(pa[j], a, b, c, now, taken, actual, ma, mb, mc)
+      if done then now = c end
     else
-      local x = taken - actual
-      if k == FW then
-        if ma == a then b = max(b - x, 0) end
-      elseif ma == a then
-        c = max(c - x, 0)
-      elseif ma + 1 == a then
-        b = max(b - x, 0)
-      end
+      done, a, b, c = settle_window(k == SW, pb[j], pc[j], a, b, c, now, taken, actual, ma)
     end
-  else
-    -- A settling bucket: a = tat, b = rf, c = seen; the receipt's mark is
-    -- (tat_r, rf_r, at).
-    local interval = pa[j]
-    now = max(now, c)
-    if actual > taken then
-      local charged = max(a, now, mc) + (actual - taken) * interval
-      if charged >= EXACT then return false, 3, 0 end
-      a = charged
-    elseif b >= mb then
-      local x = taken - actual
-      local ending = max(ma - (b - mb), 0)
-      local r = min(x, floor(max(min(ending, a) - now, 0) / interval))
-      a = a - r * interval
-      b = b + r * interval
-    end
-    c = now
+    if not done then return false, a, b end
   end
   local allowed, remaining, reset_after, retry_after = decide(j, a, b, c, now, 0)
   ok[j], rem[j], rst[j], rty[j] = allowed, remaining, reset_after, retry_after
@@ -858,16 +878,17 @@ local function parse(op, pos)
   return now, pos
 end
 
--- A check of this set on the fast path's layout (a value never written,
--- or the set's own sections first, its concurrency policy's leases none
--- expired, nothing after them): the Rust side writes it for the set, its
--- parameters and section ids as constants, its numbers in locals; it
--- decides exactly as check() does. fast_check(k, stored, pos) reads the
--- operation's argument from `pos` on and returns where the next one
--- starts and the value it wrote if any, or nil (nothing done) for any
--- other layout. nil for a set with
--- more than one concurrency policy.
-local fast_check
+-- A check and a settle of this set on the fast path's layout (a value
+-- never written, or the set's own sections first and nothing after them,
+-- no lease expired), written by set_fast.rs for the set: its parameters
+-- and section ids as constants, its numbers in locals, deciding with the
+-- same functions as check() and settle(), so exactly as they do.
+-- fast_check(k, stored, pos) and fast_settle(...) read the operation's
+-- argument from `pos` on and return where the next one starts and the
+-- value written if any, or nil (nothing done) for any other layout, and
+-- for a settle refused. nil for a set with more than one concurrency
+-- policy.
+local fast_check, fast_settle
 --@FAST_CHECK@
 
 -- Every value of a call of several operations in one MGET, which answers
@@ -885,7 +906,11 @@ for i = 1, n do
   if stored == nil then stored = values[i] end
   if not stored then stored = try('GET', k) end
   local next_pos, fast_value
-  if op == C and fast_check then next_pos, fast_value = fast_check(k, stored, pos + 1) end
+  if op == C and fast_check then
+    next_pos, fast_value = fast_check(k, stored, pos + 1)
+  elseif op == S and fast_settle then
+    next_pos, fast_value = fast_settle(k, stored, pos + 1)
+  end
   if next_pos then
     pos = next_pos
     if fast_value then written[k] = fast_value end
