@@ -128,12 +128,39 @@ pub(crate) fn fast_paths(set: &PolicySet, ids: &[u64]) -> Option<String> {
         order,
     };
     let mut lua = Lua::default();
+    set.formats(&mut lua);
     set.check(&mut lua);
     set.settle(&mut lua);
     Some(lua.0)
 }
 
 impl Set {
+    /// The formats the fast paths use, as `generic()` in `lua/set.lua`
+    /// makes them: a value's numbers (HEAD: the header, the rate policies'
+    /// sections, the concurrency policy's id and count; FSIZE its bytes;
+    /// BODY writes them and a string after), a check's reply, decisions.
+    fn formats(&self, lua: &mut Lua) {
+        let numbers: usize = self
+            .order
+            .iter()
+            .map(|&j| 1 + self.parts[j].state(j).len())
+            .sum();
+        let head = format!("<Bd{}", "d".repeat(numbers));
+        let checked: String = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Bucket { .. } => "dddddd",
+                _ => "dddd",
+            })
+            .collect();
+        lua.line(format!(
+            "FSIZE, HEAD, BODY, CHECKED, DECIDED = {}, '{head}', '{head}c0', 'B{checked}', 'B{}'",
+            9 + 8 * numbers,
+            "ddd".repeat(self.parts.len())
+        ));
+    }
+
     /// The opening of `op`'s function: the operation's argument, then the
     /// value's numbers (zeros for a value never written), or `return nil`
     /// for a value not on the fast path's layout.
@@ -562,6 +589,17 @@ mod tests {
         ])
         .unwrap();
         let code = fast_paths(&set, &set_ids(&set)).expect("one concurrency policy");
+        // The formats: the header (a byte, the expiry), then 9 numbers (3
+        // ids, 2 + 3 numbers of state, 1 count of leases); a check's reply
+        // 4 + 6 + 4 numbers, decisions 3 each.
+        let (head, checked) = (format!("<B{}", "d".repeat(10)), "d".repeat(14));
+        assert!(
+            code.starts_with(&format!(
+                "FSIZE, HEAD, BODY, CHECKED, DECIDED = 81, '{head}', '{head}c0', 'B{checked}', 'B{}'\n",
+                "d".repeat(9)
+            )),
+            "{code}"
+        );
         // Constants in the code: the fixed window's parameters, the
         // sections' ids.
         assert!(

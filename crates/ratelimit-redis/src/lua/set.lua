@@ -108,55 +108,10 @@ local LEASE_FMT = '<I4I4I4I4d'
 local VERSION = 1
 local C, S, R, X, P = byte('csrxp', 1, 5)
 
--- The set. Per policy: kind, settles, parameters, id; nst the numbers
--- of its state (a concurrency policy: its count of leases); at its id's
--- index in a value's numbers as read (see below). `rates` and `ccs` list
--- the rate and the concurrency policies, in set order.
-local desc = ARGV[3]
-local NPOL = #desc / 34
-local kind, settles, ledger, pa, pb, pc, id, nst, at = {}, {}, {}, {}, {}, {}, {}, {}, {}
-local rates, ccs = {}, {}
-do
-  local d = { decode('<' .. rep('BBdddd', NPOL), desc) }
-  for j = 1, NPOL do
-    local o = 6 * j - 6
-    local k = d[o + 1]
-    kind[j], settles[j] = k, d[o + 2] == 1
-    pa[j], pb[j], pc[j], id[j] = d[o + 3], d[o + 4], d[o + 5], d[o + 6]
-    ledger[j] = k == TB and settles[j]
-    if k == CC then
-      ccs[#ccs + 1] = j
-      nst[j] = 1
-    else
-      rates[#rates + 1] = j
-      if k == FW then nst[j] = 2 elseif k == TB and not ledger[j] then nst[j] = 1 else nst[j] = 3 end
-    end
-  end
-end
-local NCC = #ccs
--- The state's numbers as one struct format, which reads and writes the
--- header, every rate policy's section and the first concurrency policy's
--- id and count: HEAD reads them (FN numbers, FSIZE bytes), BODY writes
--- them and, as a string, all that follows (the leases, the other
--- concurrency policies' sections, the unknown sections). ZERO: a key
--- never written.
-local FN, FSIZE, HEAD, BODY, ZERO
-do
-  local f, z = { '<Bd' }, { VERSION, 0 }
-  local function section(j, n)
-    at[j] = #z + 1
-    f[#f + 1] = rep('d', n + 1)
-    z[#z + 1] = id[j]
-    for _ = 1, n do z[#z + 1] = 0 end
-  end
-  for _, j in ipairs(rates) do section(j, nst[j]) end
-  if NCC > 0 then section(ccs[1], 1) end
-  HEAD = concat(f)
-  BODY = HEAD .. 'c0'
-  FN = #z
-  FSIZE = 1 + 8 * (FN - 1)
-  ZERO = z
-end
+-- The formats of a value and of the replies (see FN and CHECKED in
+-- generic()), which the fast paths use: set with them, by the code written
+-- for the set.
+local FSIZE, HEAD, BODY, CHECKED, DECIDED
 
 -- Scans the n leases of `value` from p on at `now`, leaving out the lease of
 -- id (d1, d2, d3, d4) if `drop`: returns, over the leases held, how many,
@@ -345,23 +300,6 @@ end
 -- packed with one encode at the end (or every few thousand numbers, as
 -- the Lua stack bounds an unpack): creating a string costs Redis's Lua
 -- more than anything else a decision does.
-local CHECKED, CHECK_AT, DECIDED, RENEWED = nil, {}, nil, nil
-do
-  local g, o = { 'B' }, 1
-  for j = 1, NPOL do
-    CHECK_AT[j] = o
-    if kind[j] == TB then
-      g[#g + 1] = 'dddddd'
-      o = o + 6
-    else
-      g[#g + 1] = 'dddd'
-      o = o + 4
-    end
-  end
-  CHECKED = concat(g)
-  DECIDED = 'B' .. rep('ddd', NPOL)
-  RENEWED = 'B' .. rep('d', NCC)
-end
 local out, no, fmts, chunks = {}, 0, {}, {}
 local function pack_out()
   chunks[#chunks + 1] = encode('<' .. concat(fmts), spread(out, 1, no))
@@ -390,6 +328,75 @@ local fast_check, fast_settle
 -- proportion to the locals it and the functions before it capture, and
 -- most calls never need these).
 local function generic()
+  -- The set. Per policy: kind, settles, parameters, id; nst the numbers
+  -- of its state (a concurrency policy: its count of leases); at its id's
+  -- index in a value's numbers as read (see below). `rates` and `ccs` list
+  -- the rate and the concurrency policies, in set order.
+  local desc = ARGV[3]
+  local NPOL = #desc / 34
+  local kind, settles, ledger, pa, pb, pc, id, nst, at = {}, {}, {}, {}, {}, {}, {}, {}, {}
+  local rates, ccs = {}, {}
+  do
+    local d = { decode('<' .. rep('BBdddd', NPOL), desc) }
+    for j = 1, NPOL do
+      local o = 6 * j - 6
+      local k = d[o + 1]
+      kind[j], settles[j] = k, d[o + 2] == 1
+      pa[j], pb[j], pc[j], id[j] = d[o + 3], d[o + 4], d[o + 5], d[o + 6]
+      ledger[j] = k == TB and settles[j]
+      if k == CC then
+        ccs[#ccs + 1] = j
+        nst[j] = 1
+      else
+        rates[#rates + 1] = j
+        if k == FW then nst[j] = 2 elseif k == TB and not ledger[j] then nst[j] = 1 else nst[j] = 3 end
+      end
+    end
+  end
+  local NCC = #ccs
+  -- The state's numbers as one struct format, which reads and writes the
+  -- header, every rate policy's section and the first concurrency policy's
+  -- id and count: HEAD reads them (FN numbers, FSIZE bytes), BODY writes
+  -- them and, as a string, all that follows (the leases, the other
+  -- concurrency policies' sections, the unknown sections). ZERO: a key
+  -- never written.
+  local FN, FSIZE, HEAD, BODY, ZERO
+  do
+    local f, z = { '<Bd' }, { VERSION, 0 }
+    local function section(j, n)
+      at[j] = #z + 1
+      f[#f + 1] = rep('d', n + 1)
+      z[#z + 1] = id[j]
+      for _ = 1, n do z[#z + 1] = 0 end
+    end
+    for _, j in ipairs(rates) do section(j, nst[j]) end
+    if NCC > 0 then section(ccs[1], 1) end
+    HEAD = concat(f)
+    BODY = HEAD .. 'c0'
+    FN = #z
+    FSIZE = 1 + 8 * (FN - 1)
+    ZERO = z
+  end
+
+  -- The replies' formats: a check's (CHECK_AT[j]: where policy j's entry
+  -- starts), decisions', a renew's.
+  local CHECKED, CHECK_AT, DECIDED, RENEWED = nil, {}, nil, nil
+  do
+    local g, o = { 'B' }, 1
+    for j = 1, NPOL do
+      CHECK_AT[j] = o
+      if kind[j] == TB then
+        g[#g + 1] = 'dddddd'
+        o = o + 6
+      else
+        g[#g + 1] = 'dddd'
+        o = o + 4
+      end
+    end
+    CHECKED = concat(g)
+    DECIDED = 'B' .. rep('ddd', NPOL)
+    RENEWED = 'B' .. rep('d', NCC)
+  end
   local FAULT = 'BBBd'
   local C, S, R, X, P = byte('csrxp', 1, 5)
   -- The operation's key, its stored value (v, '' for none) and its
