@@ -43,11 +43,11 @@
 --             window_ms), sliding (limit, window_us, window_ms), bucket
 --             (interval_us, span_us, 0), concurrency (limit, ttl_us, 0);
 --             and its id
---   then per operation, in the order of KEYS, one packed argument: its
---   code (one byte), with an injected clock its now in µs (a double), and
---   per policy (a number is a little-endian double, an id slot a byte 1
---   and the lease id as four little-endian 32-bit words, or 17 zero bytes
---   for none):
+--   ARGV[4]   every operation's argument, in the order of KEYS, one after
+--             the other: its code (one byte), with an injected clock its
+--             now in µs (a double), and per policy (a number is a
+--             little-endian double, an id slot a byte 1 and the lease id as
+--             four little-endian 32-bit words, or a byte 0 for none):
 --     'c' check    rate: cost; concurrency: cost and the id slot of the
 --                  lease to take
 --     's' settle   rate: taken, actual (at most 2^53), mark a, b, c (a
@@ -55,32 +55,36 @@
 --                  concurrency: the id slot
 --     'r' renew, 'x' release: concurrency only: the id slot
 --     'p' peek     nothing
---   (Packed, because each argument is a string Redis makes for the script
---   and each tonumber() a parse: together they cost more than a
---   decision's arithmetic.)
--- Returns an array of one string per operation, starting with a status
--- byte, then doubles:
---   0  done: a check allowed: per policy remaining, reset_after_us and its
---      marks (a window: k; a bucket: tat, rf, at; a concurrency policy:
---      its lease's expiry, 0 for none); a check denied (status 3), a
---      settle or a peek: per policy r, remaining, reset_after_us, with r
---      -1 when the policy allows, else its retry_after_us; a renew: per
---      concurrency policy its lease's new expiry, 0 when it is no longer
---      held (or none was given); a release: the number freed
+--   (One string for the whole call: each argument is a string Redis makes
+--   for the script, and each tonumber() a parse.)
+-- Returns one string: each operation's reply after the other's, each a
+-- status byte, then doubles:
+--   0  done: a check allowed, and a check denied (status 3): per policy r,
+--      remaining, reset_after_us, with r -1 when the policy allows, else
+--      its retry_after_us, then its marks (a window: k; a bucket: tat, rf,
+--      at; a concurrency policy: its lease's expiry, 0 for none; all
+--      meaningless when denied); a settle or a peek: per policy r,
+--      remaining, reset_after_us; a renew: per concurrency policy its
+--      lease's new expiry, 0 when it is no longer held (or none was
+--      given); a release: the number freed
 --   1  a settle refused (nothing changed but its leases released): then
 --      encode(FAULT, policy index from 0, reason, count) with reason 1
 --      (actual != taken on a policy not declared to settle), 2 (a window
 --      count out of the exact domain; count is the stored count) or 3 (a
 --      bucket's tat out of it)
 --   2  the key holds a value this script did not write (nothing changed):
---      then the policy index byte (255: the key itself) and a message
---      (never the key)
+--      then the policy index byte (255: the key itself), the length of a
+--      message (2 bytes) and the message (never the key)
 --
--- Inside Redis's Lua, every string made, every tonumber and every
--- redis.call costs more than a decision's arithmetic: an operation reads
--- its argument with one struct.unpack and the key's numbers with another,
--- makes one string for the value it writes (when it changes anything) and
--- one for its reply, and runs one SET.
+-- Inside Redis's Lua every interpreted step costs: a table lookup or a
+-- call some 30-40 ns, a string made 100-250 ns, a struct.pack 250 ns and
+-- 35 ns a number, making a function in proportion to the locals it and
+-- the functions before it capture. So a check and a settle on the common
+-- layout run code written for the set (set_fast.rs), its numbers in
+-- locals; an operation reads its argument and the key's numbers with one
+-- struct.unpack each, makes one string for the value it writes (when it
+-- changes anything) and runs one SET; the replies are packed once per
+-- call; and the generic operations are made only when a call needs them.
 --
 -- Lua numbers are doubles: every value stays below 2^53 in the domain the
 -- policies are validated for (see prelude.lua), and an actual amount is
