@@ -128,7 +128,9 @@ pub(crate) enum SetReply {
     Refused(usize, Refusal),
 }
 
-/// The set script and the description of the set passed with every call.
+/// The set script (`lua/set.lua` with the fast paths written for the set,
+/// see [`crate::set_fast`]: one script, loaded and cached by its own SHA1,
+/// per set) and the description of the set passed with every call.
 #[derive(Debug, Clone)]
 pub(crate) struct SetScript {
     script: Script,
