@@ -18,7 +18,7 @@
 //! round, the reservation also per script operation (a check or a settle:
 //! two per reservation), with the median and range over the rounds.
 //! `INFO commandstats` gives the `EVALSHA` calls and the µs Redis spent in
-//! them, and the commands the scripts ran inside Redis (`HMGET`, `HSET`,
+//! them, and the commands the scripts ran inside Redis (`MGET`, `SET`,
 //! `TIME`, ...), per operation.
 
 // This bench's output is its report.

@@ -54,10 +54,11 @@ fn tagged(head: &[u8], key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Maps user keys to the Redis key of a policy set: one hash per (set,
-/// key), `<prefix>s:{<key>}`, escaped as [`KeyLayout`] escapes, so one key
-/// is trivially in one slot of a Redis Cluster. Each policy is a field of
-/// the hash ([`set_fields`]).
+/// Maps user keys to the Redis key of a policy set: one string per (set,
+/// key), `<prefix>set:{<key>}`, escaped as [`KeyLayout`] escapes, so one
+/// key is trivially in one slot of a Redis Cluster. Each policy is a
+/// section of the string, known by its id ([`set_ids`]; the layout is
+/// described in `lua/set.lua`).
 #[derive(Debug, Clone)]
 pub(crate) struct SetKeyLayout {
     head: Vec<u8>,
@@ -66,7 +67,7 @@ pub(crate) struct SetKeyLayout {
 impl SetKeyLayout {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
-            head: format!("{prefix}s:{{").into_bytes(),
+            head: format!("{prefix}set:{{").into_bytes(),
         }
     }
 
@@ -87,22 +88,32 @@ impl SetKeyLayout {
     }
 }
 
-/// The hash fields of a set's policies, in set order: `<name>:<tag>`, the
-/// tag the algorithm's key tag, `tbs` for a token bucket keeping a refund
-/// ledger (its state is longer) and `cc` for a concurrency policy's
-/// leases. A change of algorithm thus reads as a field never written,
-/// while a changed limit (or a reload keeping names and algorithms) keeps
-/// the state. Policy names hold no `:`, so the fields stay distinct.
-pub(crate) fn set_fields(set: &PolicySet) -> Vec<String> {
+/// The tag of a policy's section: how its state is laid out.
+const fn section_tag(limit: &ratelimit_core::NamedLimit) -> u64 {
+    match limit.limit() {
+        Limit::Rate(Policy::FixedWindow(_)) => 1,
+        Limit::Rate(Policy::SlidingWindow(_)) => 2,
+        Limit::Rate(Policy::TokenBucket(_)) if limit.keeps_ledger() => 4,
+        Limit::Rate(Policy::TokenBucket(_)) => 3,
+        Limit::Concurrency(_) => 5,
+    }
+}
+
+/// The ids of a set's policies' sections, in set order: a 49-bit hash of
+/// the name (FNV-1a, the same in every process and release) times 8 plus
+/// the tag of the section's layout (1 fixed window, 2 sliding window, 3
+/// token bucket, 4 token bucket keeping a refund ledger, 5 concurrency).
+/// Below 2^52, so exact in a double. A renamed policy or a change of
+/// algorithm thus reads as a section never written, while a changed limit
+/// (or a reload keeping names and algorithms) keeps the state.
+pub(crate) fn set_ids(set: &PolicySet) -> Vec<u64> {
     set.limits()
         .iter()
         .map(|l| {
-            let tag = match l.limit() {
-                Limit::Rate(_) if l.keeps_ledger() => "tbs",
-                Limit::Rate(p) => p.algorithm().key_tag(),
-                Limit::Concurrency(_) => "cc",
-            };
-            format!("{}:{tag}", l.name())
+            let hash = l.name().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            ((hash & ((1 << 49) - 1)) << 3) | section_tag(l)
         })
         .collect()
 }
@@ -177,32 +188,52 @@ mod tests {
             assert!(!tag(&redis_key).is_empty(), "an empty hash tag for {key:?}");
             assert!(seen.insert(redis_key), "collision for {key:?}");
         }
-        assert_eq!(layout.redis_key(b""), b"rl:s:{%}".to_vec());
-        assert_eq!(layout.redis_key(b"a{b"), b"rl:s:{a%7Bb}".to_vec());
+        assert_eq!(layout.redis_key(b""), b"rl:set:{%}".to_vec());
+        assert_eq!(layout.redis_key(b"a{b"), b"rl:set:{a%7Bb}".to_vec());
     }
 
     #[test]
-    fn set_fields_name_the_policy_and_its_layout() {
+    fn set_ids_hash_the_name_and_tag_the_layout() {
+        let named = |name: &str, limit: Limit| match limit {
+            Limit::Rate(p) => ratelimit_core::NamedLimit::new(name, p).unwrap(),
+            Limit::Concurrency(c) => ratelimit_core::NamedLimit::new(name, c).unwrap(),
+        };
+        let window = || Limit::Rate(Policy::fixed_window(1, Duration::from_secs(1)).unwrap());
+        let bucket = || Limit::Rate(Policy::token_bucket(1, 1, Duration::from_secs(1)).unwrap());
         let set = PolicySet::new(vec![
-            ratelimit_core::NamedLimit::new(
-                "a",
-                Policy::fixed_window(1, Duration::from_secs(1)).unwrap(),
-            )
-            .unwrap(),
-            ratelimit_core::NamedLimit::new(
-                "t",
-                Policy::token_bucket(1, 1, Duration::from_secs(1)).unwrap(),
-            )
-            .unwrap()
-            .settling(),
-            ratelimit_core::NamedLimit::new(
+            named("a", window()),
+            named("t", bucket()).settling(),
+            named(
                 "b",
-                ratelimit_core::Concurrency::new(1, Duration::from_secs(1)).unwrap(),
-            )
-            .unwrap(),
+                Limit::Concurrency(
+                    ratelimit_core::Concurrency::new(1, Duration::from_secs(1)).unwrap(),
+                ),
+            ),
         ])
         .unwrap();
-        assert_eq!(set_fields(&set), ["a:fw", "t:tbs", "b:cc"]);
+        let ids = set_ids(&set);
+        // FNV-1a of "a": 0xaf63dc4c8601ec8c.
+        assert_eq!(
+            ids[0],
+            ((0xaf63_dc4c_8601_ec8c_u64 & ((1 << 49) - 1)) << 3) | 1
+        );
+        assert_eq!(ids[1] & 7, 4);
+        assert_eq!(ids[2] & 7, 5);
+        assert!(ids.iter().all(|&id| id < 1 << 52));
+        // A changed limit keeps the id; a changed algorithm or name does not.
+        let other = PolicySet::new(vec![
+            named(
+                "a",
+                Limit::Rate(Policy::fixed_window(9, Duration::from_secs(60)).unwrap()),
+            ),
+            named("t", bucket()),
+            named("c", window()),
+        ])
+        .unwrap();
+        let other_ids = set_ids(&other);
+        assert_eq!(other_ids[0], ids[0]);
+        assert_eq!(other_ids[1], ids[1] - 1, "the same name, no ledger");
+        assert_ne!(other_ids[2] >> 3, ids[2] >> 3);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod limiter;
 mod link;
 mod options;
 mod script;
+mod set_fast;
 mod set_limiter;
 mod set_script;
 mod transport;

@@ -34,13 +34,20 @@ use crate::ConnectError;
 /// renew, a release, a peek. The script computes exactly what
 /// `ratelimit-core`'s [`PolicySet`] functions compute, on the server's
 /// `TIME` unless a clock is injected. A key's state under the whole set is
-/// one Redis hash, `<prefix>s:{<key>}` (the escaped key is the hash tag, so
-/// a set works on Redis Cluster), with one field per policy,
-/// `<policy name>:<tag>`: a rate policy's packed state, or a concurrency
-/// policy's packed leases (each a 16-byte id and its expiry). Each
-/// operation reads the hash with one `HMGET` and writes it with at most
-/// one `HSET`; the key expires when no part of its state matters any more
-/// (rounded up to a whole second).
+/// one Redis string, `<prefix>set:{<key>}` (the escaped key is the hash
+/// tag, so a set works on Redis Cluster): a header, then one packed
+/// section per policy, known by an id hashed from the policy's name and
+/// tagged with its algorithm (a rate policy's state, a concurrency
+/// policy's leases, each a 16-byte id and its expiry). Each operation
+/// reads it (one `MGET` for all the operations of a batched call) and
+/// writes it with at most one `SET` carrying the key's expiry; the key
+/// expires when no part of its state matters any more (rounded up to a
+/// whole second). A renamed policy, or one whose algorithm changed, reads
+/// as new; a changed limit keeps the state; sections of policies the set
+/// does not know (another configuration sharing the key) are kept as
+/// they are. (Until this layout, the state was a hash under
+/// `<prefix>s:{<key>}`, which this limiter no longer reads: such keys
+/// expire on their own.)
 ///
 /// Lease ids are 64 random bits drawn per limiter and a 64-bit counter, so
 /// processes sharing a Redis never mint the same id.
@@ -132,13 +139,13 @@ impl RedisSetLimiter {
     }
 
     /// The Redis key holding `key`'s state (for operators and tests): a
-    /// hash with one field per policy, `<policy name>:<tag>`.
+    /// string holding every policy's state.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn f(limiter: ratelimit_redis::RedisSetLimiter) {
-    /// assert_eq!(limiter.redis_key(b"user:{42}"), b"ratelimit:s:{user:%7B42%7D}".to_vec());
+    /// assert_eq!(limiter.redis_key(b"user:{42}"), b"ratelimit:set:{user:%7B42%7D}".to_vec());
     /// # }
     /// ```
     #[must_use]
@@ -544,7 +551,7 @@ impl SetLimiter for RedisSetLimiter {
         }
     }
 
-    /// Deletes exactly `key`'s Redis keys, one per policy (no `SCAN`).
+    /// Deletes exactly `key`'s Redis key (no `SCAN`).
     async fn reset_set(&self, key: &[u8]) -> Result<(), Error> {
         let inner = &self.inner;
         let ready = inner.link.ready()?;

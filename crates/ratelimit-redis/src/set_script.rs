@@ -5,19 +5,16 @@ use ratelimit_core::{Limit, PolicySet};
 use redis::{Script, ScriptInvocation, Value};
 
 use crate::connection::{CallError, Connection};
-use crate::keys::set_fields;
+use crate::keys::set_ids;
 use crate::script::ForeignValue;
+use crate::set_fast::fast_paths;
 use crate::transport::{Replies, ScriptSource, Transport};
 
-/// Bytes per policy in a reply: `ENTRY` in `lua/set.lua` (a status byte
-/// and six doubles).
-const ENTRY: usize = 49;
-
-/// The policy kinds of the script's header.
-const FIXED: u64 = 1;
-const SLIDING: u64 = 2;
-const BUCKET: u64 = 3;
-const CONCURRENCY: u64 = 4;
+/// The policy kinds of the script's set description.
+const FIXED: u8 = 1;
+const SLIDING: u8 = 2;
+const BUCKET: u8 = 3;
+const CONCURRENCY: u8 = 4;
 
 /// The largest amount passed to the script: 2^53. An actual amount above
 /// it only ever makes a charge leave the exact domain, which the script
@@ -57,17 +54,13 @@ impl Op {
     }
 }
 
-/// An operation's one argument, packed as `lua/set.lua` reads it: the
-/// code, the injected `now` if any, then each argument (a number as a
-/// little-endian double, a lease as a byte 1 and its 16 bytes, no lease as
-/// 17 zero bytes).
-fn packed(request: &SetRequest) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + 17 * request.args.len());
+/// An operation's argument, packed as `lua/set.lua` reads it, appended to
+/// `out`: the code, the injected `now` if any, then each argument (a
+/// number as a little-endian double, a lease as a byte 1 and its 16 bytes,
+/// no lease as a byte 0).
+fn pack(request: &SetRequest, out: &mut Vec<u8>) {
+    out.reserve(9 + 17 * request.args.len());
     out.push(request.op.code());
-    // Every number passed is below 2^53 (times, costs, marks; amounts are
-    // capped at MAX_AMOUNT), so exact as a double.
-    #[allow(clippy::cast_precision_loss)]
-    let double = |n: u64| (n as f64).to_le_bytes();
     if let Some(now) = request.now {
         out.extend_from_slice(&double(now));
     }
@@ -78,10 +71,17 @@ fn packed(request: &SetRequest) -> Vec<u8> {
                 out.push(1);
                 out.extend_from_slice(id);
             }
-            Arg::None => out.extend_from_slice(&[0; 17]),
+            Arg::None => out.push(0),
         }
     }
-    out
+}
+
+/// `n` as the script reads a number: a little-endian double. Every number
+/// passed is below 2^53 (times, costs, marks, parameters, ids; amounts are
+/// capped at [`MAX_AMOUNT`]), so exact.
+fn double(n: u64) -> [u8; 8] {
+    #[allow(clippy::cast_precision_loss)]
+    (n as f64).to_le_bytes()
 }
 
 /// One operation of a set-script call, on one limiter key.
@@ -128,19 +128,25 @@ pub(crate) enum SetReply {
     Refused(usize, Refusal),
 }
 
-/// The set script and the header passed with every call.
+/// The set script (`lua/set.lua` with the fast paths written for the set,
+/// see [`crate::set_fast`]: one script, loaded and cached by its own SHA1,
+/// per set) and the description of the set passed with every call.
 #[derive(Debug, Clone)]
 pub(crate) struct SetScript {
     script: Script,
-    /// Six values per policy (see `lua/set.lua`), formatted once.
-    header: Vec<Vec<u8>>,
+    /// The set, packed as `lua/set.lua` reads it: per policy its kind,
+    /// whether it settles, three parameters and its id.
+    set: Vec<u8>,
+    /// Each policy's kind, in set order.
+    kinds: Vec<u8>,
     names: Vec<String>,
 }
 
 impl SetScript {
     pub(crate) fn new(set: &PolicySet) -> Self {
-        let mut header = Vec::with_capacity(6 * set.len());
-        for (l, field) in set.limits().iter().zip(set_fields(set)) {
+        let mut packed = Vec::with_capacity(34 * set.len());
+        let mut kinds = Vec::with_capacity(set.len());
+        for (l, id) in set.limits().iter().zip(set_ids(set)) {
             let (kind, a, b, c) = match l.limit() {
                 Limit::Rate(ratelimit_core::Policy::FixedWindow(p)) => (
                     FIXED,
@@ -164,14 +170,21 @@ impl SetScript {
                 ),
                 Limit::Concurrency(c) => (CONCURRENCY, c.limit(), c.lease_ttl_micros(), 0),
             };
-            header.extend(
-                [kind, u64::from(l.settles()), a, b, c].map(|v| v.to_string().into_bytes()),
-            );
-            header.push(field.into_bytes());
+            kinds.push(kind);
+            packed.push(kind);
+            packed.push(u8::from(l.settles()));
+            for v in [a, b, c, id] {
+                packed.extend_from_slice(&double(v));
+            }
         }
+        let code = include_str!("lua/set.lua").replace(
+            "--@FAST_CHECK@",
+            &fast_paths(set, &set_ids(set)).unwrap_or_default(),
+        );
         Self {
-            script: Script::new(include_str!("lua/set.lua")),
-            header,
+            script: Script::new(&code),
+            set: packed,
+            kinds,
             names: set.names().map(str::to_owned).collect(),
         }
     }
@@ -191,17 +204,17 @@ impl SetScript {
         invocation
             .arg(if injected { "injected" } else { "" })
             .arg(min_ttl_ms)
-            .arg(self.names.len());
-        for value in &self.header {
-            invocation.arg(&value[..]);
-        }
+            .arg(&self.set[..]);
+        let mut operations = Vec::new();
         for request in requests {
-            invocation.arg(packed(request));
+            pack(request, &mut operations);
         }
+        invocation.arg(operations);
         invocation
     }
 
-    /// The replies a reply to `requests` stands for, in order.
+    /// The replies a reply to `requests` stands for, in order: one string,
+    /// each operation's reply after the other's (see `lua/set.lua`).
     pub(crate) fn replies(
         &self,
         reply: Value,
@@ -213,82 +226,173 @@ impl SetScript {
                 "unexpected reply from the policy-set script",
             ))
         };
-        let Value::Array(values) = reply else {
+        let Value::BulkString(bytes) = reply else {
             return Err(shape());
         };
-        if values.len() != requests.len() {
-            return Err(shape());
+        let mut rest = &bytes[..];
+        let replies = requests
+            .iter()
+            .map(|request| self.reply(request.op, &mut rest).ok_or_else(shape))
+            .collect::<Result<_, _>>()?;
+        if rest.is_empty() {
+            Ok(replies)
+        } else {
+            Err(shape())
         }
-        let n = self.names.len();
-        values
-            .into_iter()
-            .zip(requests)
-            .map(|(value, request)| {
-                let Value::BulkString(bytes) = value else {
-                    return Err(shape());
+    }
+
+    /// The reply to an operation `op` at the start of `rest`, which then
+    /// starts after it; `None` if there is none.
+    fn reply(&self, op: Op, rest: &mut &[u8]) -> Option<Result<SetReply, ForeignValue>> {
+        let n = self.kinds.len();
+        let (&status, tail) = rest.split_first()?;
+        *rest = tail;
+        let mut take = |len: usize| -> Option<&[u8]> {
+            let (head, tail) = (rest.get(..len)?, rest.get(len..)?);
+            *rest = tail;
+            Some(head)
+        };
+        Some(match status {
+            0 => {
+                let numbers = match op {
+                    Op::Release => 1,
+                    Op::Settle | Op::Peek => 3 * n,
+                    Op::Check => self.checked_numbers(),
+                    Op::Renew => self.kinds.iter().filter(|&&k| k == CONCURRENCY).count(),
                 };
-                match bytes.first() {
-                    Some(0) if request.op == Op::Release => Ok(Ok(SetReply::Done(Vec::new()))),
-                    Some(0) if bytes.len() == 1 + ENTRY * n => Ok(Ok(SetReply::Done(
-                        bytes[1..]
-                            .chunks_exact(ENTRY)
-                            .map(|e| entry(e).ok_or_else(shape))
-                            .collect::<Result<_, _>>()?,
-                    ))),
-                    Some(1) if bytes.len() == 11 && usize::from(bytes[1]) < n => {
-                        let count = number(&bytes[3..11]).ok_or_else(shape)?;
-                        let refusal = match bytes[2] {
-                            1 => Refusal::NotSettling,
-                            2 => Refusal::WindowDomain(count),
-                            3 => Refusal::BucketDomain,
-                            _ => return Err(shape()),
-                        };
-                        Ok(Ok(SetReply::Refused(usize::from(bytes[1]), refusal)))
-                    }
-                    Some(2) if bytes.len() >= 2 && usize::from(bytes[1]) < n => {
-                        Ok(Err(ForeignValue(format!(
-                            "policy {:?}: {}",
-                            self.names[usize::from(bytes[1])],
-                            String::from_utf8_lossy(&bytes[2..])
-                        ))))
-                    }
-                    // The key itself is of another type (Redis's error,
-                    // which names no key).
-                    Some(2) if bytes.len() >= 2 && bytes[1] == 255 => Ok(Err(ForeignValue(
-                        format!("the set's key: {}", String::from_utf8_lossy(&bytes[2..])),
-                    ))),
-                    _ => Err(shape()),
+                Ok(SetReply::Done(self.done(op, take(8 * numbers)?)?))
+            }
+            // A check denied (its marks mean nothing).
+            3 if op == Op::Check => Ok(SetReply::Done(
+                self.checked(take(8 * self.checked_numbers())?)?,
+            )),
+            1 => {
+                let b = take(10)?;
+                let index = usize::from(b[0]);
+                let count = number(&b[2..10])?;
+                let refusal = match b[1] {
+                    1 => Refusal::NotSettling,
+                    2 => Refusal::WindowDomain(count),
+                    3 => Refusal::BucketDomain,
+                    _ => return None,
+                };
+                (index < n).then_some(Ok(SetReply::Refused(index, refusal)))?
+            }
+            2 => {
+                let b = take(3)?;
+                let (index, len) = (b[0], usize::from(u16::from_le_bytes([b[1], b[2]])));
+                let message = String::from_utf8_lossy(take(len)?);
+                let index = usize::from(index);
+                if index < n {
+                    Err(ForeignValue(format!(
+                        "policy {:?}: {message}",
+                        self.names[index]
+                    )))
+                } else if index == 255 {
+                    // The key itself (its value, or a key of another type:
+                    // Redis's error, which names no key).
+                    Err(ForeignValue(format!("the set's key: {message}")))
+                } else {
+                    return None;
                 }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The entries of a done reply to `op`, its numbers `bytes`, or `None`
+    /// if it is not one.
+    fn done(&self, op: Op, bytes: &[u8]) -> Option<Vec<Entry>> {
+        let mut numbers = bytes.chunks_exact(8);
+        if !numbers.remainder().is_empty() {
+            return None;
+        }
+        let mut next = || numbers.next().and_then(number);
+        let entries = match op {
+            Op::Release => {
+                next()?;
+                Vec::new()
+            }
+            Op::Settle | Op::Peek => return self.decided(bytes),
+            Op::Check => return self.checked(bytes),
+            // Per concurrency policy its lease's expiry, 0 when not held.
+            Op::Renew => self
+                .kinds
+                .iter()
+                .map(|&kind| {
+                    let expiry = if kind == CONCURRENCY { next()? } else { 0 };
+                    Some(Entry {
+                        allowed: kind != CONCURRENCY || expiry > 0,
+                        remaining: 0,
+                        reset_after_us: 0,
+                        retry_after_us: 0,
+                        marks: [expiry, 0, 0],
+                    })
+                })
+                .collect::<Option<_>>()?,
+        };
+        numbers.next().is_none().then_some(entries)
+    }
+
+    /// The numbers of a check's reply: per policy 4, a bucket 6.
+    fn checked_numbers(&self) -> usize {
+        self.kinds
+            .iter()
+            .map(|&k| if k == BUCKET { 6 } else { 4 })
+            .sum()
+    }
+
+    /// A check's decisions: per policy `r, remaining, reset_after_us` as
+    /// [`decided`](Self::decided) reads them, then its marks (a bucket 3,
+    /// any other policy 1), or `None`.
+    fn checked(&self, bytes: &[u8]) -> Option<Vec<Entry>> {
+        let mut rest = bytes;
+        let entries = self
+            .kinds
+            .iter()
+            .map(|&kind| {
+                let marks = if kind == BUCKET { 3 } else { 1 };
+                let (entry, tail) = rest.split_at_checked(24 + 8 * marks)?;
+                rest = tail;
+                let mut e = decision(&entry[..24])?;
+                for (m, b) in e.marks.iter_mut().zip(entry[24..].chunks_exact(8)) {
+                    *m = number(b)?;
+                }
+                Some(e)
             })
-            .collect()
+            .collect::<Option<_>>()?;
+        rest.is_empty().then_some(entries)
+    }
+
+    /// One decision per policy, each `r, remaining, reset_after_us` (`r`
+    /// -1 when allowed, else the retry_after), or `None`.
+    fn decided(&self, bytes: &[u8]) -> Option<Vec<Entry>> {
+        if bytes.len() != 24 * self.kinds.len() {
+            return None;
+        }
+        bytes.chunks_exact(24).map(decision).collect()
     }
 }
 
-/// An integer below 2^53 packed as a little-endian double.
-fn number(b: &[u8]) -> Option<u64> {
-    let v = f64::from_le_bytes(b.try_into().ok()?);
-    // Integers below 2^53, exact in a double.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    (v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0).then_some(v as u64)
-}
-
-fn entry(e: &[u8]) -> Option<Entry> {
-    let allowed = match e[0] {
-        0 => false,
-        1 => true,
-        _ => return None,
-    };
+/// A decision packed as `r, remaining, reset_after_us` (`r` -1 when
+/// allowed, else the retry_after), with no marks.
+fn decision(e: &[u8]) -> Option<Entry> {
+    let allowed = f64::from_le_bytes(e[..8].try_into().ok()?) == -1.0;
     Some(Entry {
         allowed,
-        remaining: number(&e[1..9])?,
-        reset_after_us: number(&e[9..17])?,
-        retry_after_us: number(&e[17..25])?,
-        marks: [
-            number(&e[25..33])?,
-            number(&e[33..41])?,
-            number(&e[41..49])?,
-        ],
+        remaining: number(&e[8..16])?,
+        reset_after_us: number(&e[16..24])?,
+        retry_after_us: if allowed { 0 } else { number(&e[..8])? },
+        marks: [0; 3],
     })
+}
+
+/// An integer below 2^64 packed as a little-endian double.
+fn number(b: &[u8]) -> Option<u64> {
+    let v = f64::from_le_bytes(b.try_into().ok()?);
+    // Integers below 2^64 (the script's are below 2^53, exact in a double).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0).then_some(v as u64)
 }
 
 impl ScriptSource for SetScript {
@@ -330,22 +434,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_operation_packs_its_code_now_numbers_and_id_slots() {
+    fn operations_pack_their_code_now_numbers_and_id_slots_one_after_the_other() {
         let request = SetRequest {
             redis_key: b"k".to_vec(),
             op: Op::Check,
             args: vec![Arg::Num(3), Arg::Num(1), Arg::Id([7; 16]), Arg::None],
             now: Some(1_700_000_000_000_000),
         };
-        let bytes = packed(&request);
-        assert_eq!(bytes.len(), 1 + 8 + 8 + 8 + 17 + 17);
+        let mut bytes = Vec::new();
+        pack(&request, &mut bytes);
+        assert_eq!(bytes.len(), 1 + 8 + 8 + 8 + 17 + 1);
         assert_eq!(bytes[0], b'c');
         assert_eq!(f64::from_le_bytes(bytes[1..9].try_into().unwrap()), 1.7e15);
         assert_eq!(f64::from_le_bytes(bytes[9..17].try_into().unwrap()), 3.0);
         assert_eq!(f64::from_le_bytes(bytes[17..25].try_into().unwrap()), 1.0);
         assert_eq!(bytes[25], 1);
         assert_eq!(bytes[26..42], [7; 16]);
-        assert_eq!(bytes[42..], [0; 17]);
+        assert_eq!(bytes[42..], [0]);
         // On the server's time there is no `now`; the largest amount is
         // exact.
         let request = SetRequest {
@@ -354,7 +459,9 @@ mod tests {
             args: vec![Arg::Num(MAX_AMOUNT)],
             ..request
         };
-        let bytes = packed(&request);
+        // Appended after what the buffer holds.
+        pack(&request, &mut bytes);
+        let bytes = &bytes[43..];
         assert_eq!(bytes[0], b's');
         assert_eq!(
             f64::from_le_bytes(bytes[1..9].try_into().unwrap()),

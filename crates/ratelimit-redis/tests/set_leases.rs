@@ -284,13 +284,21 @@ fn a_foreign_value_is_a_data_error_and_changes_nothing() {
         .await
         .expect("connect");
         let key = limiter.redis_key(b"k");
-        // A value of the wrong length where the tokens' state goes.
-        let _: () = redis::cmd("HSET")
-            .arg(&key[..])
-            .arg("tokens:tbs")
-            .arg("abc")
-            .query(&mut c)
-            .unwrap();
+        let get = |c: &mut redis::Connection| -> Vec<u8> {
+            redis::cmd("GET").arg(&key[..]).query(c).unwrap()
+        };
+        let set = |c: &mut redis::Connection, value: &[u8]| {
+            let _: () = redis::cmd("SET").arg(&key[..]).arg(value).query(c).unwrap();
+        };
+        // A value as the limiter writes it, holding a lease: the header (9
+        // bytes), requests (id, k, count), tokens (id, tat, rf, seen),
+        // streams (id, 1 lease, the lease).
+        let taken = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap();
+        std::mem::forget(taken.receipt);
+        let value = get(&mut c);
+        assert_eq!(value.len(), 9 + 24 + 32 + 16 + 24);
+        // Cut short in the tokens' section.
+        set(&mut c, &value[..9 + 24 + 20]);
         let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
         assert!(e.is_data(), "{e}");
         assert!(
@@ -301,24 +309,35 @@ fn a_foreign_value_is_a_data_error_and_changes_nothing() {
             !e.chain().to_string().contains("k}"),
             "the key stays out: {e}"
         );
-        let fields: Vec<String> = redis::cmd("HKEYS").arg(&key[..]).query(&mut c).unwrap();
         assert_eq!(
-            fields,
-            ["tokens:tbs"],
+            get(&mut c),
+            value[..9 + 24 + 20],
             "nothing taken from the other policies, no lease taken"
         );
-        // Leases of a foreign shape.
+        // More leases counted than the value holds.
+        let mut leases = value.clone();
+        leases[9 + 24 + 32 + 8..9 + 24 + 32 + 16].copy_from_slice(&2.0f64.to_le_bytes());
+        set(&mut c, &leases);
+        let e = limiter.peek_set(b"k").await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(e.chain().to_string().contains("\"streams\""), "{e}");
+        let e = limiter.check_set(b"k", &[1, 1, 0]).await.unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert_eq!(get(&mut c), leases, "nothing written");
+        // The value as written still reads.
+        set(&mut c, &value);
+        assert_eq!(held(&limiter, b"k").await, 1);
+        // A hash under the key (the layout before this one).
+        let _: () = redis::cmd("DEL").arg(&key[..]).query(&mut c).unwrap();
         let _: () = redis::cmd("HSET")
             .arg(&key[..])
             .arg("tokens:tbs")
             .arg(vec![0u8; 24])
-            .arg("streams:cc")
-            .arg("x")
             .query(&mut c)
             .unwrap();
-        let e = limiter.peek_set(b"k").await.unwrap_err();
+        let e = limiter.check_set(b"k", &[1, 1, 1]).await.unwrap_err();
         assert!(e.is_data(), "{e}");
-        assert!(e.chain().to_string().contains("\"streams\""), "{e}");
+        assert!(e.chain().to_string().contains("the set's key"), "{e}");
         // The key itself of another type.
         let _: () = redis::cmd("DEL").arg(&key[..]).query(&mut c).unwrap();
         let _: () = redis::cmd("SET")
@@ -419,5 +438,80 @@ fn the_key_expires_after_its_latest_state_and_never_sooner() {
         assert!(t > 898_000 && t <= 901_000, "PTTL {t}");
         let d = limiter.peek_set(b"k").await.unwrap();
         assert_eq!(d.decisions[2].remaining, 2, "the lease was freed");
+    });
+}
+
+#[test]
+fn a_reloaded_set_keeps_each_policys_state_by_name_and_algorithm() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let prefix = fresh_prefix("reload");
+        let connect = |limits: Vec<NamedLimit>| {
+            let options = RedisOptions::new(Target::Standalone(server.url()))
+                .with_prefix(prefix.clone())
+                .with_timeout(Duration::from_secs(2))
+                .with_clock(clock.clone());
+            RedisSetLimiter::connect(PolicySet::new(limits).unwrap(), options)
+        };
+        let minute = Duration::from_secs(60);
+        let window = |limit| Policy::fixed_window(limit, minute).unwrap();
+        let streams = || NamedLimit::new("streams", Concurrency::new(2, minute).unwrap()).unwrap();
+        let first = connect(vec![
+            NamedLimit::new("requests", window(5)).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        for _ in 0..3 {
+            first.check_set(b"k", &[1, 0]).await.unwrap();
+        }
+        let held = first.check_set(b"k", &[1, 1]).await.unwrap();
+        std::mem::forget(held.receipt);
+
+        // A changed limit and a new policy: the count and the lease stay.
+        let reloaded = connect(vec![
+            NamedLimit::new("requests", window(10)).unwrap(),
+            NamedLimit::new("tokens", Policy::token_bucket(100, 100, minute).unwrap()).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        let d = reloaded.check_set(b"k", &[1, 1, 0]).await.unwrap().decision;
+        assert!(d.allowed);
+        let remaining: Vec<u64> = d.decisions.iter().map(|d| d.remaining).collect();
+        assert_eq!(
+            remaining,
+            [5, 99, 1],
+            "4 + 1 requests counted, 1 lease held"
+        );
+
+        // A renamed policy reads as new; the section it no longer names is
+        // kept for the configuration that still does.
+        let renamed = connect(vec![
+            NamedLimit::new("calls", window(10)).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        let d = renamed.check_set(b"k", &[1, 0]).await.unwrap().decision;
+        assert_eq!(d.decisions[0].remaining, 9, "a new count");
+        assert_eq!(d.decisions[1].remaining, 1, "the lease is still held");
+        let d = reloaded.check_set(b"k", &[1, 1, 0]).await.unwrap().decision;
+        let remaining: Vec<u64> = d.decisions.iter().map(|d| d.remaining).collect();
+        assert_eq!(remaining, [4, 98, 1], "the requests and tokens kept");
+
+        // A changed algorithm reads as new.
+        let sliding = connect(vec![
+            NamedLimit::new("requests", Policy::sliding_window(10, minute).unwrap()).unwrap(),
+            streams(),
+        ])
+        .await
+        .expect("connect");
+        let d = sliding.check_set(b"k", &[1, 0]).await.unwrap().decision;
+        assert_eq!(d.decisions[0].remaining, 9);
+        let d = first.peek_set(b"k").await.unwrap();
+        assert_eq!(d.decisions[0].remaining, 0, "6 of 5 (its limit) counted");
+        assert_eq!(d.decisions[1].remaining, 1);
     });
 }
