@@ -26,7 +26,7 @@
 //!   then: its window is the current one or a stored one.
 //! - Only a new key's state can be of a window before the base: the clock
 //!   went back more than `2^31` windows behind the time of the last move.
-//!   It is stored at the base window instead ([`Packing::pack`] clamps),
+//!   It is stored at the base window instead ([`Packing::clamp`]),
 //!   which is stricter than the core's state and never looser:
 //!   `docs/semantics.md` ("Stored states") argues it.
 
@@ -55,20 +55,29 @@ pub(crate) trait Packing: Algorithm {
     /// The window index of `state` (`0` for states without one).
     fn window_of(state: &Self::State) -> u64;
 
-    /// `state` relative to `base`. A window before `base` is stored as
-    /// `base`; one from `base + 2^32` on is never passed (see the module).
+    /// `state`, whose window must be in `base..base + 2^32`, relative to
+    /// `base`.
     fn pack(state: Self::State, base: u64) -> Self::Packed;
+
+    /// `state` with its window moved up to `base` if it was before it: the
+    /// stricter state stored for a new key when the clock went back past
+    /// the base (see the module).
+    fn clamp(state: Self::State, base: u64) -> Self::State;
 
     /// The state `pack(state, base)` stored, the same `base` given.
     fn unpack(packed: Self::Packed, base: u64) -> Self::State;
 }
 
-/// The offset of `window` from `base`: `0` for a window before it.
+/// The offset of `window` from `base`, for a window in
+/// `base..base + 2^32`.
 #[inline]
 fn offset(window: u64, base: u64) -> u32 {
-    let offset = window.saturating_sub(base);
-    debug_assert!(offset < OFFSETS, "window {window} too far past {base}");
-    u32::try_from(offset).unwrap_or(u32::MAX)
+    debug_assert!(
+        (base..base.saturating_add(OFFSETS)).contains(&window),
+        "window {window} out of the range of {base}"
+    );
+    // Truncating is intended: the offset is below 2^32.
+    window.wrapping_sub(base) as u32
 }
 
 impl Packing for TokenBucket {
@@ -86,6 +95,11 @@ impl Packing for TokenBucket {
 
     #[inline]
     fn pack(state: TokenBucketState, _: u64) -> TokenBucketState {
+        state
+    }
+
+    #[inline]
+    fn clamp(state: TokenBucketState, _: u64) -> TokenBucketState {
         state
     }
 
@@ -124,6 +138,11 @@ impl Packing for FixedWindow {
     }
 
     #[inline]
+    fn clamp(state: FixedWindowState, base: u64) -> FixedWindowState {
+        FixedWindowState::new(state.window.max(base), state.count)
+    }
+
+    #[inline]
     fn unpack(packed: PackedFixed, base: u64) -> FixedWindowState {
         FixedWindowState::new(base + u64::from(packed.window), packed.count)
     }
@@ -157,6 +176,11 @@ impl Packing for SlidingWindow {
             previous: state.previous,
             current: state.current,
         }
+    }
+
+    #[inline]
+    fn clamp(state: SlidingWindowState, base: u64) -> SlidingWindowState {
+        SlidingWindowState::new(state.window.max(base), state.previous, state.current)
     }
 
     #[inline]
@@ -213,19 +237,16 @@ mod tests {
         }
 
         #[test]
-        fn a_window_before_the_base_is_stored_at_the_base(
+        fn clamping_moves_only_a_window_before_the_base_and_to_it(
             base in 1..=LAST_WINDOW,
-            back in 1..=LAST_WINDOW,
+            window in 0..=LAST_WINDOW,
             count in any::<u32>(),
         ) {
-            let window = base.saturating_sub(back);
-            let packed = FixedWindow::pack(FixedWindowState::new(window, count), base);
-            prop_assert_eq!(FixedWindow::unpack(packed, base), FixedWindowState::new(base, count));
-            let packed = SlidingWindow::pack(SlidingWindowState::new(window, 1, count), base);
-            prop_assert_eq!(
-                SlidingWindow::unpack(packed, base),
-                SlidingWindowState::new(base, 1, count)
-            );
+            let to = window.max(base);
+            let fixed = FixedWindow::clamp(FixedWindowState::new(window, count), base);
+            prop_assert_eq!(fixed, FixedWindowState::new(to, count));
+            let sliding = SlidingWindow::clamp(SlidingWindowState::new(window, 1, count), base);
+            prop_assert_eq!(sliding, SlidingWindowState::new(to, 1, count));
         }
     }
 }

@@ -148,13 +148,14 @@ impl<A: Packing> Shard<A> {
                 WhenFull::AllowUnlimited => decision,
             });
         }
-        // Stored as it is, unless the clock went back past the base (then
-        // at the base window, `packed.rs`): its expiry is the stored one's.
-        let packed = A::pack(next, self.base);
-        let forget_at = rules.forget_at(A::unpack(packed, self.base));
+        // Stored as it is, unless the clock went back past the base: then
+        // at the base window (`packed.rs`). A stored key's next window is
+        // its stored one or later, so only here can it be before the base.
+        let next = A::clamp(next, self.base);
+        let forget_at = rules.forget_at(next);
         self.earliest_forget = self.earliest_forget.min(forget_at);
         self.pass_earliest = self.pass_earliest.min(forget_at);
-        if self.slots.insert_new(fp, packed) {
+        if self.slots.insert_new(fp, A::pack(next, self.base)) {
             self.pass_exact = false;
         }
         self.sweep_step(rules, now);
