@@ -32,7 +32,7 @@ impl Seed {
     }
 
     /// In the crate's unit tests, the transparent seed: a one-word key is
-    /// its own hash and a two-word key's hash is its first word, so tests
+    /// its own hash and a three-word key's hash is its first word, so tests
     /// choose where keys go (`Fingerprint::from_parts`). The tests of the
     /// hash itself use random seeds; integration tests, doctests and
     /// users get the random process seed.
@@ -73,7 +73,7 @@ impl Seed {
         fold(fold(key ^ self.a, self.b), self.c)
     }
 
-    /// The hash of a two-word key.
+    /// The hash of a three-word key (its last word widened).
     #[inline]
     pub(crate) fn wide(self, lo: u64, hi: u64) -> u64 {
         #[cfg(test)]
@@ -131,8 +131,8 @@ mod tests {
 
     #[test]
     fn short_keys_of_one_length_spread_over_homes_and_shards() {
-        // Two-word keys that differ only in their first bytes, as short
-        // strings of one length do: the second word is the same for all.
-        spreads(|seed, key| seed.wide(key, 5 << 56));
+        // Three-word keys that differ only in their first bytes, as short
+        // strings of one length do: the last word is the same for all.
+        spreads(|seed, key| seed.wide(key, 5 << 24));
     }
 }

@@ -6,6 +6,7 @@ mod limiter;
 mod lock;
 mod meters;
 mod options;
+mod packed;
 mod robin_hood;
 mod set;
 mod set_options;

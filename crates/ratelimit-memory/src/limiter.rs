@@ -15,9 +15,9 @@ use crate::MemoryLimiterOptions;
 ///
 /// Decisions are those of the policy's pure functions in `ratelimit-core`,
 /// field for field the same as [`ReferenceLimiter`](ratelimit_core::ReferenceLimiter)'s.
-/// Keys of up to 15 bytes are stored as they are, longer ones as keyed
-/// 128-bit fingerprints, in a sharded table, so a key costs at most 16
-/// bytes whatever its length; keys whose state is back to
+/// Keys of 8 bytes and of up to 11 are stored as they are, longer ones as
+/// keyed 95-bit fingerprints, in a sharded table, so a key costs at most
+/// 12 bytes whatever its length; keys whose state is back to
 /// "never seen" are forgotten a few at a time as part of normal calls; and
 /// [`MemoryLimiterOptions::max_keys`] caps the table.
 ///

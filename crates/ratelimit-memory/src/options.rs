@@ -128,8 +128,10 @@ impl MemoryLimiterOptions {
     /// admits no more than the latest time seen would, but differs from a
     /// store that kept the key. Decisions stay identical to
     /// `ReferenceLimiter` as long as the clock never goes back by more than
-    /// this grace. The default [`SystemClock`](ratelimit_core::SystemClock)
-    /// never goes back.
+    /// this grace, nor, for a window policy, by `2^31` windows or more (24.8
+    /// days of 1 ms windows): a window state that old is forgotten whatever
+    /// the grace (`docs/semantics.md`, "Stored states"). The default
+    /// [`SystemClock`](ratelimit_core::SystemClock) never goes back.
     ///
     /// # Examples
     ///

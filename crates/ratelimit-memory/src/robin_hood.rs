@@ -14,7 +14,7 @@
 //! The hash is not stored: it is recomputed for a stored key (one multiply)
 //! only when a probe passes over it.
 
-use crate::fingerprint::{Wide, EMPTY_WORD};
+use crate::fingerprint::{PackedWide, EMPTY_WORD};
 use crate::hash::Seed;
 
 /// Fewest slots an array has.
@@ -36,23 +36,39 @@ impl Stored for u64 {
     }
 }
 
-impl Stored for Wide {
-    const EMPTY: Self = Wide::EMPTY;
+impl Stored for PackedWide {
+    const EMPTY: Self = PackedWide::EMPTY;
     #[inline]
     fn hash(self, seed: Seed) -> u64 {
-        Wide::hash(self, seed)
+        PackedWide::hash(self, seed)
     }
 }
 
 /// One slot: an entry, or empty when `key` is [`Stored::EMPTY`].
+///
+/// Aligned to 4 bytes, not to its widest field: a slot of an 8-byte key
+/// and a 12-byte state (a sliding window's, `packed.rs`) is then 20 bytes,
+/// not 24, and one of a three-word key and an 8-byte state too. Its fields
+/// are read and written by value (a reference to an 8-byte field could be
+/// misaligned); x86 and AArch64 load them at any alignment, and a slot
+/// that straddles two cache lines costs at most a second line, which a
+/// probe of the next slot would fetch anyway.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
 struct Slot<K, P> {
     key: K,
     state: P,
 }
 
+impl<K: Copy, P: Copy> Slot<K, P> {
+    /// The stored key, by value.
+    #[inline]
+    fn key(&self) -> K {
+        self.key
+    }
+}
+
 /// Entries keyed by `K`.
-#[derive(Debug)]
 ///
 /// The placement seed is not kept here but passed in by the owner, which
 /// holds one for both of its arrays: a shard's hot fields then share one
@@ -60,6 +76,17 @@ struct Slot<K, P> {
 pub(crate) struct RobinHood<K, P> {
     slots: Box<[Slot<K, P>]>,
     len: usize,
+}
+
+// By hand: the slots' fields can be printed only through copies, and a
+// table's millions of slots would not help anyone reading it.
+impl<K, P> std::fmt::Debug for RobinHood<K, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobinHood")
+            .field("len", &self.len)
+            .field("slots", &self.slots.len())
+            .finish()
+    }
 }
 
 /// The slot count that holds `len` entries at no more than half the
@@ -109,13 +136,13 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         let mut at = self.home(hash);
         let mut probed = 0;
         loop {
-            let slot = &self.slots[at];
-            if slot.key == key {
+            let stored = self.slots[at].key();
+            if stored == key {
                 return Some(at);
             }
             // An empty slot, or an entry closer to its home than `key`
             // would be here: Robin Hood order says `key` is not further on.
-            if slot.key == K::EMPTY || self.distance(at, slot.key, seed) < probed {
+            if stored == K::EMPTY || self.distance(at, stored, seed) < probed {
                 return None;
             }
             at = (at + 1) & mask;
@@ -138,8 +165,8 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// The state in slot `at` if it holds an entry.
     #[inline]
     pub(crate) fn occupied(&self, at: usize) -> Option<P> {
-        let slot = &self.slots[at];
-        (slot.key != K::EMPTY).then_some(slot.state)
+        let slot = self.slots[at];
+        (slot.key() != K::EMPTY).then_some(slot.state)
     }
 
     /// Inserts `key`, which must not be present, growing first if the
@@ -161,15 +188,16 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// returns whether a shifted entry wrapped from the end to the start.
     fn place(&mut self, mut carry: Slot<K, P>, seed: Seed) -> bool {
         let mask = self.mask();
-        let mut at = self.home(carry.key.hash(seed));
+        let mut at = self.home(carry.key().hash(seed));
         let mut probed = 0;
         let mut wrapped = false;
         loop {
-            if self.slots[at].key == K::EMPTY {
+            let stored = self.slots[at].key();
+            if stored == K::EMPTY {
                 self.slots[at] = carry;
                 return wrapped;
             }
-            let theirs = self.distance(at, self.slots[at].key, seed);
+            let theirs = self.distance(at, stored, seed);
             if theirs < probed {
                 std::mem::swap(&mut self.slots[at], &mut carry);
                 probed = theirs;
@@ -187,7 +215,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         loop {
             let next = (at + 1) & mask;
             let moved = self.slots[next];
-            if moved.key == K::EMPTY || self.distance(next, moved.key, seed) == 0 {
+            if moved.key() == K::EMPTY || self.distance(next, moved.key(), seed) == 0 {
                 self.slots[at].key = K::EMPTY;
                 break;
             }
@@ -208,6 +236,13 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
                 Some(state) if !keep(state) => self.remove_at(at, seed),
                 _ => at += 1,
             }
+        }
+    }
+
+    /// Replaces every stored state `s` by `f(s)`, each once.
+    pub(crate) fn map_states(&mut self, mut f: impl FnMut(P) -> P) {
+        for slot in self.slots.iter_mut().filter(|s| s.key() != K::EMPTY) {
+            slot.state = f(slot.state);
         }
     }
 
@@ -241,7 +276,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
 
     fn resize(&mut self, count: usize, seed: Seed) {
         let old = std::mem::replace(self, Self::with_slots(count));
-        for slot in old.slots.iter().filter(|s| s.key != K::EMPTY) {
+        for slot in old.slots.iter().filter(|s| s.key() != K::EMPTY) {
             let _ = self.place(*slot, seed);
         }
         self.len = old.len;
@@ -253,16 +288,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_hold_the_core_states_with_no_padding_of_their_own() {
-        use ratelimit_core::{FixedWindowState, SlidingWindowState, TokenBucketState};
-        // The bytes per key the README states: the stored key (one word
-        // for 8-byte keys, two otherwise) and the core's state, as it is.
+    fn slots_are_the_key_and_the_stored_state_in_32_bit_words() {
+        use crate::packed::{PackedFixed, PackedSliding};
+        use ratelimit_core::TokenBucketState;
+        // The bytes per key the README states: the stored key (two 32-bit
+        // words for 8-byte keys, three otherwise) and the stored state.
         assert_eq!(std::mem::size_of::<Slot<u64, TokenBucketState>>(), 16);
-        assert_eq!(std::mem::size_of::<Slot<u64, FixedWindowState>>(), 24);
-        assert_eq!(std::mem::size_of::<Slot<u64, SlidingWindowState>>(), 24);
-        assert_eq!(std::mem::size_of::<Slot<Wide, TokenBucketState>>(), 24);
-        assert_eq!(std::mem::size_of::<Slot<Wide, FixedWindowState>>(), 32);
-        assert_eq!(std::mem::size_of::<Slot<Wide, SlidingWindowState>>(), 32);
+        assert_eq!(std::mem::size_of::<Slot<u64, PackedFixed>>(), 16);
+        assert_eq!(std::mem::size_of::<Slot<u64, PackedSliding>>(), 20);
+        assert_eq!(
+            std::mem::size_of::<Slot<PackedWide, TokenBucketState>>(),
+            20
+        );
+        assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedFixed>>(), 20);
+        assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedSliding>>(), 24);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use ratelimit_core::{Algorithm, Decision, Error};
 
 use crate::fingerprint::Fingerprint;
 use crate::meters::Meters;
+use crate::packed::{Packing, BASE_LAG, OFFSETS};
 use crate::slots::Slots;
 use crate::WhenFull;
 
@@ -46,8 +47,15 @@ impl<A: Algorithm> Rules<A> {
 
 /// A table of entries with an incremental sweeper.
 #[derive(Debug)]
-pub(crate) struct Shard<A: Algorithm> {
-    slots: Slots<A::State>,
+pub(crate) struct Shard<A: Packing> {
+    slots: Slots<A::Packed>,
+    /// The window stored window offsets count from (`packed.rs`): every
+    /// stored state's window is in `base..base + 2^32`.
+    base: u64,
+    /// The last instant whose window is before `base + 2^32`; a check
+    /// after it moves the base first. `u64::MAX` for states without a
+    /// window once set; `0` before the first check.
+    fits_until: u64,
     /// The next slot the sweeper examines.
     cursor: usize,
     /// Checks of stored keys, counting towards the next sweep step.
@@ -72,10 +80,12 @@ pub(crate) struct Shard<A: Algorithm> {
     pass_exact: bool,
 }
 
-impl<A: Algorithm> Default for Shard<A> {
+impl<A: Packing> Default for Shard<A> {
     fn default() -> Self {
         Self {
             slots: Slots::default(),
+            base: 0,
+            fits_until: 0,
             cursor: 0,
             hits: 0,
             eager: false,
@@ -87,7 +97,7 @@ impl<A: Algorithm> Default for Shard<A> {
     }
 }
 
-impl<A: Algorithm> Shard<A> {
+impl<A: Packing> Shard<A> {
     /// `Algorithm::check` on the key's stored state, storing the result.
     #[inline]
     pub(crate) fn check(
@@ -97,10 +107,14 @@ impl<A: Algorithm> Shard<A> {
         now: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
+        if now > self.fits_until {
+            self.rebase(rules, now);
+        }
         if let Some(at) = self.slots.find(fp) {
-            let (decision, next) = rules.algorithm.check(&self.slots.state(at), now, cost)?;
+            let state = A::unpack(self.slots.state(at), self.base);
+            let (decision, next) = rules.algorithm.check(&state, now, cost)?;
             if decision.allowed {
-                self.slots.set_state(at, next);
+                self.slots.set_state(at, A::pack(next, self.base));
             }
             self.hits = self.hits.wrapping_add(1);
             if self.eager || self.hits.is_multiple_of(HIT_SWEEP_PERIOD) {
@@ -134,10 +148,14 @@ impl<A: Algorithm> Shard<A> {
                 WhenFull::AllowUnlimited => decision,
             });
         }
+        // Stored as it is, unless the clock went back past the base: then
+        // at the base window (`packed.rs`). A stored key's next window is
+        // its stored one or later, so only here can it be before the base.
+        let next = A::clamp(next, self.base);
         let forget_at = rules.forget_at(next);
         self.earliest_forget = self.earliest_forget.min(forget_at);
         self.pass_earliest = self.pass_earliest.min(forget_at);
-        if self.slots.insert_new(fp, next) {
+        if self.slots.insert_new(fp, A::pack(next, self.base)) {
             self.pass_exact = false;
         }
         self.sweep_step(rules, now);
@@ -147,10 +165,9 @@ impl<A: Algorithm> Shard<A> {
     /// `Algorithm::peek` on the key's stored state.
     #[inline]
     pub(crate) fn peek(&self, rules: &Rules<A>, fp: Fingerprint, now: u64) -> Decision {
-        let state = self
-            .slots
-            .find(fp)
-            .map_or_else(A::State::default, |at| self.slots.state(at));
+        let state = self.slots.find(fp).map_or_else(A::State::default, |at| {
+            A::unpack(self.slots.state(at), self.base)
+        });
         rules.algorithm.peek(&state, now)
     }
 
@@ -167,8 +184,9 @@ impl<A: Algorithm> Shard<A> {
     pub(crate) fn purge(&mut self, rules: &Rules<A>, now: u64) -> usize {
         let before = self.slots.len();
         let mut earliest = u64::MAX;
-        self.slots.retain(|state| {
-            let at = rules.forget_at(state);
+        let base = self.base;
+        self.slots.retain(|packed| {
+            let at = rules.forget_at(A::unpack(packed, base));
             let keep = now < at;
             if keep {
                 earliest = earliest.min(at);
@@ -236,7 +254,11 @@ impl<A: Algorithm> Shard<A> {
                 }
                 self.restart_pass();
             }
-            match self.slots.occupied(self.cursor) {
+            let state = self
+                .slots
+                .occupied(self.cursor)
+                .map(|packed| A::unpack(packed, self.base));
+            match state {
                 // Removal shifts the next entry into this slot: look at it
                 // again on the next turn.
                 Some(state) if now >= rules.forget_at(state) => {
@@ -258,6 +280,44 @@ impl<A: Algorithm> Shard<A> {
         if self.eager && self.slots.shrink_if_sparse() {
             self.restart_pass();
         }
+    }
+
+    /// Moves the base window to [`BASE_LAG`] windows before `now`'s, so
+    /// that every window from there to `now`'s and on for `2^31` more can
+    /// be stored; forgets the states of windows before the new base, which
+    /// are idle at `now` (`packed.rs` argues both). Runs when a check's
+    /// `now` is past `fits_until`: once per `2^31` windows of clock time
+    /// at most, and once on a shard's first check.
+    // Never inlined: its loops would take registers from the check.
+    #[cold]
+    #[inline(never)]
+    fn rebase(&mut self, rules: &Rules<A>, now: u64) {
+        let Some(window_us) = rules.algorithm.window_us() else {
+            self.fits_until = u64::MAX;
+            return;
+        };
+        let base = (now / window_us).saturating_sub(BASE_LAG);
+        if base > self.base {
+            let old = self.base;
+            let before = self.slots.len();
+            // Two walks: a removal can carry an entry from the start of an
+            // array to its end, where `retain` sees it twice, which is
+            // harmless for a test but not for a change of base.
+            self.slots
+                .retain(|packed| A::window_of(&A::unpack(packed, old)) >= base);
+            self.slots
+                .map_states(|packed| A::pack(A::unpack(packed, old), base));
+            self.base = base;
+            let forgotten = before - self.slots.len();
+            if forgotten > 0 {
+                rules.meters.reclaimed.increment(forgotten as u64);
+            }
+            // Entries may have shifted behind the cursor.
+            self.restart_pass();
+        }
+        self.fits_until = (base + OFFSETS)
+            .checked_mul(window_us)
+            .map_or(u64::MAX, |end| end - 1);
     }
 
     /// Starts a sweeper pass from the first slot.

@@ -2,11 +2,11 @@
 //!
 //! Two arrays because an 8-byte key (a `u64` id, the commonest key a
 //! program builds) fits one word: its token-bucket entry is then 16 bytes
-//! instead of 24, fewer than a `HashMap<u64, AtomicU64>` spends with its
+//! instead of 20, fewer than a `HashMap<u64, AtomicU64>` spends with its
 //! control byte. Slot numbers run over the one-word array first, then the
-//! two-word array, so the shard's sweeper walks both as one.
+//! three-word array, so the shard's sweeper walks both as one.
 
-use crate::fingerprint::{Fingerprint, Key, Wide};
+use crate::fingerprint::{Fingerprint, Key, PackedWide};
 use crate::hash::Seed;
 use crate::robin_hood::{RobinHood, MIN_SLOTS};
 
@@ -14,7 +14,7 @@ use crate::robin_hood::{RobinHood, MIN_SLOTS};
 #[derive(Debug)]
 pub(crate) struct Slots<P> {
     words: RobinHood<u64, P>,
-    wides: RobinHood<Wide, P>,
+    wides: RobinHood<PackedWide, P>,
     seed: Seed,
 }
 
@@ -50,7 +50,7 @@ impl<P: Copy + Default> Slots<P> {
             Key::Word(word) => self.words.find(word, fp.hash, self.seed),
             Key::Wide(wide) => self
                 .wides
-                .find(wide, fp.hash, self.seed)
+                .find(wide.packed(), fp.hash, self.seed)
                 .map(|at| at + self.words.slot_count()),
         }
     }
@@ -90,7 +90,7 @@ impl<P: Copy + Default> Slots<P> {
     pub(crate) fn insert_new(&mut self, fp: Fingerprint, state: P) -> bool {
         match fp.key {
             Key::Word(word) => self.words.insert_new(word, state, self.seed),
-            Key::Wide(wide) => self.wides.insert_new(wide, state, self.seed),
+            Key::Wide(wide) => self.wides.insert_new(wide.packed(), state, self.seed),
         }
     }
 
@@ -108,6 +108,12 @@ impl<P: Copy + Default> Slots<P> {
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(P) -> bool) {
         self.words.retain(&mut keep, self.seed);
         self.wides.retain(keep, self.seed);
+    }
+
+    /// Replaces every stored state `s` by `f(s)`, each once.
+    pub(crate) fn map_states(&mut self, mut f: impl FnMut(P) -> P) {
+        self.words.map_states(&mut f);
+        self.wides.map_states(f);
     }
 
     /// Entries stored.

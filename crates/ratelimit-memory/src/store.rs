@@ -1,17 +1,17 @@
 //! The table of the policy's algorithm, chosen once at construction.
 
-use ratelimit_core::{Algorithm, Decision, Error, FixedWindow, Policy, SlidingWindow, TokenBucket};
+use ratelimit_core::{Decision, Error, FixedWindow, Policy, SlidingWindow, TokenBucket};
 
 use crate::fingerprint::Fingerprint;
 use crate::meters::Meters;
+use crate::packed::Packing;
 use crate::shard::Rules;
 use crate::table::Table;
 use crate::MemoryLimiterOptions;
 
 /// One monomorphic table per algorithm: the per-call `match` is a
-/// predictable branch, and each table stores its algorithm's state as it
-/// is (16 bytes or less, see `ratelimit_core::Algorithm`) beside the key's
-/// fingerprint.
+/// predictable branch, and each table stores its algorithm's state in its
+/// own form (12 bytes or less, `packed.rs`) beside the key's fingerprint.
 #[derive(Debug)]
 pub(crate) enum Store {
     FixedWindow(Table<FixedWindow>),
@@ -30,7 +30,7 @@ macro_rules! each {
     };
 }
 
-fn table<A: Algorithm>(algorithm: A, options: &MemoryLimiterOptions, meters: Meters) -> Table<A> {
+fn table<A: Packing>(algorithm: A, options: &MemoryLimiterOptions, meters: Meters) -> Table<A> {
     let shards = options.shard_count();
     let cap = options
         .max_keys()

@@ -1,10 +1,11 @@
 //! The sharded table: fingerprints to states, one lock per shard.
 
-use ratelimit_core::{Algorithm, Decision, Error};
+use ratelimit_core::{Decision, Error};
 
 use crate::fingerprint::Fingerprint;
 use crate::lock::ShardLock;
 use crate::meters::Meters;
+use crate::packed::Packing;
 use crate::shard::{Rules, Shard};
 
 /// A shard on its own cache lines, so that threads working on different
@@ -20,13 +21,13 @@ struct Padded<T>(T);
 /// Every operation takes one shard lock for one table probe and one state
 /// update; no lock is held across an `.await` (there is none inside).
 #[derive(Debug)]
-pub(crate) struct Table<A: Algorithm> {
+pub(crate) struct Table<A: Packing> {
     shards: Box<[Padded<ShardLock<Shard<A>>>]>,
     mask: usize,
     rules: Rules<A>,
 }
 
-impl<A: Algorithm> Table<A> {
+impl<A: Packing> Table<A> {
     /// A table of `shards` shards (a power of two).
     pub(crate) fn new(rules: Rules<A>, shards: usize) -> Self {
         debug_assert!(shards.is_power_of_two());

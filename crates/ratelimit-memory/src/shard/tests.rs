@@ -12,17 +12,23 @@
 //!   idle at `t` is left, and `earliest_forget` stays a lower bound of what
 //!   is held;
 //! - the reclaimed and refused counters agree with what happened.
+//!
+//! The clock also leaps forward by about `2^31` and `2^32` windows and to
+//! the end of its range, where the stored window offsets (`packed.rs`) move
+//! their base. A second model follows a clock set back further than the
+//! base: the shard may then be stricter than the core, never looser.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use proptest::prelude::*;
-use ratelimit_core::{Algorithm, FixedWindow, SlidingWindow, TokenBucket};
+use ratelimit_core::{FixedWindow, SlidingWindow, TokenBucket};
 
 use super::{Rules, Shard, SWEEP_STEP};
 use crate::fingerprint::Fingerprint;
 use crate::meters::{Meters, KEYS_RECLAIMED, KEYS_REFUSED};
+use crate::packed::{Packing, BASE_LAG, OFFSETS};
 use crate::WhenFull;
 
 /// Keys the operations pick from: enough for a table of 128 slots, the
@@ -40,6 +46,10 @@ enum Op {
     Flood { key: usize, count: usize },
     /// Move the clock forward.
     Advance(u64),
+    /// Move the clock forward by this many windows (ms for a token bucket)
+    /// and `by` µs, or to [`END`] `- by` when `windows` is zero:
+    /// where the stored window offsets move their base.
+    Leap { windows: u64, by: u64 },
     /// Move the clock forward to a key's forget instant plus `offset` µs:
     /// where reclaiming a microsecond early or late shows.
     ToForget { key: usize, offset: i64 },
@@ -101,6 +111,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         8 => (0..KEYS, cost).prop_map(|(key, cost)| Op::Check { key, cost }),
         1 => (0..KEYS, 1..=KEYS).prop_map(|(key, count)| Op::Flood { key, count }),
         2 => prop_oneof![0u64..2_000, 0u64..20_000].prop_map(Op::Advance),
+        1 => (leap_windows(), 0u64..3_000).prop_map(|(windows, by)| Op::Leap { windows, by }),
         2 => (0..KEYS, -1i64..=1).prop_map(|(key, offset)| Op::ToForget { key, offset }),
         1 => (0u64..5_000).prop_map(Op::Rewind),
         2 => Just(Op::Step),
@@ -112,8 +123,31 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op, 1..150)
 }
 
+/// Windows a leap spans: around the lag the base keeps and the offsets'
+/// range, anywhere beyond, or zero for a leap to the end of the clock.
+fn leap_windows() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        (BASE_LAG - 2)..=(BASE_LAG + 2),
+        (OFFSETS - 2)..=(OFFSETS + 2),
+        1u64..(1 << 40),
+    ]
+}
+
+/// The latest time the operations set: a leap to "the end" of the clock
+/// stops short of it by more than anything else the operations add, and
+/// by less than `2^31` windows (so the base's range reaches past
+/// `u64::MAX`). At `u64::MAX` itself the core's expiries saturate and
+/// every state reads as idle.
+const END: u64 = u64::MAX - (1 << 40);
+
+/// Microseconds per window of `algorithm`, or `period` without windows.
+fn unit<A: Packing>(algorithm: &A, period: u64) -> u64 {
+    algorithm.window_us().unwrap_or(period)
+}
+
 /// One shard, its model, and what both should have counted.
-struct Run<A: Algorithm> {
+struct Run<A: Packing> {
     rules: Rules<A>,
     shard: Shard<A>,
     fps: Vec<Fingerprint>,
@@ -139,7 +173,7 @@ struct Run<A: Algorithm> {
     refusals: u64,
 }
 
-impl<A: Algorithm> Run<A> {
+impl<A: Packing> Run<A> {
     fn new(algorithm: A, setup: Setup) -> Self {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
@@ -147,7 +181,7 @@ impl<A: Algorithm> Run<A> {
         let fps = setup
             .homes
             .iter()
-            .zip(1u64..)
+            .zip(1u32..)
             .map(|(&lo, hi)| Fingerprint::from_parts(lo, hi))
             .collect();
         Self {
@@ -189,10 +223,19 @@ impl<A: Algorithm> Run<A> {
                     self.check(k, 1)?;
                 }
             }
-            Op::Advance(by) => self.now += by,
+            Op::Advance(by) => self.now = self.now.saturating_add(by).min(END),
+            Op::Leap { windows: 0, by } => self.now = self.now.max(END - by),
+            Op::Leap { windows, by } => {
+                let unit = unit(&self.rules.algorithm, 1000);
+                self.now = self
+                    .now
+                    .saturating_add(windows.saturating_mul(unit))
+                    .saturating_add(by)
+                    .min(END);
+            }
             Op::ToForget { key, offset } => {
                 if let Some(at) = self.forget_at(key) {
-                    self.now = self.now.max(at.saturating_add_signed(offset));
+                    self.now = self.now.max(at.saturating_add_signed(offset)).min(END);
                 }
             }
             Op::Rewind(by) => {
@@ -234,6 +277,11 @@ impl<A: Algorithm> Run<A> {
     fn check(&mut self, key: usize, cost: u64) -> Result<(), TestCaseError> {
         let (now, fp) = (self.now, self.fps[key]);
         let state = self.model.get(&key).copied().unwrap_or_default();
+        // A check first moves the base if `now` needs it, which may forget
+        // this key too: done here, so that `was_held` is what it then finds.
+        if now > self.shard.fits_until {
+            self.shard.rebase(&self.rules, now);
+        }
         let was_held = self.held(key);
         let expected = self.rules.algorithm.check(&state, now, cost);
         let got = self.shard.check(&self.rules, fp, now, cost);
@@ -403,12 +451,110 @@ impl<A: Algorithm> Run<A> {
     }
 }
 
-fn run<A: Algorithm>(algorithm: A, setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run<A: Packing>(algorithm: A, setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut run = Run::new(algorithm, setup);
     for op in ops {
         run.apply(op)?;
     }
     Ok(())
+}
+
+/// A check of one of a few keys, after the clock moved on by some µs.
+#[derive(Debug, Clone)]
+struct FarCheck {
+    key: usize,
+    cost: u64,
+    advance: u64,
+}
+
+/// Sets the clock back `windows` windows (more than the base's lag)
+/// after a check at [`START`], then checks keys: each decision of the shard
+/// is one the core would take on the same admitted checks, or stricter.
+fn no_looser_far_back<A: Packing>(
+    algorithm: A,
+    windows: u64,
+    checks: &[FarCheck],
+) -> Result<(), TestCaseError> {
+    let setup = Setup {
+        homes: (0..KEYS as u64).collect(),
+        cap: None,
+        when_full: WhenFull::DenyNewKeys,
+        grace_us: 0,
+    };
+    let mut run = Run::new(algorithm, setup);
+    let unit = unit(&run.rules.algorithm, 1000);
+    let last = KEYS - 1;
+    prop_assert!(run
+        .shard
+        .check(&run.rules, run.fps[last], START, 1)
+        .is_ok_and(|d| d.allowed));
+    let mut now = START - windows * unit;
+    // The core's states, taking only what the shard admitted.
+    let mut model: HashMap<usize, A::State> = HashMap::new();
+    for check in checks {
+        now += check.advance;
+        let cost = check.cost.min(run.rules.algorithm.limit());
+        let state = model.get(&check.key).copied().unwrap_or_default();
+        let (expected, next) = run.rules.algorithm.check(&state, now, cost).unwrap();
+        let got = run
+            .shard
+            .check(&run.rules, run.fps[check.key], now, cost)
+            .unwrap();
+        prop_assert!(!got.allowed || expected.allowed, "{:?} {:?}", got, expected);
+        // What was left before the check: an allowed decision's remaining
+        // is counted after the cost.
+        let left = |d: ratelimit_core::Decision| d.remaining + if d.allowed { cost } else { 0 };
+        prop_assert!(left(got) <= left(expected), "{:?} {:?}", got, expected);
+        if got.allowed {
+            if !model.contains_key(&check.key) {
+                // A new key's state is stored at the base window if the
+                // core gave it an earlier one.
+                let at = run.shard.slots.find(run.fps[check.key]).expect("stored");
+                let stored = A::unpack(run.shard.slots.state(at), run.shard.base);
+                let window = A::window_of(&next).max(run.shard.base);
+                prop_assert_eq!(A::window_of(&stored), window);
+            }
+            model.insert(check.key, next);
+        }
+    }
+    Ok(())
+}
+
+fn far_checks() -> impl Strategy<Value = Vec<FarCheck>> {
+    let check = (
+        0..4usize,
+        1u64..=4,
+        prop_oneof![Just(0u64), 0u64..4_000, 0u64..20_000],
+    )
+        .prop_map(|(key, cost, advance)| FarCheck { key, cost, advance });
+    prop::collection::vec(check, 1..60)
+}
+
+/// Windows back from [`START`]: past the base, by more than the checks
+/// then move the clock on (60 of at most 20 ms), or by far more.
+fn far_back() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        (BASE_LAG + 1_200)..(BASE_LAG + 1_300),
+        (BASE_LAG + 1_200)..(1 << 34)
+    ]
+}
+
+proptest! {
+    #[test]
+    fn fixed_window_far_back_is_no_looser_than_the_core(
+        limit in 1u64..=4, ms in 1u64..=3, windows in far_back(), checks in far_checks(),
+    ) {
+        let policy = FixedWindow::new(limit, Duration::from_millis(ms)).unwrap();
+        no_looser_far_back(policy, windows, &checks)?;
+    }
+
+    #[test]
+    fn sliding_window_far_back_is_no_looser_than_the_core(
+        limit in 1u64..=4, ms in 1u64..=3, windows in far_back(), checks in far_checks(),
+    ) {
+        let policy = SlidingWindow::new(limit, Duration::from_millis(ms)).unwrap();
+        no_looser_far_back(policy, windows, &checks)?;
+    }
 }
 
 proptest! {

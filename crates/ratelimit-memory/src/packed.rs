@@ -1,0 +1,252 @@
+//! The form in which a shard stores each algorithm's state.
+//!
+//! The core's window states hold the window index as a `u64` beside
+//! `u32` counts: 16 bytes, of which a fixed window uses 12 and a sliding
+//! window 16, against a token bucket's 8. Stored as they are, a window
+//! entry is half as large again as a bucket entry, and in a table larger
+//! than the caches that is more memory to miss in. Here the window index
+//! is stored in 32 bits, as an offset from a base window the shard keeps
+//! (`Shard::base`): a fixed-window state is then 8 bytes (a slot of 16
+//! with an 8-byte key, as the bucket's), a sliding-window state 12 (a slot
+//! of 20, `robin_hood.rs`).
+//!
+//! The form is exact: the shard keeps every stored window in
+//! `base..base + 2^32`, so [`Packing::unpack`] gives back the state the
+//! core returned, bit for bit. What keeps it so (`Shard::rebase`):
+//!
+//! - When the clock reaches the window `base + 2^32`, the base moves to
+//!   `2^31` windows before now. A stored state of a window before the new
+//!   base is then at least `2^31` windows old, so it is idle (a fixed
+//!   window's state is equivalent to a key never seen from the next window
+//!   on, a sliding window's from the one after): it is forgotten, exactly
+//!   as the sweeper would forget it, and every other state is stored again
+//!   relative to the new base. This happens once per `2^31` windows of
+//!   clock time at most (24.8 days of 1 ms windows, 68 years of 1 s ones).
+//! - A state the core returns is never of a window after `base + 2^32 - 1`
+//!   then: its window is the current one or a stored one.
+//! - Only a new key's state can be of a window before the base: the clock
+//!   went back more than `2^31` windows behind the time of the last move.
+//!   It is stored at the base window instead ([`Packing::clamp`]),
+//!   which is stricter than the core's state and never looser:
+//!   `docs/semantics.md` ("Stored states") argues it.
+
+use std::fmt::Debug;
+
+use ratelimit_core::{
+    Algorithm, FixedWindow, FixedWindowState, SlidingWindow, SlidingWindowState, TokenBucket,
+    TokenBucketState,
+};
+
+/// Windows a shard's base stays behind the current window when it moves.
+pub(crate) const BASE_LAG: u64 = 1 << 31;
+
+/// Windows a stored offset can count from the base.
+pub(crate) const OFFSETS: u64 = 1 << 32;
+
+/// An algorithm whose states a shard stores in its own form.
+pub(crate) trait Packing: Algorithm {
+    /// The stored form of [`Algorithm::State`].
+    type Packed: Copy + Default + Debug + Send + Sync;
+
+    /// Microseconds per window if states hold a window index, which is
+    /// then stored relative to the shard's base.
+    fn window_us(&self) -> Option<u64>;
+
+    /// The window index of `state` (`0` for states without one).
+    fn window_of(state: &Self::State) -> u64;
+
+    /// `state`, whose window must be in `base..base + 2^32`, relative to
+    /// `base`.
+    fn pack(state: Self::State, base: u64) -> Self::Packed;
+
+    /// `state` with its window moved up to `base` if it was before it: the
+    /// stricter state stored for a new key when the clock went back past
+    /// the base (see the module).
+    fn clamp(state: Self::State, base: u64) -> Self::State;
+
+    /// The state `pack(state, base)` stored, the same `base` given.
+    fn unpack(packed: Self::Packed, base: u64) -> Self::State;
+}
+
+/// The offset of `window` from `base`, for a window in
+/// `base..base + 2^32`.
+#[inline]
+fn offset(window: u64, base: u64) -> u32 {
+    debug_assert!(
+        (base..base.saturating_add(OFFSETS)).contains(&window),
+        "window {window} out of the range of {base}"
+    );
+    // Truncating is intended: the offset is below 2^32.
+    window.wrapping_sub(base) as u32
+}
+
+impl Packing for TokenBucket {
+    type Packed = TokenBucketState;
+
+    #[inline]
+    fn window_us(&self) -> Option<u64> {
+        None
+    }
+
+    #[inline]
+    fn window_of(_: &TokenBucketState) -> u64 {
+        0
+    }
+
+    #[inline]
+    fn pack(state: TokenBucketState, _: u64) -> TokenBucketState {
+        state
+    }
+
+    #[inline]
+    fn clamp(state: TokenBucketState, _: u64) -> TokenBucketState {
+        state
+    }
+
+    #[inline]
+    fn unpack(packed: TokenBucketState, _: u64) -> TokenBucketState {
+        packed
+    }
+}
+
+/// A [`FixedWindowState`] in 8 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PackedFixed {
+    window: u32,
+    count: u32,
+}
+
+impl Packing for FixedWindow {
+    type Packed = PackedFixed;
+
+    #[inline]
+    fn window_us(&self) -> Option<u64> {
+        Some(self.window_micros())
+    }
+
+    #[inline]
+    fn window_of(state: &FixedWindowState) -> u64 {
+        state.window
+    }
+
+    #[inline]
+    fn pack(state: FixedWindowState, base: u64) -> PackedFixed {
+        PackedFixed {
+            window: offset(state.window, base),
+            count: state.count,
+        }
+    }
+
+    #[inline]
+    fn clamp(state: FixedWindowState, base: u64) -> FixedWindowState {
+        FixedWindowState::new(state.window.max(base), state.count)
+    }
+
+    #[inline]
+    fn unpack(packed: PackedFixed, base: u64) -> FixedWindowState {
+        FixedWindowState::new(base + u64::from(packed.window), packed.count)
+    }
+}
+
+/// A [`SlidingWindowState`] in 12 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PackedSliding {
+    window: u32,
+    previous: u32,
+    current: u32,
+}
+
+impl Packing for SlidingWindow {
+    type Packed = PackedSliding;
+
+    #[inline]
+    fn window_us(&self) -> Option<u64> {
+        Some(self.window_micros())
+    }
+
+    #[inline]
+    fn window_of(state: &SlidingWindowState) -> u64 {
+        state.window
+    }
+
+    #[inline]
+    fn pack(state: SlidingWindowState, base: u64) -> PackedSliding {
+        PackedSliding {
+            window: offset(state.window, base),
+            previous: state.previous,
+            current: state.current,
+        }
+    }
+
+    #[inline]
+    fn clamp(state: SlidingWindowState, base: u64) -> SlidingWindowState {
+        SlidingWindowState::new(state.window.max(base), state.previous, state.current)
+    }
+
+    #[inline]
+    fn unpack(packed: PackedSliding, base: u64) -> SlidingWindowState {
+        SlidingWindowState::new(
+            base + u64::from(packed.window),
+            packed.previous,
+            packed.current,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The largest window index a `u64` clock reaches (1 ms windows).
+    const LAST_WINDOW: u64 = u64::MAX / 1000;
+
+    fn base() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0), Just(LAST_WINDOW - BASE_LAG), 0..=LAST_WINDOW]
+    }
+
+    fn offset_in_range() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0), Just(OFFSETS - 1), Just(BASE_LAG), 0..OFFSETS]
+    }
+
+    #[test]
+    fn window_states_are_stored_in_8_and_12_bytes() {
+        assert_eq!(std::mem::size_of::<PackedFixed>(), 8);
+        assert_eq!(std::mem::size_of::<PackedSliding>(), 12);
+    }
+
+    proptest! {
+        #[test]
+        fn a_window_in_range_comes_back_as_it_was(
+            base in base(),
+            offset in offset_in_range(),
+            count in any::<u32>(),
+            previous in any::<u32>(),
+        ) {
+            let window = base + offset;
+            let fixed = FixedWindowState::new(window, count);
+            prop_assert_eq!(FixedWindow::unpack(FixedWindow::pack(fixed, base), base), fixed);
+            let sliding = SlidingWindowState::new(window, previous, count);
+            prop_assert_eq!(
+                SlidingWindow::unpack(SlidingWindow::pack(sliding, base), base),
+                sliding
+            );
+            let bucket = TokenBucketState::new(window);
+            prop_assert_eq!(TokenBucket::unpack(TokenBucket::pack(bucket, base), base), bucket);
+        }
+
+        #[test]
+        fn clamping_moves_only_a_window_before_the_base_and_to_it(
+            base in 1..=LAST_WINDOW,
+            window in 0..=LAST_WINDOW,
+            count in any::<u32>(),
+        ) {
+            let to = window.max(base);
+            let fixed = FixedWindow::clamp(FixedWindowState::new(window, count), base);
+            prop_assert_eq!(fixed, FixedWindowState::new(to, count));
+            let sliding = SlidingWindow::clamp(SlidingWindowState::new(window, 1, count), base);
+            prop_assert_eq!(sliding, SlidingWindowState::new(to, 1, count));
+        }
+    }
+}
