@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use crate::few::Few;
 use crate::{
     Algorithm, Concurrency, ConfigError, Decision, Error, FailurePolicy, Lease, LeaseId, Mark,
     Policy, PolicyReceipt, RateState, Receipt, SetCheck,
@@ -474,27 +475,165 @@ impl PolicySet {
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
     ) -> Result<SetCheck, Error> {
-        // One value is returned on every path, so that it is built where
-        // the caller receives it rather than copied there.
-        let mut out = match self.validate_costs(costs) {
-            Ok(()) => Ok(SetCheck::new(
-                SetDecision::allowing(),
-                Some(Receipt::new(key, [])),
-            )),
-            Err(e) => Err(e),
-        };
-        if let Ok(check) = &mut out {
-            state.align(self);
-            if let Err(e) = self.fill_check(check, state, now, costs, new_lease) {
-                out = Err(e);
-            }
-        }
-        out
+        self.check_set_then(key, state, now, costs, new_lease, |_| {})
     }
 
-    /// The body of [`check_set`](Self::check_set): fills `out` (allowing,
-    /// with an empty receipt) for costs already validated.
+    /// [`check_set`](Self::check_set), calling `then` with the key's state
+    /// once the check has changed it (or found the costs invalid), before
+    /// the answer is built: a store's bookkeeping of the state (its expiry)
+    /// done there keeps the answer written once, where the caller receives
+    /// it, rather than held across the bookkeeping and copied.
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
     #[inline(always)]
+    pub fn check_set_then(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+        then: impl FnOnce(&SetState),
+    ) -> Result<SetCheck, Error> {
+        if let Err(e) = self.validate_costs(costs) {
+            then(state);
+            return Err(e);
+        }
+        state.align(self);
+        // Sets of up to four policies (the decisions and receipt parts a
+        // `SetCheck` holds inline) are checked by a loop of known length,
+        // unrolled: every value stays in registers and the answer is
+        // written once, where the caller receives it.
+        match self.len() {
+            1 => self.check_inline::<1>(key, state, now, costs, new_lease, then),
+            2 => self.check_inline::<2>(key, state, now, costs, new_lease, then),
+            3 => self.check_inline::<3>(key, state, now, costs, new_lease, then),
+            4 => self.check_inline::<4>(key, state, now, costs, new_lease, then),
+            _ => self.check_any(key, state, now, costs, new_lease, then),
+        }
+    }
+
+    /// [`check_set`](Self::check_set) of a set of `N` policies, `N` from 1
+    /// to 4, on an aligned state and validated costs.
+    #[inline(always)]
+    fn check_inline<const N: usize>(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+        then: impl FnOnce(&SetState),
+    ) -> Result<SetCheck, Error> {
+        let (Ok(limits), Ok(parts), Ok(costs)) = (
+            <&[NamedLimit; N]>::try_from(&self.limits[..]),
+            <&mut [PartState; N]>::try_from(&mut state.parts[..]),
+            <&[u64; N]>::try_from(costs),
+        ) else {
+            return self.check_any(key, state, now, costs, new_lease, then);
+        };
+        // Every decision first (a denial changes nothing but forgetting
+        // expired leases), then, when all allowed, the costs taken. Both
+        // passes are unrolled (see `unrolled`), so that the arrays below
+        // stay in registers.
+        let mut decisions = [Decision::allowed(0, 0, Duration::ZERO); N];
+        let mut marks = [Mark::Lease(None); N];
+        let mut nexts = [RateState::default(); N];
+        let (mut allowed, mut retry_after) = (true, None);
+        let mut failed = None;
+        unrolled!(N, |i| {
+            let (l, cost) = (&limits[i], costs[i]);
+            let d = match (l.limit, &mut parts[i]) {
+                (_, _) if failed.is_some() => None,
+                (Limit::Rate(p), PartState::Rate(s)) => {
+                    match p.check_part(s, now, cost, l.keeps_ledger()) {
+                        Ok((d, next, mark)) => {
+                            nexts[i] = next;
+                            marks[i] = mark;
+                            Some(d)
+                        }
+                        Err(e) => {
+                            failed = Some(e.in_policy(l.name()));
+                            None
+                        }
+                    }
+                }
+                (Limit::Concurrency(c), PartState::Leases(held)) => {
+                    c.forget_expired(held, now);
+                    Some(if cost == 0 {
+                        c.peek(held, now)
+                    } else {
+                        c.would_acquire(held, now)
+                    })
+                }
+                _ => unreachable!("SetState::align gives every policy a part of its kind"),
+            };
+            if let Some(d) = d {
+                if !d.allowed {
+                    allowed = false;
+                    retry_after = retry_after.max(d.retry_after);
+                }
+                decisions[i] = d;
+            }
+        });
+        if let Some(e) = failed {
+            then(state);
+            return Err(e);
+        }
+        let receipt = if allowed {
+            unrolled!(N, |i| {
+                match (limits[i].limit, &mut parts[i]) {
+                    (Limit::Rate(_), PartState::Rate(s)) => *s = nexts[i],
+                    (Limit::Concurrency(c), PartState::Leases(held)) => {
+                        if costs[i] == 1 {
+                            let lease =
+                                Lease::new(new_lease(), now.saturating_add(c.lease_ttl_micros()));
+                            held.push(lease);
+                            marks[i] = Mark::Lease(Some(lease));
+                        }
+                    }
+                    _ => unreachable!("SetState::align gives every policy a part of its kind"),
+                }
+            });
+            let parts: [PolicyReceipt; N] =
+                std::array::from_fn(|i| PolicyReceipt::new(costs[i], marks[i]));
+            Some(Receipt::of_parts(key, &parts))
+        } else {
+            None
+        };
+        then(state);
+        Ok(SetCheck {
+            decision: SetDecision {
+                allowed,
+                retry_after,
+                decisions: Decisions(Few::of_slice(&decisions)),
+                degraded: None,
+            },
+            receipt,
+        })
+    }
+
+    /// [`check_set`](Self::check_set) of a set of any length, on an aligned
+    /// state and validated costs.
+    fn check_any(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+        then: impl FnOnce(&SetState),
+    ) -> Result<SetCheck, Error> {
+        let mut out = SetCheck::new(SetDecision::allowing(), Some(Receipt::new(key, [])));
+        let filled = self.fill_check(&mut out, state, now, costs, new_lease);
+        then(state);
+        filled.map(|()| out)
+    }
+
+    /// The body of [`check_any`](Self::check_any): fills `out` (allowing,
+    /// with an empty receipt) for costs already validated.
     fn fill_check(
         &self,
         out: &mut SetCheck,
@@ -717,6 +856,34 @@ impl PolicySet {
     }
 }
 
+/// Runs `$body` with `$i` bound to `0`, …, `$n - 1` (`$n <= 4`, a
+/// constant), each run written out: a loop over a set's policies, its body
+/// the check of every kind of policy, was too large for the compiler to
+/// unroll (and a closure called four times was not inlined), and the
+/// arrays it indexed were kept in memory and copied.
+macro_rules! unrolled {
+    ($n:expr, |$i:ident| $body:block) => {{
+        const { assert!($n <= 4) };
+        if $n > 0 {
+            let $i = 0;
+            $body
+        }
+        if $n > 1 {
+            let $i = 1;
+            $body
+        }
+        if $n > 2 {
+            let $i = 2;
+            $body
+        }
+        if $n > 3 {
+            let $i = 3;
+            $body
+        }
+    }};
+}
+use unrolled;
+
 impl TryFrom<Vec<NamedLimit>> for PolicySet {
     type Error = ConfigError;
 
@@ -763,6 +930,7 @@ impl SetState {
         Self { parts }
     }
 
+    #[inline]
     fn is_aligned(&self, set: &PolicySet) -> bool {
         self.parts.len() == set.len()
             && set.limits().iter().zip(&self.parts).all(|(l, p)| {
@@ -776,10 +944,17 @@ impl SetState {
 
     /// Makes the state one of `set` (a key never seen, or a state of
     /// another set after a configuration change, reads as empty).
+    #[inline]
     fn align(&mut self, set: &PolicySet) {
         if !self.is_aligned(set) {
-            *self = Self::aligned(set);
+            self.realign(set);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn realign(&mut self, set: &PolicySet) {
+        *self = Self::aligned(set);
     }
 }
 
@@ -860,7 +1035,7 @@ impl SetDecision {
     #[must_use]
     pub fn with_degraded(mut self, policy: FailurePolicy) -> Self {
         self.degraded = Some(policy);
-        for d in &mut self.decisions.0 {
+        for d in self.decisions.0.iter_mut() {
             *d = d.with_degraded(policy);
         }
         self
@@ -890,7 +1065,7 @@ impl SetDecision {
 /// slice (through `Deref`), held inline for sets of up to four policies so
 /// a check allocates nothing for them.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Decisions(SmallVec<[Decision; 4]>);
+pub struct Decisions(Few<Decision>);
 
 impl Decisions {
     #[inline]
@@ -930,6 +1105,6 @@ impl<'a> IntoIterator for &'a Decisions {
 
 impl From<Vec<Decision>> for Decisions {
     fn from(v: Vec<Decision>) -> Self {
-        Self(SmallVec::from_vec(v))
+        Self(Few::from(v))
     }
 }

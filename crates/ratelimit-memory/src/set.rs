@@ -229,7 +229,7 @@ impl<C: Clock> MemorySetLimiter<C> {
     /// assert!(limiter.check_set_sync(b"k", &[3]).unwrap().receipt.is_some());
     /// assert!(limiter.check_set_sync(b"k", &[4]).unwrap_err().is_cost_rejected());
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn check_set_sync(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error> {
         let inner = &*self.inner;
         let fp = inner.keyer.fingerprint(key);
