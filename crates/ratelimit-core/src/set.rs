@@ -1108,3 +1108,92 @@ impl From<Vec<Decision>> for Decisions {
         Self(Few::from(v))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One policy of a generated set: its kind and a small limit, so that
+    /// sequences reach denials.
+    fn named_limit() -> impl Strategy<Value = NamedLimit> {
+        (0..5u8, 1..6u64, 1..4u64, any::<bool>()).prop_map(|(kind, limit, secs, settles)| {
+            let period = Duration::from_secs(secs);
+            let limit: Limit = match kind {
+                0 => Policy::fixed_window(limit, period).unwrap().into(),
+                1 => Policy::sliding_window(limit, period).unwrap().into(),
+                2 | 3 => Policy::token_bucket(limit, limit, period).unwrap().into(),
+                _ => Concurrency::new(limit, period).unwrap().into(),
+            };
+            let named = NamedLimit::new("p", limit).unwrap();
+            if settles {
+                named.settling()
+            } else {
+                named
+            }
+        })
+    }
+
+    proptest! {
+        /// Sets of one to four policies are checked by the unrolled path;
+        /// it answers and changes the state exactly as the loop every
+        /// longer set takes, along any sequence of checks (denials, gates,
+        /// leases, expiries, invalid costs and a clock going back
+        /// included).
+        #[test]
+        fn the_unrolled_check_is_the_loop(
+            limits in prop::collection::vec(named_limit(), 1..=6),
+            steps in prop::collection::vec(
+                (0..2_500_000u64, any::<bool>(), prop::collection::vec(0..7u64, 6)),
+                1..40,
+            ),
+        ) {
+            let limits: Vec<NamedLimit> = limits
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let named = NamedLimit::new(&format!("p{i}"), l.limit()).unwrap();
+                    if l.settles() { named.settling() } else { named }
+                })
+                .collect();
+            let set = PolicySet::new(limits).unwrap();
+            let (mut unrolled, mut looped) = (SetState::default(), SetState::default());
+            let (mut a, mut b) = (0u128, 0u128);
+            let mut now = 10_000_000u64;
+            for (step, back, costs) in steps {
+                now = if back { now.saturating_sub(step) } else { now + step };
+                let costs: Vec<u64> = set
+                    .limits()
+                    .iter()
+                    .zip(costs)
+                    .map(|(l, c)| match l.limit() {
+                        Limit::Concurrency(_) => c % 2,
+                        // Mostly within the limit, sometimes one above.
+                        Limit::Rate(p) => c % (p.limit() + 2),
+                    })
+                    .collect();
+                let one = set.check_set(b"key", &mut unrolled, now, &costs, &mut || {
+                    a += 1;
+                    LeaseId::new(a)
+                });
+                let other = set.validate_costs(&costs).and_then(|()| {
+                    looped.align(&set);
+                    set.check_any(b"key", &mut looped, now, &costs, &mut || {
+                        b += 1;
+                        LeaseId::new(b)
+                    }, |_| {})
+                });
+                match (one, other) {
+                    (Ok(x), Ok(y)) => {
+                        prop_assert_eq!(&x.decision, &y.decision);
+                        prop_assert_eq!(&x.receipt, &y.receipt);
+                    }
+                    (Err(x), Err(y)) => prop_assert_eq!(x.to_string(), y.to_string()),
+                    (x, y) => prop_assert!(false, "{:?} against {:?}", x, y),
+                }
+                prop_assert_eq!(&unrolled, &looped);
+            }
+        }
+    }
+}
