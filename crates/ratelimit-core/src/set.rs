@@ -445,10 +445,12 @@ impl PolicySet {
     /// [`check`](Self::check), answered as a [`SetCheck`]: what a backend
     /// returns from [`SetLimiter::check_set`](crate::SetLimiter::check_set).
     ///
-    /// One pass over the policies computes each decision straight into the
-    /// answer and each receipt part into the receipt; the next rate states
-    /// wait in a small inline buffer and are written only when every
-    /// policy allowed.
+    /// Every policy is decided first, then, when all allowed, each takes
+    /// its cost. For a set of up to four policies both passes are written
+    /// out policy by policy and the answer is built whole at the end
+    /// (decisions and receipt parts held inline, at their exact number),
+    /// so that once inlined it is written once, where the caller receives
+    /// it; a longer set takes a loop.
     ///
     /// # Errors
     ///

@@ -483,9 +483,8 @@ impl SetStore {
         &self.shards[fp.shard(self.mask)].0
     }
 
-    /// See [`PolicySet::check`]. Out of line, a call that writes its
-    /// answer where its caller receives it: inlined into a caller that
-    /// moves the answer on, the answer was built in a local and copied.
+    /// See [`PolicySet::check`]. Always inlined into the caller (see
+    /// `MemorySetLimiter::check_set_sync`).
     #[inline(always)]
     pub(crate) fn check(
         &self,
