@@ -246,10 +246,14 @@ impl Concurrency {
     /// Frees lease `id` at once; true when it was held (exactly one slot
     /// freed), false when it had expired or is unknown (none freed).
     pub fn release(&self, held: &mut Vec<Lease>, now: u64, id: LeaseId) -> bool {
-        self.forget_expired(held, now);
-        let before = held.len();
-        held.retain(|lease| lease.id != id);
-        held.len() < before
+        // One pass: the expired leases forgotten and `id` released.
+        let mut freed = false;
+        held.retain(|lease| {
+            let live = lease.expires_at > now;
+            freed |= live && lease.id == id;
+            live && lease.id != id
+        });
+        freed
     }
 
     /// Moves lease `id`'s expiry to `now + lease_ttl` if it is still held;

@@ -13,6 +13,7 @@ mod domain;
 mod duration;
 mod error;
 mod failure;
+mod few;
 mod fixed_window;
 mod limiter;
 mod policy;

@@ -275,6 +275,7 @@ impl Algorithm for Policy {
         Policy::limit(self)
     }
 
+    #[inline(always)]
     fn check(
         &self,
         state: &PolicyState,
@@ -290,6 +291,7 @@ impl Algorithm for Policy {
         })
     }
 
+    #[inline]
     fn peek(&self, state: &PolicyState, now: u64) -> Decision {
         dispatch!(self, state, |p, s, _wrap| p.peek(&s, now))
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use crate::few::Few;
 use crate::{
     Algorithm, Concurrency, ConfigError, Decision, Error, FailurePolicy, Lease, LeaseId, Mark,
     Policy, PolicyReceipt, RateState, Receipt, SetCheck,
@@ -444,10 +445,12 @@ impl PolicySet {
     /// [`check`](Self::check), answered as a [`SetCheck`]: what a backend
     /// returns from [`SetLimiter::check_set`](crate::SetLimiter::check_set).
     ///
-    /// One pass over the policies computes each decision straight into the
-    /// answer and each receipt part into the receipt; the next rate states
-    /// wait in a small inline buffer and are written only when every
-    /// policy allowed.
+    /// Every policy is decided first, then, when all allowed, each takes
+    /// its cost. For a set of up to four policies both passes are written
+    /// out policy by policy and the answer is built whole at the end
+    /// (decisions and receipt parts held inline, at their exact number),
+    /// so that once inlined it is written once, where the caller receives
+    /// it; a longer set takes a loop.
     ///
     /// # Errors
     ///
@@ -474,27 +477,165 @@ impl PolicySet {
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
     ) -> Result<SetCheck, Error> {
-        // One value is returned on every path, so that it is built where
-        // the caller receives it rather than copied there.
-        let mut out = match self.validate_costs(costs) {
-            Ok(()) => Ok(SetCheck::new(
-                SetDecision::allowing(),
-                Some(Receipt::new(key, [])),
-            )),
-            Err(e) => Err(e),
-        };
-        if let Ok(check) = &mut out {
-            state.align(self);
-            if let Err(e) = self.fill_check(check, state, now, costs, new_lease) {
-                out = Err(e);
-            }
-        }
-        out
+        self.check_set_then(key, state, now, costs, new_lease, |_| {})
     }
 
-    /// The body of [`check_set`](Self::check_set): fills `out` (allowing,
-    /// with an empty receipt) for costs already validated.
+    /// [`check_set`](Self::check_set), calling `then` with the key's state
+    /// once the check has changed it (or found the costs invalid), before
+    /// the answer is built: a store's bookkeeping of the state (its expiry)
+    /// done there keeps the answer written once, where the caller receives
+    /// it, rather than held across the bookkeeping and copied.
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
     #[inline(always)]
+    pub fn check_set_then(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+        then: impl FnOnce(&SetState),
+    ) -> Result<SetCheck, Error> {
+        if let Err(e) = self.validate_costs(costs) {
+            then(state);
+            return Err(e);
+        }
+        state.align(self);
+        // Sets of up to four policies (the decisions and receipt parts a
+        // `SetCheck` holds inline) are checked by a loop of known length,
+        // unrolled: every value stays in registers and the answer is
+        // written once, where the caller receives it.
+        match self.len() {
+            1 => self.check_inline::<1>(key, state, now, costs, new_lease, then),
+            2 => self.check_inline::<2>(key, state, now, costs, new_lease, then),
+            3 => self.check_inline::<3>(key, state, now, costs, new_lease, then),
+            4 => self.check_inline::<4>(key, state, now, costs, new_lease, then),
+            _ => self.check_any(key, state, now, costs, new_lease, then),
+        }
+    }
+
+    /// [`check_set`](Self::check_set) of a set of `N` policies, `N` from 1
+    /// to 4, on an aligned state and validated costs.
+    #[inline(always)]
+    fn check_inline<const N: usize>(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+        then: impl FnOnce(&SetState),
+    ) -> Result<SetCheck, Error> {
+        let (Ok(limits), Ok(parts), Ok(costs)) = (
+            <&[NamedLimit; N]>::try_from(&self.limits[..]),
+            <&mut [PartState; N]>::try_from(&mut state.parts[..]),
+            <&[u64; N]>::try_from(costs),
+        ) else {
+            return self.check_any(key, state, now, costs, new_lease, then);
+        };
+        // Every decision first (a denial changes nothing but forgetting
+        // expired leases), then, when all allowed, the costs taken. Both
+        // passes are unrolled (see `unrolled`), so that the arrays below
+        // stay in registers.
+        let mut decisions = [Decision::allowed(0, 0, Duration::ZERO); N];
+        let mut marks = [Mark::Lease(None); N];
+        let mut nexts = [RateState::default(); N];
+        let (mut allowed, mut retry_after) = (true, None);
+        let mut failed = None;
+        unrolled!(N, |i| {
+            let (l, cost) = (&limits[i], costs[i]);
+            let d = match (l.limit, &mut parts[i]) {
+                (_, _) if failed.is_some() => None,
+                (Limit::Rate(p), PartState::Rate(s)) => {
+                    match p.check_part(s, now, cost, l.keeps_ledger()) {
+                        Ok((d, next, mark)) => {
+                            nexts[i] = next;
+                            marks[i] = mark;
+                            Some(d)
+                        }
+                        Err(e) => {
+                            failed = Some(e.in_policy(l.name()));
+                            None
+                        }
+                    }
+                }
+                (Limit::Concurrency(c), PartState::Leases(held)) => {
+                    c.forget_expired(held, now);
+                    Some(if cost == 0 {
+                        c.peek(held, now)
+                    } else {
+                        c.would_acquire(held, now)
+                    })
+                }
+                _ => unreachable!("SetState::align gives every policy a part of its kind"),
+            };
+            if let Some(d) = d {
+                if !d.allowed {
+                    allowed = false;
+                    retry_after = retry_after.max(d.retry_after);
+                }
+                decisions[i] = d;
+            }
+        });
+        if let Some(e) = failed {
+            then(state);
+            return Err(e);
+        }
+        let receipt = if allowed {
+            unrolled!(N, |i| {
+                match (limits[i].limit, &mut parts[i]) {
+                    (Limit::Rate(_), PartState::Rate(s)) => *s = nexts[i],
+                    (Limit::Concurrency(c), PartState::Leases(held)) => {
+                        if costs[i] == 1 {
+                            let lease =
+                                Lease::new(new_lease(), now.saturating_add(c.lease_ttl_micros()));
+                            held.push(lease);
+                            marks[i] = Mark::Lease(Some(lease));
+                        }
+                    }
+                    _ => unreachable!("SetState::align gives every policy a part of its kind"),
+                }
+            });
+            let parts: [PolicyReceipt; N] =
+                std::array::from_fn(|i| PolicyReceipt::new(costs[i], marks[i]));
+            Some(Receipt::of_parts(key, &parts))
+        } else {
+            None
+        };
+        then(state);
+        Ok(SetCheck {
+            decision: SetDecision {
+                allowed,
+                retry_after,
+                decisions: Decisions(Few::of_slice(&decisions)),
+                degraded: None,
+            },
+            receipt,
+        })
+    }
+
+    /// [`check_set`](Self::check_set) of a set of any length, on an aligned
+    /// state and validated costs.
+    fn check_any(
+        &self,
+        key: &[u8],
+        state: &mut SetState,
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+        then: impl FnOnce(&SetState),
+    ) -> Result<SetCheck, Error> {
+        let mut out = SetCheck::new(SetDecision::allowing(), Some(Receipt::new(key, [])));
+        let filled = self.fill_check(&mut out, state, now, costs, new_lease);
+        then(state);
+        filled.map(|()| out)
+    }
+
+    /// The body of [`check_any`](Self::check_any): fills `out` (allowing,
+    /// with an empty receipt) for costs already validated.
     fn fill_check(
         &self,
         out: &mut SetCheck,
@@ -717,6 +858,34 @@ impl PolicySet {
     }
 }
 
+/// Runs `$body` with `$i` bound to `0`, …, `$n - 1` (`$n <= 4`, a
+/// constant), each run written out: a loop over a set's policies, its body
+/// the check of every kind of policy, was too large for the compiler to
+/// unroll (and a closure called four times was not inlined), and the
+/// arrays it indexed were kept in memory and copied.
+macro_rules! unrolled {
+    ($n:expr, |$i:ident| $body:block) => {{
+        const { assert!($n <= 4) };
+        if $n > 0 {
+            let $i = 0;
+            $body
+        }
+        if $n > 1 {
+            let $i = 1;
+            $body
+        }
+        if $n > 2 {
+            let $i = 2;
+            $body
+        }
+        if $n > 3 {
+            let $i = 3;
+            $body
+        }
+    }};
+}
+use unrolled;
+
 impl TryFrom<Vec<NamedLimit>> for PolicySet {
     type Error = ConfigError;
 
@@ -763,6 +932,7 @@ impl SetState {
         Self { parts }
     }
 
+    #[inline]
     fn is_aligned(&self, set: &PolicySet) -> bool {
         self.parts.len() == set.len()
             && set.limits().iter().zip(&self.parts).all(|(l, p)| {
@@ -776,10 +946,17 @@ impl SetState {
 
     /// Makes the state one of `set` (a key never seen, or a state of
     /// another set after a configuration change, reads as empty).
+    #[inline]
     fn align(&mut self, set: &PolicySet) {
         if !self.is_aligned(set) {
-            *self = Self::aligned(set);
+            self.realign(set);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn realign(&mut self, set: &PolicySet) {
+        *self = Self::aligned(set);
     }
 }
 
@@ -860,7 +1037,7 @@ impl SetDecision {
     #[must_use]
     pub fn with_degraded(mut self, policy: FailurePolicy) -> Self {
         self.degraded = Some(policy);
-        for d in &mut self.decisions.0 {
+        for d in self.decisions.0.iter_mut() {
             *d = d.with_degraded(policy);
         }
         self
@@ -890,7 +1067,7 @@ impl SetDecision {
 /// slice (through `Deref`), held inline for sets of up to four policies so
 /// a check allocates nothing for them.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Decisions(SmallVec<[Decision; 4]>);
+pub struct Decisions(Few<Decision>);
 
 impl Decisions {
     #[inline]
@@ -930,6 +1107,95 @@ impl<'a> IntoIterator for &'a Decisions {
 
 impl From<Vec<Decision>> for Decisions {
     fn from(v: Vec<Decision>) -> Self {
-        Self(SmallVec::from_vec(v))
+        Self(Few::from(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One policy of a generated set: its kind and a small limit, so that
+    /// sequences reach denials.
+    fn named_limit() -> impl Strategy<Value = NamedLimit> {
+        (0..5u8, 1..6u64, 1..4u64, any::<bool>()).prop_map(|(kind, limit, secs, settles)| {
+            let period = Duration::from_secs(secs);
+            let limit: Limit = match kind {
+                0 => Policy::fixed_window(limit, period).unwrap().into(),
+                1 => Policy::sliding_window(limit, period).unwrap().into(),
+                2 | 3 => Policy::token_bucket(limit, limit, period).unwrap().into(),
+                _ => Concurrency::new(limit, period).unwrap().into(),
+            };
+            let named = NamedLimit::new("p", limit).unwrap();
+            if settles {
+                named.settling()
+            } else {
+                named
+            }
+        })
+    }
+
+    proptest! {
+        /// Sets of one to four policies are checked by the unrolled path;
+        /// it answers and changes the state exactly as the loop every
+        /// longer set takes, along any sequence of checks (denials, gates,
+        /// leases, expiries, invalid costs and a clock going back
+        /// included).
+        #[test]
+        fn the_unrolled_check_is_the_loop(
+            limits in prop::collection::vec(named_limit(), 1..=6),
+            steps in prop::collection::vec(
+                (0..2_500_000u64, any::<bool>(), prop::collection::vec(0..7u64, 6)),
+                1..40,
+            ),
+        ) {
+            let limits: Vec<NamedLimit> = limits
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let named = NamedLimit::new(&format!("p{i}"), l.limit()).unwrap();
+                    if l.settles() { named.settling() } else { named }
+                })
+                .collect();
+            let set = PolicySet::new(limits).unwrap();
+            let (mut unrolled, mut looped) = (SetState::default(), SetState::default());
+            let (mut a, mut b) = (0u128, 0u128);
+            let mut now = 10_000_000u64;
+            for (step, back, costs) in steps {
+                now = if back { now.saturating_sub(step) } else { now + step };
+                let costs: Vec<u64> = set
+                    .limits()
+                    .iter()
+                    .zip(costs)
+                    .map(|(l, c)| match l.limit() {
+                        Limit::Concurrency(_) => c % 2,
+                        // Mostly within the limit, sometimes one above.
+                        Limit::Rate(p) => c % (p.limit() + 2),
+                    })
+                    .collect();
+                let one = set.check_set(b"key", &mut unrolled, now, &costs, &mut || {
+                    a += 1;
+                    LeaseId::new(a)
+                });
+                let other = set.validate_costs(&costs).and_then(|()| {
+                    looped.align(&set);
+                    set.check_any(b"key", &mut looped, now, &costs, &mut || {
+                        b += 1;
+                        LeaseId::new(b)
+                    }, |_| {})
+                });
+                match (one, other) {
+                    (Ok(x), Ok(y)) => {
+                        prop_assert_eq!(&x.decision, &y.decision);
+                        prop_assert_eq!(&x.receipt, &y.receipt);
+                    }
+                    (Err(x), Err(y)) => prop_assert_eq!(x.to_string(), y.to_string()),
+                    (x, y) => prop_assert!(false, "{:?} against {:?}", x, y),
+                }
+                prop_assert_eq!(&unrolled, &looped);
+            }
+        }
     }
 }

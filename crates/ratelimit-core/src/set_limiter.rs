@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use smallvec::SmallVec;
 
+use crate::few::Few;
 use crate::{Error, FailurePolicy, Lease, Limit, PolicyReceipt, PolicySet, SetDecision};
 
 /// What an allowed set check took, per policy, for one key: settle it once
@@ -22,7 +22,7 @@ pub struct Receipt {
     // Inline for keys up to 32 bytes and sets up to four policies, so a
     // check allocates nothing for them.
     key: KeyBytes,
-    parts: SmallVec<[PolicyReceipt; 4]>,
+    parts: Few<PolicyReceipt>,
     degraded: Option<FailurePolicy>,
 }
 
@@ -34,6 +34,17 @@ impl Receipt {
         Self {
             key: KeyBytes::new(key),
             parts: parts.into_iter().collect(),
+            degraded: None,
+        }
+    }
+
+    /// A receipt for `key` of the `parts` of a check of a short set, built
+    /// whole (see `Few`).
+    #[inline(always)]
+    pub(crate) fn of_parts(key: &[u8], parts: &[PolicyReceipt]) -> Self {
+        Self {
+            key: KeyBytes::new(key),
+            parts: Few::of_slice(parts),
             degraded: None,
         }
     }
@@ -121,7 +132,7 @@ impl fmt::Debug for Receipt {
         // stays out of debug output that may reach a log.
         f.debug_struct("Receipt")
             .field("key", &format_args!("<{} bytes>", self.key().len()))
-            .field("parts", &self.parts)
+            .field("parts", &&*self.parts)
             .field("degraded", &self.degraded)
             .finish()
     }
@@ -140,23 +151,33 @@ enum KeyBytes {
 }
 
 impl KeyBytes {
-    #[inline]
+    // Always inlined: returned through a call, the key was read back
+    // wider than it was written (a store-forwarding stall).
+    #[inline(always)]
     fn new(key: &[u8]) -> Self {
         if key.len() <= INLINE_KEY {
+            // Built in four words, each a fixed-size load (the tail
+            // gathered byte by byte), and stored at once: a copy into a
+            // byte array at the key's length was a call to `memcpy`, or a
+            // store at a variable offset read back wider (a stall).
+            let len = key.len();
+            let word = |at: usize| -> u64 {
+                match key.get(at..at + 8) {
+                    Some(w) => u64::from_le_bytes(w.try_into().unwrap_or([0; 8])),
+                    None => key
+                        .get(at..)
+                        .unwrap_or(&[])
+                        .iter()
+                        .rev()
+                        .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
+                }
+            };
+            let words = [word(0), word(8), word(16), word(24)];
             let mut bytes = [0; INLINE_KEY];
-            // Whole words first, as single stores, then the tail.
-            let mut words = key.chunks_exact(8);
-            for (to, from) in bytes.chunks_exact_mut(8).zip(&mut words) {
-                to.copy_from_slice(from);
+            for (to, w) in bytes.chunks_exact_mut(8).zip(words) {
+                to.copy_from_slice(&w.to_le_bytes());
             }
-            let tail = words.remainder();
-            if !tail.is_empty() {
-                bytes[key.len() - tail.len()..key.len()].copy_from_slice(tail);
-            }
-            Self::Inline {
-                len: key.len(),
-                bytes,
-            }
+            Self::Inline { len, bytes }
         } else {
             Self::Heap(key.into())
         }

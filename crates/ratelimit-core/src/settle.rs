@@ -107,6 +107,15 @@ fn window_us(policy: &Policy) -> u64 {
     policy.window().as_micros() as u64
 }
 
+/// The window index of a receipt: `now`'s window, or the stored window
+/// `stored` when the clock went back before it. Out of line: the hot paths
+/// read it from the state they just rolled forward.
+#[cold]
+#[inline(never)]
+fn window_mark(policy: &Policy, now: u64, stored: u64) -> u64 {
+    (now / window_us(policy)).max(stored)
+}
+
 /// A count past the limit stays exact: it fits the stored 32 bits and
 /// `count * window_ms` stays below 2^53 (section 1).
 fn overshoot_count(count: u64, x: u64, window_us: u64) -> Result<u32, Error> {
@@ -150,7 +159,7 @@ impl Policy {
     /// let (gate, same, _) = p.check_part(&state, 2_500_000, 0, false).unwrap();
     /// assert!(gate.allowed && gate.remaining == 2 && same == state);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn check_part(
         &self,
         state: &RateState,
@@ -184,12 +193,25 @@ impl Policy {
         if ledger_kept && decision.allowed {
             ledger.seen = now;
         }
+        // An allowed check or a gate stores its window rolled forward to
+        // `now`: its index is already `max(now / window, stored)`, so only
+        // a denial (whose receipt no one keeps) divides again.
         let mark = match self {
             Policy::FixedWindow(_) => {
-                Mark::Window((now / window_us(self)).max(fixed_state(&next).window))
+                let k = fixed_state(&next).window;
+                Mark::Window(if decision.allowed || cost == 0 {
+                    k
+                } else {
+                    window_mark(self, now, k)
+                })
             }
             Policy::SlidingWindow(_) => {
-                Mark::Window((now / window_us(self)).max(sliding_state(&next).window))
+                let k = sliding_state(&next).window;
+                Mark::Window(if decision.allowed || cost == 0 {
+                    k
+                } else {
+                    window_mark(self, now, k)
+                })
             }
             Policy::TokenBucket(_) => Mark::Bucket {
                 tat: bucket_state(&next).tat,

@@ -218,7 +218,9 @@ impl Algorithm for TokenBucket {
         self.capacity
     }
 
-    #[inline]
+    // Always inlined, as the sliding window's: a policy of a set returns
+    // its decision and state through the set check's frame otherwise.
+    #[inline(always)]
     fn check(
         &self,
         state: &TokenBucketState,

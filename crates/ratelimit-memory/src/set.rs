@@ -229,7 +229,13 @@ impl<C: Clock> MemorySetLimiter<C> {
     /// assert!(limiter.check_set_sync(b"k", &[3]).unwrap().receipt.is_some());
     /// assert!(limiter.check_set_sync(b"k", &[4]).unwrap_err().is_cost_rejected());
     /// ```
-    #[inline]
+    // Always inlined, the store's check with it: the answer (~460 bytes)
+    // is then written field by field where the caller keeps it. Returned
+    // through a call, it was written to the call's slot and copied again
+    // by the caller moving it on (`unwrap`), a `memcpy` reading back, in
+    // wide loads, fields just written (a store-forwarding stall): a
+    // quarter of a set of one's check.
+    #[inline(always)]
     pub fn check_set_sync(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error> {
         let inner = &*self.inner;
         let fp = inner.keyer.fingerprint(key);

@@ -412,7 +412,7 @@ pub(crate) struct SetStore {
 
 /// The state of `fp` in `keys`, realigned with `view`'s set if it was
 /// stored by a limiter of another set.
-#[inline]
+#[inline(always)]
 fn stored<'a>(
     store: &SetStore,
     keys: &'a mut HashMap<SetKey, Entry, BuildHasherDefault<Placed>>,
@@ -483,8 +483,9 @@ impl SetStore {
         &self.shards[fp.shard(self.mask)].0
     }
 
-    /// See [`PolicySet::check`].
-    #[inline]
+    /// See [`PolicySet::check`]. Always inlined into the caller (see
+    /// `MemorySetLimiter::check_set_sync`).
+    #[inline(always)]
     pub(crate) fn check(
         &self,
         view: &SetView,
@@ -494,33 +495,45 @@ impl SetStore {
         costs: &[u64],
         new_lease: &mut dyn FnMut() -> LeaseId,
     ) -> Result<SetCheck, Error> {
-        let (rules, set) = (&self.rules, &*view.set);
         let mut shard = self.shard(fp).lock();
         let shard = &mut *shard;
-        // One call site of the (inlined) set check, for a stored key (its
-        // state realigned with `view`'s set if another set stored it) and a
-        // new one alike.
-        let mut new;
-        let (state, is_stored) = match stored(self, &mut shard.keys, fp, view, now) {
-            Some(state) => (state, true),
-            None => {
-                new = spare(&mut shard.spares, view);
-                (&mut new, false)
-            }
-        };
-        let mut check = set.check_set(key, state, now, costs, new_lease);
-        // One value returned on every path (see `PolicySet::check_set`).
-        if is_stored {
-            rules.lower(set, &mut shard.earliest_forget, state);
-        } else {
-            let state = std::mem::take(state);
-            if check.is_err() {
-                keep_spare(&mut shard.spares, set, view.gen, state);
-            } else if !shard.insert(self, view, SetKey(fp), state, now, false) {
-                // The lease taken in `state`, if any, was never stored.
-                let wait = shard.earliest_forget.saturating_sub(now).max(1);
-                check = Ok(SetCheck::new(SetRules::full(set, wait), None));
-            }
+        // A stored key: its state is checked in place and the answer
+        // returned as the set check built it (not moved again).
+        if let Some(state) = stored(self, &mut shard.keys, fp, view, now) {
+            let bound = &mut shard.earliest_forget;
+            return view
+                .set
+                .check_set_then(key, state, now, costs, new_lease, |state| {
+                    self.rules.lower(&view.set, bound, state);
+                });
+        }
+        self.check_new(shard, view, fp, key, now, costs, new_lease)
+    }
+
+    /// [`check`](Self::check) of a key not stored: on a spare state, stored
+    /// if it is not idle and the shard has room. Out of line, so that the
+    /// stored key's path holds one answer.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn check_new(
+        &self,
+        shard: &mut SetShard,
+        view: &SetView,
+        fp: Fingerprint,
+        key: &[u8],
+        now: u64,
+        costs: &[u64],
+        new_lease: &mut dyn FnMut() -> LeaseId,
+    ) -> Result<SetCheck, Error> {
+        let set = &*view.set;
+        let mut state = spare(&mut shard.spares, view);
+        let check = set.check_set(key, &mut state, now, costs, new_lease);
+        if check.is_err() {
+            keep_spare(&mut shard.spares, set, view.gen, state);
+        } else if !shard.insert(self, view, SetKey(fp), state, now, false) {
+            // The lease taken in `state`, if any, was never stored.
+            let wait = shard.earliest_forget.saturating_sub(now).max(1);
+            return Ok(SetCheck::new(SetRules::full(set, wait), None));
         }
         check
     }
