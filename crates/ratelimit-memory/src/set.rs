@@ -24,7 +24,7 @@ use crate::MemorySetLimiterOptions;
 /// [`ReferenceSetLimiter`](ratelimit_core::ReferenceSetLimiter)'s (lease ids
 /// included: a counter from 1). Keys are stored as the single-policy
 /// [`MemoryLimiter`](crate::MemoryLimiter) stores them (short keys as they
-/// are, long ones as keyed 128-bit fingerprints) in a sharded map, each
+/// are, long ones as keyed 95-bit fingerprints) in a sharded map, each
 /// key's state updated in place under its shard's lock. Keys whose state is
 /// back to "never seen" are forgotten as the map grows;
 /// [`MemorySetLimiterOptions::with_max_keys`] caps it, and a new key that

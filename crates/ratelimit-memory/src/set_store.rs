@@ -34,7 +34,7 @@ const MAX_SPARES: usize = MIN_SWEEP_LEN;
 const MAX_SPARE_LEASES: usize = 16;
 
 /// A key as the table holds it: its fingerprint (the key itself when
-/// short, a keyed 128-bit SipHash when long; see `fingerprint.rs`).
+/// short, 95 bits of a keyed SipHash when long; see `fingerprint.rs`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct SetKey(Fingerprint);
 
