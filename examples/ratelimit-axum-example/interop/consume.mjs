@@ -14,7 +14,8 @@
 // validate. Either way readUIMessageStream rebuilds the message.
 // `abort`: as `sdk`, with an AbortController whose abort() (the stop
 // button of useChat) is called once `deltas` text deltas have arrived;
-// prints what arrived before it and how the stream ended.
+// prints what arrived before it, how many chunks still came out after it,
+// and how the stream ended.
 const sdk = process.env.AI_SDK ?? "ai-v5";
 const {
   DefaultChatTransport,
@@ -76,10 +77,18 @@ if (shape === "abort") {
     trigger: "submit-message",
     messageId: undefined,
   });
+  // Chunks the SDK had already parsed when abort() was called may still
+  // come out of the stream before its AbortError: they are counted apart
+  // (`late`), since the caller stopped reading at `wanted` deltas.
   const seen = [];
+  let late = 0;
   let ended = "finished";
   try {
     for await (const chunk of stream) {
+      if (controller.signal.aborted) {
+        late += 1;
+        continue;
+      }
       seen.push(chunk);
       if (seen.filter((c) => c.type === "text-delta").length === wanted) controller.abort();
     }
@@ -91,6 +100,7 @@ if (shape === "abort") {
       sdk,
       types: seen.map((c) => c.type),
       deltas: seen.filter((c) => c.type === "text-delta").length,
+      late,
       ended,
     }),
   );
