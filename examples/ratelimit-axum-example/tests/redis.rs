@@ -20,6 +20,12 @@ async fn post(client: &reqwest::Client, addr: std::net::SocketAddr) -> reqwest::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_service_processes_sharing_one_redis_enforce_one_limit() {
+    // The 1 h window must not turn between the counts.
+    common::clear_of_window_edge(
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(60),
+    )
+    .await;
     let redis = RedisServer::start();
     let url = redis.url();
     let envs = [("RATELIMIT_DELTA_DELAY", "0ms"), ("RATELIMIT_RATE", "5/1h")];

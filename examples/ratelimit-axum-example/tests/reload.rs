@@ -161,6 +161,12 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_keeps_counts_fails_nothing_and_rejects_a_bad_file() {
+    // The "requests" window (1 h) must not turn under the counts.
+    common::clear_of_window_edge(
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(120),
+    )
+    .await;
     let file = ConfigFile::new("reload", &good(100_000));
     let mut service = Process::start(
         &["--config", file.arg()],

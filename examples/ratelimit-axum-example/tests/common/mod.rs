@@ -139,3 +139,22 @@ pub async fn serve(router: Router) -> SocketAddr {
     });
     addr
 }
+
+/// Waits, when less than `need` is left of the current window of length
+/// `window` on the system clock (windows are aligned to the Unix epoch, as
+/// the limiters and Redis's `TIME` align them), until the next window
+/// starts. A test of the real binary that counts requests in one fixed
+/// window calls it first, so its window cannot turn under it.
+pub async fn clear_of_window_edge(window: Duration, need: Duration) {
+    assert!(need < window, "{need:?} never fits in a {window:?} window");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = Duration::from_nanos((now.as_nanos() % window.as_nanos()) as u64);
+    let left = window - into;
+    if left < need {
+        // A little past the edge, so the clocks of Redis and of the
+        // processes agree on the new window too.
+        tokio::time::sleep(left + Duration::from_millis(200)).await;
+    }
+}
