@@ -395,8 +395,11 @@ forward_set_limiter!(Box);
 #[must_use = "dropping a reservation releases its leases at once"]
 pub struct Reservation<L: SetLimiter + ?Sized = dyn SetLimiter> {
     limiter: Arc<L>,
-    receipt: Option<Receipt>,
-    decision: SetDecision,
+    // The check's answer kept whole, its receipt `Some` until consumed: a
+    // reservation is made of the answer without taking it apart (its
+    // receipt and decision moved into fields of their own were copied
+    // again, piece by piece).
+    check: SetCheck,
 }
 
 impl<L: SetLimiter + ?Sized> Reservation<L> {
@@ -411,29 +414,47 @@ impl<L: SetLimiter + ?Sized> Reservation<L> {
         key: &[u8],
         costs: &[u64],
     ) -> Result<Result<Self, SetDecision>, Error> {
-        let check = match limiter.check_set_now(key, costs) {
-            Some(check) => check?,
-            None => limiter.check_set(key, costs).await?,
-        };
-        Ok(match check.receipt {
-            Some(receipt) => Ok(Self {
-                limiter,
-                receipt: Some(receipt),
-                decision: check.decision,
-            }),
-            None => Err(check.decision),
-        })
+        // The answer (~460 bytes) is matched once, as a whole, where it
+        // was returned (not `?` and then its receipt), and an `if let`
+        // ends its temporary before the `await` below: a `match` on
+        // `check_set_now` kept it across the `await`, in the future, from
+        // where it was copied out again.
+        //
+        // Called on `L` itself, as every call of a reservation is: called
+        // on the `Arc`, a check went through the `Arc`'s forwarding
+        // implementation, one more call returning the answer through
+        // memory (and, awaited, one more boxed future).
+        if let Some(check) = L::check_set_now(&limiter, key, costs) {
+            return Self::of_check(limiter, check);
+        }
+        let check = L::check_set(&limiter, key, costs).await;
+        Self::of_check(limiter, check)
+    }
+
+    /// The reservation of an allowed check, or the decision of a denied
+    /// one.
+    #[inline(always)]
+    fn of_check(
+        limiter: Arc<L>,
+        check: Result<SetCheck, Error>,
+    ) -> Result<Result<Self, SetDecision>, Error> {
+        match check {
+            Ok(check) if check.receipt.is_some() => Ok(Ok(Self { limiter, check })),
+            Ok(check) => Ok(Err(check.decision)),
+            Err(e) => Err(e),
+        }
     }
 
     /// The decision of the check that made this reservation.
     #[must_use]
     pub fn decision(&self) -> &SetDecision {
-        &self.decision
+        &self.check.decision
     }
 
     /// What the check took.
     pub fn receipt(&self) -> &Receipt {
-        self.receipt
+        self.check
+            .receipt
             .as_ref()
             .expect("a reservation holds its receipt until it is consumed")
     }
@@ -461,10 +482,11 @@ impl<L: SetLimiter + ?Sized> Reservation<L> {
     /// As [`SetLimiter::renew`].
     pub async fn renew(&mut self) -> Result<bool, Error> {
         let receipt = self
+            .check
             .receipt
             .as_mut()
             .expect("a reservation holds its receipt until it is consumed");
-        self.limiter.renew(receipt).await
+        L::renew(&self.limiter, receipt).await
     }
 
     /// Settles with the actual amount per policy and releases the leases
@@ -475,18 +497,19 @@ impl<L: SetLimiter + ?Sized> Reservation<L> {
     /// As [`SetLimiter::settle`]; the reservation is consumed either way.
     pub async fn settle(mut self, actual: &[u64]) -> Result<SetDecision, Error> {
         let receipt = self
+            .check
             .receipt
             .take()
             .expect("a reservation holds its receipt until it is consumed");
         let limiter = Arc::clone(&self.limiter);
-        limiter.settle(receipt, actual).await
+        L::settle(&limiter, receipt, actual).await
     }
 }
 
 impl<L: SetLimiter + ?Sized> Drop for Reservation<L> {
     fn drop(&mut self) {
-        if let Some(receipt) = self.receipt.take() {
-            self.limiter.release(receipt);
+        if let Some(receipt) = self.check.receipt.take() {
+            L::release(&self.limiter, receipt);
         }
     }
 }
@@ -494,8 +517,8 @@ impl<L: SetLimiter + ?Sized> Drop for Reservation<L> {
 impl<L: SetLimiter + ?Sized> fmt::Debug for Reservation<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
-            .field("receipt", &self.receipt)
-            .field("decision", &self.decision)
+            .field("receipt", &self.check.receipt)
+            .field("decision", &self.check.decision)
             .finish_non_exhaustive()
     }
 }
