@@ -143,10 +143,12 @@ impl SlidingWindowState {
     }
 }
 
-/// The state rolled forward to `now`, with the estimate it gives.
+/// The state rolled forward to `now`, with the estimate it gives and the
+/// first µs of its window.
 struct View {
     state: SlidingWindowState,
     estimate: u64,
+    start: u64,
 }
 
 impl SlidingWindow {
@@ -227,23 +229,32 @@ impl SlidingWindow {
         // `1..=W_ms`, and `(k + 1) * W_ms <= now / 1000 + W_ms` does not
         // overflow. In a later window (the clock went back), `now` is
         // before `start`: nothing has elapsed.
-        let left_ms = if s.window == k {
-            (k + 1) * self.window_ms - now / 1000
+        // The start is `k * W_us <= now` in the window of `now`, so taken
+        // from `k`, known before the state is, rather than from the state.
+        let (left_ms, start) = if s.window == k {
+            ((k + 1) * self.window_ms - now / 1000, k * self.window_us)
         } else {
-            self.window_ms
+            (self.window_ms, s.window.saturating_mul(self.window_us))
         };
-        let estimate = self
-            .weighted(u64::from(s.previous), left_ms)
-            .saturating_add(u64::from(s.current));
-        View { state: s, estimate }
+        let weighted = if s.previous == 0 {
+            0
+        } else {
+            self.weighted(u64::from(s.previous), left_ms)
+        };
+        let estimate = weighted.saturating_add(u64::from(s.current));
+        View {
+            state: s,
+            estimate,
+            start,
+        }
     }
 
     /// The first instant at which `cost` fits, with no other traffic, for a
     /// rolled-forward state: within its window once the previous count has
     /// decayed enough, else in the next window once the current count has,
-    /// else at the start of the window after.
-    fn allowed_at(&self, s: &SlidingWindowState, cost: u64) -> u64 {
-        let start = s.window.saturating_mul(self.window_us);
+    /// else at the start of the window after. `start` is the first µs of
+    /// the state's window.
+    fn allowed_at(&self, s: &SlidingWindowState, start: u64, cost: u64) -> u64 {
         // ceil(p * (W - e) / W) <= a  <=>  W - e <= floor(a * W / p).
         // A count within the budget (a zero count among them) fits from the
         // start: floor(a * W / p) >= W. A zero budget waits for the whole
@@ -275,7 +286,13 @@ impl SlidingWindow {
 
     #[inline]
     fn reset_at(&self, s: &SlidingWindowState) -> u64 {
-        let start = s.window.saturating_mul(self.window_us);
+        self.reset_from(s, s.window.saturating_mul(self.window_us))
+    }
+
+    /// [`reset_at`](Self::reset_at) given the first µs of the state's
+    /// window.
+    #[inline]
+    fn reset_from(&self, s: &SlidingWindowState, start: u64) -> u64 {
         if s.current > 0 {
             start.saturating_add(2 * self.window_us)
         } else if s.previous > 0 {
@@ -308,20 +325,24 @@ impl Algorithm for SlidingWindow {
         cost: u64,
     ) -> Result<(Decision, SlidingWindowState), Error> {
         self.validate_cost(cost)?;
-        let View { state: s, estimate } = self.view(state, now);
+        let View {
+            state: s,
+            estimate,
+            start,
+        } = self.view(state, now);
         if estimate.saturating_add(cost) <= self.limit {
             // current <= estimate, so current + cost <= limit.
             let current = stored_count(u64::from(s.current) + cost);
             let next = SlidingWindowState::new(s.window, s.previous, current);
             let remaining = self.limit - estimate - cost;
-            let reset_after = self.reset_at(&next).saturating_sub(now);
+            let reset_after = self.reset_from(&next, start).saturating_sub(now);
             Ok((
                 Decision::from_micros(true, self.limit, remaining, reset_after, 0),
                 next,
             ))
         } else {
-            let retry_after = self.allowed_at(&s, cost).saturating_sub(now);
-            let reset_after = self.reset_at(&s).saturating_sub(now);
+            let retry_after = self.allowed_at(&s, start, cost).saturating_sub(now);
+            let reset_after = self.reset_from(&s, start).saturating_sub(now);
             Ok((
                 Decision::from_micros(
                     false,
@@ -337,18 +358,22 @@ impl Algorithm for SlidingWindow {
 
     #[inline]
     fn peek(&self, state: &SlidingWindowState, now: u64) -> Decision {
-        let View { state: s, estimate } = self.view(state, now);
+        let View {
+            state: s,
+            estimate,
+            start,
+        } = self.view(state, now);
         let allowed = estimate < self.limit;
         let retry_after = if allowed {
             0
         } else {
-            self.allowed_at(&s, 1).saturating_sub(now)
+            self.allowed_at(&s, start, 1).saturating_sub(now)
         };
         Decision::from_micros(
             allowed,
             self.limit,
             self.limit.saturating_sub(estimate),
-            self.reset_at(&s).saturating_sub(now),
+            self.reset_from(&s, start).saturating_sub(now),
             retry_after,
         )
     }
