@@ -37,9 +37,11 @@ pub struct SlidingWindow {
     limit: u64,
     window_us: u64,
     window_ms: u64,
-    /// Divides by `window_us`: the window index, and the previous
-    /// window's weight.
+    /// Divides by `window_us`: the window index.
     per_window_us: Reciprocal,
+    /// Divides by `2 * window_ms`: the previous window's weight (twice the
+    /// window, so that a 1 ms window has a divisor too).
+    per_two_windows_ms: Reciprocal,
 }
 
 // By hand: the reciprocals are derived from the window, and not part of
@@ -141,10 +143,12 @@ impl SlidingWindowState {
     }
 }
 
-/// The state rolled forward to `now`, with the estimate it gives.
+/// The state rolled forward to `now`, with the estimate it gives and the
+/// first µs of its window.
 struct View {
     state: SlidingWindowState,
     estimate: u64,
+    start: u64,
 }
 
 impl SlidingWindow {
@@ -171,21 +175,24 @@ impl SlidingWindow {
             window_us: window_ms * 1000,
             window_ms,
             per_window_us: Reciprocal::new(window_ms * 1000),
+            per_two_windows_ms: Reciprocal::new(2 * window_ms),
         })
     }
 
-    /// `ceil(count * (W_ms - elapsed_ms) / W_ms)`: the part of a previous
-    /// window's count that still overlaps the last `window`.
+    /// `ceil(count * left_ms / W_ms)`: the part of a previous window's
+    /// count that still overlaps the last `window`, `left_ms` being
+    /// `W_ms - elapsed_ms`.
     #[inline]
-    fn weighted(&self, count: u64, elapsed_ms: u64) -> u64 {
-        let left = self.window_ms.saturating_sub(elapsed_ms);
-        let part = count.saturating_mul(left);
+    fn weighted(&self, count: u64, left_ms: u64) -> u64 {
+        let part = count.saturating_mul(left_ms);
         // Always so for a count the policy stored (`limit * W_ms < 2^53`).
-        // Then `ceil(part / W_ms) = ceil(1000 * part / W_us)`, and
-        // `1000 * part + W_us - 1 < 1000 * 2^53 + 2^46 < 2^63` is in the
-        // reciprocal's range.
+        // Then `ceil(part / W_ms) = floor((part + W_ms - 1) / W_ms)
+        // = floor((2 * part + 2 * W_ms - 2) / (2 * W_ms))`, and
+        // `2 * part + 2 * W_ms - 2 < 2^54 + 2^37` is in the reciprocal's
+        // range.
         if part < 1 << 53 {
-            self.per_window_us.div(1000 * part + (self.window_us - 1))
+            self.per_two_windows_ms
+                .div(2 * part + (2 * self.window_ms - 2))
         } else {
             div_ceil(part, self.window_ms)
         }
@@ -215,20 +222,39 @@ impl SlidingWindow {
         } else {
             SlidingWindowState::new(k, 0, 0)
         };
-        let start = s.window.saturating_mul(self.window_us);
-        let elapsed_ms = now.saturating_sub(start) / 1000;
-        let estimate = self
-            .weighted(u64::from(s.previous), elapsed_ms)
-            .saturating_add(u64::from(s.current));
-        View { state: s, estimate }
+        // `W_ms - floor((now - start) / 1000)`, `start` being the window's
+        // first µs, `s.window * W_us`, saturating. In the window of `now`
+        // (`k * W_us <= now < (k + 1) * W_us`), `start` is a whole number of
+        // ms, so this is `(k + 1) * W_ms - floor(now / 1000)`, in
+        // `1..=W_ms`, and `(k + 1) * W_ms <= now / 1000 + W_ms` does not
+        // overflow. In a later window (the clock went back), `now` is
+        // before `start`: nothing has elapsed.
+        // The start is `k * W_us <= now` in the window of `now`, so taken
+        // from `k`, known before the state is, rather than from the state.
+        let (left_ms, start) = if s.window == k {
+            ((k + 1) * self.window_ms - now / 1000, k * self.window_us)
+        } else {
+            (self.window_ms, s.window.saturating_mul(self.window_us))
+        };
+        let weighted = if s.previous == 0 {
+            0
+        } else {
+            self.weighted(u64::from(s.previous), left_ms)
+        };
+        let estimate = weighted.saturating_add(u64::from(s.current));
+        View {
+            state: s,
+            estimate,
+            start,
+        }
     }
 
     /// The first instant at which `cost` fits, with no other traffic, for a
     /// rolled-forward state: within its window once the previous count has
     /// decayed enough, else in the next window once the current count has,
-    /// else at the start of the window after.
-    fn allowed_at(&self, s: &SlidingWindowState, cost: u64) -> u64 {
-        let start = s.window.saturating_mul(self.window_us);
+    /// else at the start of the window after. `start` is the first µs of
+    /// the state's window.
+    fn allowed_at(&self, s: &SlidingWindowState, start: u64, cost: u64) -> u64 {
         // ceil(p * (W - e) / W) <= a  <=>  W - e <= floor(a * W / p).
         // A count within the budget (a zero count among them) fits from the
         // start: floor(a * W / p) >= W. A zero budget waits for the whole
@@ -260,7 +286,13 @@ impl SlidingWindow {
 
     #[inline]
     fn reset_at(&self, s: &SlidingWindowState) -> u64 {
-        let start = s.window.saturating_mul(self.window_us);
+        self.reset_from(s, s.window.saturating_mul(self.window_us))
+    }
+
+    /// [`reset_at`](Self::reset_at) given the first µs of the state's
+    /// window.
+    #[inline]
+    fn reset_from(&self, s: &SlidingWindowState, start: u64) -> u64 {
         if s.current > 0 {
             start.saturating_add(2 * self.window_us)
         } else if s.previous > 0 {
@@ -293,20 +325,24 @@ impl Algorithm for SlidingWindow {
         cost: u64,
     ) -> Result<(Decision, SlidingWindowState), Error> {
         self.validate_cost(cost)?;
-        let View { state: s, estimate } = self.view(state, now);
+        let View {
+            state: s,
+            estimate,
+            start,
+        } = self.view(state, now);
         if estimate.saturating_add(cost) <= self.limit {
             // current <= estimate, so current + cost <= limit.
             let current = stored_count(u64::from(s.current) + cost);
             let next = SlidingWindowState::new(s.window, s.previous, current);
             let remaining = self.limit - estimate - cost;
-            let reset_after = self.reset_at(&next).saturating_sub(now);
+            let reset_after = self.reset_from(&next, start).saturating_sub(now);
             Ok((
                 Decision::from_micros(true, self.limit, remaining, reset_after, 0),
                 next,
             ))
         } else {
-            let retry_after = self.allowed_at(&s, cost).saturating_sub(now);
-            let reset_after = self.reset_at(&s).saturating_sub(now);
+            let retry_after = self.allowed_at(&s, start, cost).saturating_sub(now);
+            let reset_after = self.reset_from(&s, start).saturating_sub(now);
             Ok((
                 Decision::from_micros(
                     false,
@@ -322,18 +358,22 @@ impl Algorithm for SlidingWindow {
 
     #[inline]
     fn peek(&self, state: &SlidingWindowState, now: u64) -> Decision {
-        let View { state: s, estimate } = self.view(state, now);
+        let View {
+            state: s,
+            estimate,
+            start,
+        } = self.view(state, now);
         let allowed = estimate < self.limit;
         let retry_after = if allowed {
             0
         } else {
-            self.allowed_at(&s, 1).saturating_sub(now)
+            self.allowed_at(&s, start, 1).saturating_sub(now)
         };
         Decision::from_micros(
             allowed,
             self.limit,
             self.limit.saturating_sub(estimate),
-            self.reset_at(&s).saturating_sub(now),
+            self.reset_from(&s, start).saturating_sub(now),
             retry_after,
         )
     }
@@ -415,6 +455,46 @@ mod tests {
         }
     }
 
+    /// `weighted` against the rounded-up quotient it stands for, for a
+    /// policy of `window_ms`.
+    fn assert_weighted(window_ms: u64, count: u64, left_ms: u64) {
+        let policy = SlidingWindow::new(1, Duration::from_millis(window_ms)).unwrap();
+        assert_eq!(
+            policy.weighted(count, left_ms),
+            div_ceil(count.saturating_mul(left_ms), window_ms),
+            "ceil({count} * {left_ms} / {window_ms})"
+        );
+    }
+
+    #[test]
+    fn the_weight_is_exact_at_the_edges() {
+        let mut windows = vec![1, 2, 3, 999, 1000, 1001, MAX_PERIOD_MS - 1, MAX_PERIOD_MS];
+        for e in 1..36 {
+            windows.extend([(1u64 << e) - 1, 1 << e, (1 << e) + 1]);
+        }
+        for w in windows {
+            let most = ((MAX_PRODUCT - 1) / w).min(u64::from(u32::MAX));
+            let counts = [0, 1, 2, most - 1, most, most + 1, u64::from(u32::MAX)];
+            for count in counts {
+                // Around the 2^53 switch to plain division too.
+                let near_switch = (MAX_PRODUCT / count.max(1)).min(w);
+                for left in [
+                    0,
+                    1,
+                    2,
+                    w / 2,
+                    w - 1,
+                    w,
+                    near_switch - 1,
+                    near_switch,
+                    near_switch + 1,
+                ] {
+                    assert_weighted(w, count, left.min(w));
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn the_reciprocal_divides_exactly(
@@ -422,6 +502,17 @@ mod tests {
             n in prop_oneof![0..Reciprocal::EXACT_BELOW, 0..1u64 << 53, 0..1u64 << 20],
         ) {
             prop_assert_eq!(Reciprocal::new(d).div(n), n / d);
+        }
+
+        #[test]
+        fn the_weight_is_exact(
+            window_ms in prop_oneof![Just(1u64), Just(2), Just(MAX_PERIOD_MS), 1..=MAX_PERIOD_MS, 1..=2000u64],
+            count in prop_oneof![any::<u32>(), 0..4u32, Just(u32::MAX)],
+            left in any::<u64>(),
+        ) {
+            // Mostly within the window, as `view` passes it; beyond it too.
+            let left_ms = if left % 8 == 0 { left } else { left % (window_ms + 1) };
+            assert_weighted(window_ms, u64::from(count), left_ms);
         }
 
         /// Every field of every decision and state is what the plain
