@@ -74,6 +74,17 @@ fn good(requests: u64) -> String {
     profile(requests, &format!("key_secret = \"{SECRET}\""))
 }
 
+/// One request to the generate route.
+async fn generate(client: &reqwest::Client, addr: std::net::SocketAddr) -> reqwest::Response {
+    client
+        .post(format!("http://{addr}/api/generate"))
+        .header("content-type", "application/json")
+        .body(r#"{"messages":[{"role":"user","content":"Hi"}]}"#)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// One answer: its status, its `requests` remaining, and two ticks of a
 /// clock shared by all workers: when its request was sent, and when its
 /// head came back.
@@ -105,13 +116,7 @@ impl Load {
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let sent = ticks.fetch_add(1, Ordering::SeqCst);
-                        let res = client
-                            .post(format!("http://{addr}/api/generate"))
-                            .header("content-type", "application/json")
-                            .body(r#"{"messages":[{"role":"user","content":"Hi"}]}"#)
-                            .send()
-                            .await
-                            .unwrap();
+                        let res = generate(&client, addr).await;
                         let answered = ticks.fetch_add(1, Ordering::SeqCst);
                         let status = res.status().as_u16();
                         let remaining = res
@@ -233,13 +238,7 @@ async fn reload_under_load_keeps_counts_fails_nothing_and_rejects_a_bad_file() {
     }
     // The last limit is in force, and counts every request: one more,
     // after all others ended, sees exactly `total + 1` used.
-    let res = reqwest::Client::new()
-        .post(format!("http://{addr}/api/generate"))
-        .header("content-type", "application/json")
-        .body(r#"{"messages":[{"role":"user","content":"Hi"}]}"#)
-        .send()
-        .await
-        .unwrap();
+    let res = generate(&reqwest::Client::new(), addr).await;
     let last: u64 = res.headers()["x-ratelimit-remaining-requests"]
         .to_str()
         .unwrap()
