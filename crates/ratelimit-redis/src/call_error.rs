@@ -22,8 +22,8 @@ impl fmt::Display for NotConnected {
 }
 
 impl StdError for NotConnected {
-    /// The last attempt's failure: an error chain reads "Redis is not
-    /// connected yet: <why>".
+    /// The last attempt's failure: an error chain reads `Redis is not
+    /// connected yet: <why>`.
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.0.as_deref().map(|e| e as &(dyn StdError + 'static))
     }
