@@ -367,8 +367,16 @@ impl PolicySet {
         Ok(())
     }
 
-    /// Checks the receipt parts and actual amounts match this set.
-    fn validate_receipt(&self, parts: &[PolicyReceipt], actual: &[u64]) -> Result<(), Error> {
+    /// Checks a receipt's parts and the actual amounts match this set, as
+    /// every settle does first: a store that settles in its own code must
+    /// refuse what [`settle`](Self::settle) would.
+    ///
+    /// # Errors
+    ///
+    /// When the parts are not one per policy of the matching kind (the
+    /// receipt was issued by another set), or the number of amounts is not
+    /// the set's.
+    pub fn validate_receipt(&self, parts: &[PolicyReceipt], actual: &[u64]) -> Result<(), Error> {
         let kinds_match = parts.len() == self.len()
             && self.limits.iter().zip(parts).all(|(l, part)| {
                 matches!(

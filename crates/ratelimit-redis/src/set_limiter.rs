@@ -248,63 +248,6 @@ impl Inner {
         }))
     }
 
-    /// Checks the costs against the set, as `PolicySet::check` does.
-    fn validate_costs(&self, costs: &[u64]) -> Result<(), Error> {
-        if costs.len() != self.set.len() {
-            return Err(Error::invalid(format!(
-                "{} costs for a set of {} policies",
-                costs.len(),
-                self.set.len()
-            )));
-        }
-        for (l, &cost) in self.set.limits().iter().zip(costs) {
-            match l.limit() {
-                Limit::Rate(p) if cost > p.limit() => {
-                    return Err(Error::cost_exceeds_limit(cost, p.limit()).in_policy(l.name()));
-                }
-                Limit::Concurrency(_) if cost > 1 => {
-                    return Err(Error::invalid(format!(
-                        "cost {cost}: a concurrency policy takes one lease per check \
-                         (cost 1) or only gates on a free slot (cost 0)"
-                    ))
-                    .in_policy(l.name()));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a receipt and amounts match the set, as `PolicySet::settle`
-    /// does.
-    fn validate_receipt(&self, parts: &[PolicyReceipt], actual: &[u64]) -> Result<(), Error> {
-        let kinds_match = parts.len() == self.set.len()
-            && self.set.limits().iter().zip(parts).all(|(l, part)| {
-                matches!(
-                    (l.limit(), part.mark),
-                    (Limit::Rate(Policy::TokenBucket(_)), Mark::Bucket { .. })
-                        | (
-                            Limit::Rate(Policy::FixedWindow(_) | Policy::SlidingWindow(_)),
-                            Mark::Window(_)
-                        )
-                        | (Limit::Concurrency(_), Mark::Lease(_))
-                )
-            });
-        if !kinds_match {
-            return Err(Error::invalid(
-                "the receipt was not issued by a set of these policies",
-            ));
-        }
-        if actual.len() != self.set.len() {
-            return Err(Error::invalid(format!(
-                "{} actual amounts for a set of {} policies",
-                actual.len(),
-                self.set.len()
-            )));
-        }
-        Ok(())
-    }
-
     /// The error of a settle the script refused at policy `index`.
     fn refusal(
         &self,
@@ -363,7 +306,7 @@ impl SetLimiter for RedisSetLimiter {
 
     async fn check_set(&self, key: &[u8], costs: &[u64]) -> Result<SetCheck, Error> {
         let inner = &self.inner;
-        inner.validate_costs(costs)?;
+        inner.set.validate_costs(costs)?;
         let mut args = Vec::with_capacity(costs.len() + 1);
         let mut ids = Vec::new();
         let mut taken = Vec::new();
@@ -441,7 +384,7 @@ impl SetLimiter for RedisSetLimiter {
         let parts = receipt.parts();
         let ids = inner.lease_args(parts);
         let holds_leases = receipt.leases().next().is_some();
-        if let Err(e) = inner.validate_receipt(parts, actual) {
+        if let Err(e) = inner.set.validate_receipt(parts, actual) {
             if holds_leases {
                 // Awaited, so the leases are free when the error is seen.
                 let _ = inner.run(inner.release_request(receipt.key(), ids)).await;
