@@ -8,7 +8,7 @@ use ratelimit_layers::{Metered, ResilienceConfig};
 use ratelimit_memory::MemoryLimiter;
 use ratelimit_redis::{RedisLimiter, RedisOptions};
 
-use crate::{BackendKind, Config};
+use crate::{BackendConfig, BackendKind, Config};
 
 /// The limiter the service asks, and the in-process limiters behind it
 /// whose size the metrics endpoint reports.
@@ -96,32 +96,13 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Backend> {
             })
         }
         BackendKind::Redis => {
-            let mut options = match (&backend.cluster, &backend.url) {
-                (Some(nodes), _) => RedisOptions::cluster(nodes.iter().cloned()),
-                (None, Some(url)) => RedisOptions::standalone(url.clone()),
-                (None, None) => {
-                    anyhow::bail!("backend.kind = \"redis\" needs backend.url or backend.cluster")
-                }
-            };
-            options = options
-                .with_timeout(backend.timeout)
-                .with_lazy_connect(backend.starts_degraded());
-            if let Some(prefix) = &backend.prefix {
-                options = options.with_prefix(prefix.clone());
-            }
-            if let Some(max_batch) = backend.max_batch {
-                options = options.with_max_batch(max_batch);
-            }
+            let options = redis_options(backend)?;
             let store = RedisLimiter::connect(config.limit, options).await.context(
                 "cannot start the Redis backend (with backend.failure = \"open\" or \
                      \"fallback\", or backend.start_degraded = true, the service starts \
                      without Redis and connects when it can)",
             )?;
-            let resilience = ResilienceConfig::default()
-                .with_failure(backend.failure)
-                .with_breaker(backend.breaker)
-                .with_timeout(Some(backend.timeout))
-                .context("invalid `backend.timeout`")?;
+            let resilience = resilience(backend)?;
             // The fallback is built here rather than by the layers, so the
             // keys it holds can be reported.
             let fallback = MemoryLimiter::new(config.limit);
@@ -131,4 +112,37 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Backend> {
             })
         }
     }
+}
+
+/// The Redis connection options `backend` describes (standalone or
+/// cluster, timeout, lazy connect, prefix, batch size), for the
+/// single-policy and the policy-set backends alike.
+pub(crate) fn redis_options(backend: &BackendConfig) -> anyhow::Result<RedisOptions> {
+    let mut options = match (&backend.cluster, &backend.url) {
+        (Some(nodes), _) => RedisOptions::cluster(nodes.iter().cloned()),
+        (None, Some(url)) => RedisOptions::standalone(url.clone()),
+        (None, None) => {
+            anyhow::bail!("backend.kind = \"redis\" needs backend.url or backend.cluster")
+        }
+    };
+    options = options
+        .with_timeout(backend.timeout)
+        .with_lazy_connect(backend.starts_degraded());
+    if let Some(prefix) = &backend.prefix {
+        options = options.with_prefix(prefix.clone());
+    }
+    if let Some(max_batch) = backend.max_batch {
+        options = options.with_max_batch(max_batch);
+    }
+    Ok(options)
+}
+
+/// The layers `backend` puts around a remote store: its failure policy,
+/// circuit breaker and timeout.
+pub(crate) fn resilience(backend: &BackendConfig) -> anyhow::Result<ResilienceConfig> {
+    ResilienceConfig::default()
+        .with_failure(backend.failure)
+        .with_breaker(backend.breaker)
+        .with_timeout(Some(backend.timeout))
+        .context("invalid `backend.timeout`")
 }

@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use ratelimit_core::{FailurePolicy, PolicySet, SetLimiter};
-use ratelimit_layers::{Metered, ResilienceConfig};
+use ratelimit_layers::Metered;
 use ratelimit_memory::{MemorySetLimiter, MemorySetLimiterOptions};
-use ratelimit_redis::{RedisOptions, RedisSetLimiter};
+use ratelimit_redis::RedisSetLimiter;
 
+use crate::limiter::{redis_options, resilience};
 use crate::{BackendKind, Config};
 
 /// Builds the limiter of one tier's set: how the gateway counts. Called
@@ -101,7 +102,7 @@ pub fn memory_set_limiter_factory() -> SetLimiterFactory {
 /// - Redis (`backend.url` or `backend.cluster`, `backend.prefix`, TLS by
 ///   a `rediss://` URL, as for the single-policy backend): one
 ///   `ratelimit-redis` `RedisSetLimiter` per tier, wrapped by
-///   [`ResilienceConfig::wrap_set`] (timeout `backend.timeout`, breaker
+///   [`ResilienceConfig::wrap_set`](ratelimit_layers::ResilienceConfig::wrap_set) (timeout `backend.timeout`, breaker
 ///   `backend.breaker`, failure policy `backend.failure`; its fallback an
 ///   in-process limiter of the same set, all tiers on one store). Each
 ///   policy's Redis keys are named by the policy, not the tier, so a
@@ -133,27 +134,8 @@ pub fn build_set_limiter_factory(config: &Config) -> anyhow::Result<SetLimiterFa
     match backend.kind {
         BackendKind::Memory => Ok(memory_set_limiter_factory()),
         BackendKind::Redis => {
-            let mut options = match (&backend.cluster, &backend.url) {
-                (Some(nodes), _) => RedisOptions::cluster(nodes.iter().cloned()),
-                (None, Some(url)) => RedisOptions::standalone(url.clone()),
-                (None, None) => {
-                    anyhow::bail!("backend.kind = \"redis\" needs backend.url or backend.cluster")
-                }
-            };
-            options = options
-                .with_timeout(backend.timeout)
-                .with_lazy_connect(backend.starts_degraded());
-            if let Some(prefix) = &backend.prefix {
-                options = options.with_prefix(prefix.clone());
-            }
-            if let Some(max_batch) = backend.max_batch {
-                options = options.with_max_batch(max_batch);
-            }
-            let resilience = ResilienceConfig::default()
-                .with_failure(backend.failure)
-                .with_breaker(backend.breaker)
-                .with_timeout(Some(backend.timeout))
-                .context("invalid `backend.timeout`")?;
+            let options = redis_options(backend)?;
+            let resilience = resilience(backend)?;
             let fallback = SharedMemory::default();
             let uses_fallback = backend.failure == FailurePolicy::Fallback;
             Ok(Arc::new(move |set: PolicySet| {
