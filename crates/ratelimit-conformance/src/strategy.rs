@@ -286,3 +286,15 @@ pub fn awkward_keys() -> Vec<Vec<u8>> {
         big_other,
     ]
 }
+
+/// A proptest configuration of `default` cases, or of as many as the
+/// `PROPTEST_CASES` environment variable says when it is set (for longer
+/// local runs: [`ProptestConfig::with_cases`] alone would ignore it).
+#[must_use]
+pub fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
+}

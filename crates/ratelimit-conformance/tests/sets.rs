@@ -10,7 +10,7 @@ use ratelimit_conformance::sets::differential::run_against_reference;
 use ratelimit_conformance::sets::invariants::{check_set_invariants, check_set_of_one};
 use ratelimit_conformance::sets::strategy::{set_case, SetSequenceOptions};
 use ratelimit_conformance::sets::RunOptions;
-use ratelimit_conformance::strategy::{awkward_keys, small_policy, SequenceOptions};
+use ratelimit_conformance::strategy::{awkward_keys, cases, small_policy, SequenceOptions};
 use ratelimit_conformance::Violation;
 use ratelimit_core::{
     Error, ManualClock, PolicySet, Receipt, ReferenceLimiter, ReferenceSetLimiter, SetCheck,
@@ -22,14 +22,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("a current-thread runtime builds")
         .block_on(f)
-}
-
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig::with_cases(cases)
 }
 
 proptest! {

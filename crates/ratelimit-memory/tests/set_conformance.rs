@@ -10,7 +10,7 @@ use ratelimit_conformance::sets::differential::run_against_reference;
 use ratelimit_conformance::sets::invariants::check_set_invariants;
 use ratelimit_conformance::sets::strategy::{set_case, SetSequenceOptions};
 use ratelimit_conformance::sets::{scenarios, RunOptions};
-use ratelimit_conformance::strategy::awkward_keys;
+use ratelimit_conformance::strategy::{awkward_keys, cases};
 use ratelimit_core::{ManualClock, SetLimiter};
 use ratelimit_memory::MemorySetLimiter;
 
@@ -19,14 +19,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("a current-thread runtime builds")
         .block_on(f)
-}
-
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig::with_cases(cases)
 }
 
 #[test]
