@@ -318,7 +318,8 @@ impl<C: Clock> MemoryLimiter<C> {
     /// for i in 0..10_000u32 {
     ///     limiter.check_sync(&i.to_le_bytes(), 1).unwrap();
     /// }
-    /// // 24 bytes per token-bucket entry, at most 7/8 full.
+    /// // 20 bytes per token-bucket entry of a 4-byte key, in tables at
+    /// // most 7/8 full that grow by doubling.
     /// assert!(limiter.allocated_bytes() >= empty + 10_000 * 24);
     /// ```
     #[must_use]
