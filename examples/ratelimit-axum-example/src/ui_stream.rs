@@ -2,6 +2,7 @@
 //! sends for a text answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,11 +96,24 @@ pub(crate) fn response(
     messages: Vec<ChatMessage>,
     idle_timeout: Duration,
 ) -> Response {
+    // `Err(Gone)` only means the client went away; nothing is left to do.
+    spawn_stream(move |tx| async move {
+        let _ = produce(&*model, messages, idle_timeout, &tx).await;
+    })
+}
+
+/// A UI message stream response whose events `produce` sends, run on a
+/// task of its own (a small channel: a slow client holds it back, a
+/// client that leaves closes it). A panic in `produce` still ends the
+/// stream as the SDK expects: an error chunk, then `[DONE]`.
+pub(crate) fn spawn_stream<P, F>(produce: P) -> Response
+where
+    P: FnOnce(mpsc::Sender<Bytes>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
-        let run = AssertUnwindSafe(produce(&*model, messages, idle_timeout, &tx)).catch_unwind();
-        // `Ok(Err(Gone))` only means the client went away; nothing is left
-        // to do. A panicking model still ends the stream as the SDK expects.
+        let run = AssertUnwindSafe(produce(tx.clone())).catch_unwind();
         if run.await.is_err() {
             tracing::error!("the model panicked while streaming");
             let error = UiChunk::Error {

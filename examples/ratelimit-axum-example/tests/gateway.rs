@@ -434,6 +434,38 @@ async fn a_model_error_charges_the_prompt_and_what_was_generated() {
     assert_eq!(after.decisions[2].remaining, 1, "the lease was released");
 }
 
+#[derive(Debug)]
+struct Panics;
+
+#[async_trait]
+impl Model for Panics {
+    async fn stream(&self, _messages: Vec<ChatMessage>) -> Result<Deltas, ModelError> {
+        unreachable!("the gateway calls generate")
+    }
+
+    async fn generate(&self, _request: ModelRequest) -> Result<Events, ModelError> {
+        panic!("model bug")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_model_ends_the_stream_releases_the_lease_and_keeps_the_estimate() {
+    let s = start(&config(1_000, 40, 1), Arc::new(Panics)).await;
+    let bearer = format!("Bearer {FREE_KEY}");
+    let res = post(&s.url, &[("authorization", &bearer)]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.text().await.unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert_eq!(chunks(&body).last().unwrap()["type"], "error", "{body}");
+    let after = s.limiters.tier(1).peek_set_sync(&key_of(FREE_KEY));
+    assert_eq!(after.decisions[2].remaining, 1, "the lease was released");
+    assert_eq!(
+        after.decisions[1].remaining,
+        1_000 - PROMPT_TOKENS - 40,
+        "the estimate (prompt and max output) stays charged"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_answers_never_use_more_than_the_token_budget() {
     // 45 tokens per answer (estimate and actual alike: the offline

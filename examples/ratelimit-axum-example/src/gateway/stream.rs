@@ -2,20 +2,19 @@
 //! counting the tokens generated, and settling with them however the
 //! stream ends.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use ratelimit_core::{ErrorChain, Reservation, SetDecision};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
 
 use crate::model::{Model, ModelError, ModelEvent, ModelRequest, Usage};
-use crate::ui_stream::{stream_response, UiChunk, DONE};
+use crate::ui_stream::{spawn_stream, UiChunk, DONE};
 
 /// The id of the one text part of an answer.
 const TEXT_ID: &str = "txt-0";
@@ -107,20 +106,9 @@ pub(crate) fn response(
     idle_timeout: Duration,
     settlement: Settlement,
 ) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(async move {
-        let run = AssertUnwindSafe(produce(&*model, request, idle_timeout, &tx, settlement))
-            .catch_unwind();
-        if run.await.is_err() {
-            tracing::error!("the model panicked while streaming");
-            let error = UiChunk::Error {
-                error_text: "The model failed to answer.".into(),
-            };
-            let _ = tx.send(error.to_event()).await;
-            let _ = tx.send(Bytes::from_static(DONE)).await;
-        }
-    });
-    stream_response(rx)
+    spawn_stream(move |tx| async move {
+        produce(&*model, request, idle_timeout, &tx, settlement).await;
+    })
 }
 
 async fn produce(
