@@ -197,7 +197,9 @@ fn rescaled(from: &Policy, to: &Policy, mut s: RateState, now: u64) -> RateState
 /// later checks name that window), and a settling bucket's `seen` (checks
 /// and settles apply `max(now, seen)`). So that an idle grace covers a
 /// clock going back, a state is kept until both are behind too: the end of
-/// its stored window, and a bucket's `seen`.
+/// its stored window, and the instant after a bucket's `tat` and `seen`
+/// (at `seen` itself a fresh key answers alike; one microsecond earlier it
+/// does not, so a gate on a new key of a settling bucket is stored).
 fn horizon(set: &PolicySet, state: &SetState) -> u64 {
     set.limits()
         .iter()
@@ -207,10 +209,10 @@ fn horizon(set: &PolicySet, state: &SetState) -> u64 {
                 let window_us = u64::try_from(p.window().as_micros()).unwrap_or(u64::MAX);
                 let end = |k: u64| k.saturating_add(1).saturating_mul(window_us);
                 match s.state {
-                    PolicyState::Empty => s.ledger.seen,
+                    PolicyState::Empty => s.ledger.seen.saturating_add(1),
                     PolicyState::FixedWindow(w) => end(w.window),
                     PolicyState::SlidingWindow(w) => end(w.window),
-                    PolicyState::TokenBucket(b) => b.tat.max(s.ledger.seen),
+                    PolicyState::TokenBucket(b) => b.tat.max(s.ledger.seen).saturating_add(1),
                 }
             }
             // Leases count in `expires_at`; a part of another kind (a state

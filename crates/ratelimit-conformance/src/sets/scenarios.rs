@@ -64,6 +64,9 @@ where
         .await
         .map_err(|v| v.context("lease_expires"))?;
     gates(&make).await.map_err(|v| v.context("gates"))?;
+    a_gate_is_seen(&make)
+        .await
+        .map_err(|v| v.context("a_gate_is_seen"))?;
     longest_retry(&make)
         .await
         .map_err(|v| v.context("longest_retry"))?;
@@ -417,6 +420,34 @@ where
     ensure!(
         counts(&d) == [(true, 1), (true, 100), (true, 0)],
         "a new window: {d:?}"
+    );
+    Ok(())
+}
+
+/// A gate on a new key of a settling bucket is an instant the bucket has
+/// seen: a settle made after the clock went back applies that instant, as
+/// a check would (`SPEC.md` 5.2, `seen`), even on a key the gate found
+/// empty and left full.
+async fn a_gate_is_seen<F, Fut>(make: &F) -> Result<(), Violation>
+where
+    F: Fn(PolicySet, ManualClock) -> Fut,
+    Fut: Future<Output = Arc<dyn SetLimiter>>,
+{
+    let bucket = Policy::token_bucket(1, 1, Duration::from_secs(1)).expect("valid");
+    let (l, clock) = build(make, set(vec![named("tokens", bucket).settling()]), ALIGNED).await;
+    let l = &*l;
+    clock.set(ALIGNED + 4 * SEC);
+    let (d, r) = check(l, b"k", &[0]).await?;
+    ensure!(counts(&d) == [(true, 1)], "a gate on a new key: {d:?}");
+    let r = receipt_of("gated", r)?;
+    clock.set(ALIGNED + 4 * SEC - 2);
+    // 3 tokens charged from the gate's instant, answered at that instant.
+    let d = settle(l, r, &[3]).await?;
+    ensure!(
+        counts(&d) == [(false, 0)]
+            && d.decisions[0].reset_after == Duration::from_secs(3)
+            && d.retry_after == Some(Duration::from_secs(3)),
+        "3 tokens settled 2 µs before the gate: {d:?}"
     );
     Ok(())
 }
