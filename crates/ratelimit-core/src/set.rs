@@ -762,8 +762,15 @@ impl PolicySet {
                     decisions.push(d);
                 }
                 (Limit::Concurrency(c), PartState::Leases(held), _) => {
-                    if let Some(lease) = r.lease() {
-                        c.release(held, now, lease.id);
+                    // A settle forgets the expired leases of every
+                    // concurrency policy, whether its receipt holds a lease
+                    // there or not, so that a clock gone back sees them on
+                    // no backend (docs/semantics.md, "Checks").
+                    match r.lease() {
+                        Some(lease) => {
+                            c.release(held, now, lease.id);
+                        }
+                        None => c.forget_expired(held, now),
                     }
                     decisions.push(c.peek(held, now));
                 }
