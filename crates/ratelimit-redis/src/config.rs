@@ -23,6 +23,7 @@ use crate::options::{validate_max_batch, ConnectionMode, RedisOptions, Target};
 /// | `pool_size` | connections of a pool, default 16 (feature `pool`) |
 /// | `max_batch` | most requests one script call decides, default 128; 1: one call per request |
 /// | `lazy_connect` | `true`: connect in the background, failing calls until connected; default `false` |
+/// | `functions` | `true` (default): call a policy set as a Redis function where the server allows it; `false`: as a script |
 ///
 /// What happens when Redis cannot decide is no longer the backend's to
 /// say: the keys `failure`, `breaker`, `breaker_threshold`,
@@ -89,6 +90,9 @@ pub struct RedisConfig {
     /// Connect in the background instead of in `connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lazy_connect: Option<bool>,
+    /// Call a policy set as a Redis function where the server allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<bool>,
     // Keys of the failure handling that moved to `ratelimit-layers`: read
     // only to refuse them with an error that says where they went.
     #[serde(default, skip_serializing)]
@@ -207,6 +211,9 @@ impl TryFrom<RedisConfig> for RedisOptions {
         if let Some(lazy) = c.lazy_connect {
             options = options.with_lazy_connect(lazy);
         }
+        if let Some(functions) = c.functions {
+            options = options.with_functions(functions);
+        }
         Ok(options)
     }
 }
@@ -227,9 +234,14 @@ mod tests {
         assert_eq!(o.connection_mode(), ConnectionMode::Multiplexed);
         assert_eq!(o.max_batch().get(), RedisOptions::DEFAULT_MAX_BATCH);
         assert!(!o.lazy_connect());
-        let o = parse("url = \"redis://127.0.0.1\"\nmax_batch = 1\nlazy_connect = true").unwrap();
+        assert!(o.functions());
+        let o = parse(
+            "url = \"redis://127.0.0.1\"\nmax_batch = 1\nlazy_connect = true\nfunctions = false",
+        )
+        .unwrap();
         assert_eq!(o.max_batch().get(), 1);
         assert!(o.lazy_connect());
+        assert!(!o.functions());
     }
 
     #[test]

@@ -32,12 +32,17 @@ pub(crate) type CallError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Connection {
     /// Connects as `options` say and checks the server is what they name,
-    /// with every step bounded by `deadline`.
+    /// with every step bounded by `deadline`; loads `script` and, if given,
+    /// the function `library`. With it: whether the server took it (`false`
+    /// when it answered with an error: an older Redis, an ACL without
+    /// `FUNCTION LOAD`, a proxy that does not pass it on; logged at INFO,
+    /// and the script is called instead).
     pub(crate) async fn open(
         options: &RedisOptions,
         script: &Script,
+        library: Option<&str>,
         deadline: Duration,
-    ) -> Result<Self, ConnectError> {
+    ) -> Result<(Self, bool), ConnectError> {
         let timeout = options.timeout;
         let connection = match (&options.target, options.connection) {
             (Target::Standalone(url), ConnectionMode::Multiplexed) => {
@@ -117,7 +122,22 @@ impl Connection {
         // Loading the script up front checks that scripting works here and
         // saves the first call its NOSCRIPT round trip.
         bounded(&place, deadline, connection.load(script)).await?;
-        Ok(connection)
+        let Some(code) = library else {
+            return Ok((connection, false));
+        };
+        match tokio::time::timeout(deadline, connection.load_library(code)).await {
+            Ok(Ok(())) => Ok((connection, true)),
+            Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                tracing::info!(
+                    error = %e,
+                    "{place} refused to load the policy set's function library; \
+                     the set runs as a script (EVALSHA) instead"
+                );
+                Ok((connection, false))
+            }
+            Ok(Err(e)) => Err(classify(&place, e)),
+            Err(_) => Err(timed_out(&place, deadline)),
+        }
     }
 
     /// Runs `invocation`, redis-rs's script call: `EVALSHA`, and on
@@ -136,6 +156,19 @@ impl Connection {
                 invocation.invoke_async(&mut c).await
             }
         }
+    }
+
+    /// Loads (or replaces) a Redis function library: on a cluster, on
+    /// every primary.
+    pub(crate) async fn load_library(&self, code: &str) -> Result<(), RedisError> {
+        self.query::<Value>(redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(code))
+            .await
+            .map(drop)
+    }
+
+    /// Runs one command, its reply as it comes.
+    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+        self.query(cmd).await
     }
 
     /// Deletes one key.
@@ -193,12 +226,17 @@ async fn bounded<T>(
     match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(classify(place, e)),
-        Err(_) => Err(ConnectError::new(
-            crate::ConnectErrorKind::Timeout,
-            format!(
-                "Redis at {} did not answer within {deadline:?}; check the host and port",
-                redact(place)
-            ),
-        )),
+        Err(_) => Err(timed_out(place, deadline)),
     }
+}
+
+/// The error of a step `place` did not answer within `deadline`.
+fn timed_out(place: &str, deadline: Duration) -> ConnectError {
+    ConnectError::new(
+        crate::ConnectErrorKind::Timeout,
+        format!(
+            "Redis at {} did not answer within {deadline:?}; check the host and port",
+            redact(place)
+        ),
+    )
 }

@@ -84,11 +84,14 @@ pub(crate) async fn establish<S: ScriptSource>(
     script: &S,
     deadline: Duration,
 ) -> Result<Ready<S::Transport>, ConnectError> {
-    let connection = Connection::open(options, script.script(), deadline).await?;
+    let library = script.library().filter(|_| options.functions);
+    let (connection, functions) =
+        Connection::open(options, script.script(), library, deadline).await?;
     let caller = Arc::new(Caller {
         transport: script.transport(
             connection.clone(),
             u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+            functions,
         ),
         timeout: options.timeout,
         metrics: CallMetrics::new(),

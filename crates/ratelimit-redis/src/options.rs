@@ -125,6 +125,7 @@ pub struct RedisOptions {
     pub(crate) pool_size: NonZeroUsize,
     pub(crate) max_batch: NonZeroUsize,
     pub(crate) lazy_connect: bool,
+    pub(crate) functions: bool,
     pub(crate) min_ttl: Duration,
     pub(crate) clock: Option<Arc<dyn Clock>>,
 }
@@ -153,6 +154,7 @@ impl RedisOptions {
             pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
             max_batch: NonZeroUsize::new(Self::DEFAULT_MAX_BATCH).expect("not zero"),
             lazy_connect: false,
+            functions: true,
             min_ttl: Duration::from_secs(600),
             clock: None,
         }
@@ -197,6 +199,22 @@ impl RedisOptions {
     /// deployment before it returns.
     pub fn with_lazy_connect(mut self, lazy: bool) -> Self {
         self.lazy_connect = lazy;
+        self
+    }
+
+    /// `true` (the default): a policy set's script is loaded as a Redis
+    /// function library (`FUNCTION LOAD`, Redis 7 and later) and called
+    /// with `FCALL`, so that Redis makes its Lua functions once, not on
+    /// every call (`BENCHMARKS.md` measures what that saves). Where the
+    /// server refuses `FUNCTION LOAD` (an older Redis, an ACL without it,
+    /// a proxy that does not pass it on), the set runs as a script with
+    /// `EVALSHA`, as with `false`, and the limiter logs that at INFO. A
+    /// library the server lost (a restart without persistence, `FUNCTION
+    /// FLUSH`) is loaded again on the call that finds it missing.
+    /// Single-policy limiters always run scripts: theirs make almost
+    /// nothing per call.
+    pub fn with_functions(mut self, functions: bool) -> Self {
+        self.functions = functions;
         self
     }
 
@@ -293,6 +311,13 @@ impl RedisOptions {
         self.lazy_connect
     }
 
+    /// Whether a policy set is called as a Redis function where the server
+    /// allows it (see [`with_functions`](Self::with_functions)).
+    #[must_use]
+    pub fn functions(&self) -> bool {
+        self.functions
+    }
+
     /// The connection mode.
     #[must_use]
     pub fn connection_mode(&self) -> ConnectionMode {
@@ -343,6 +368,7 @@ impl fmt::Debug for RedisOptions {
         f.field("pool_size", &self.pool_size);
         f.field("max_batch", &self.max_batch)
             .field("lazy_connect", &self.lazy_connect)
+            .field("functions", &self.functions)
             .field("min_ttl", &self.min_ttl)
             .field("clock", &self.clock)
             .finish()

@@ -29,9 +29,11 @@ use crate::ConnectError;
 /// named policies checked all or nothing for one key, receipts settled
 /// later, concurrency leases shared by every process (`SPEC.md` section 5).
 ///
-/// Every operation is one `EVALSHA` of one script: a set check (every
-/// policy, a lease included), a settle (with the release of its leases), a
-/// renew, a release, a peek. The script computes exactly what
+/// Every operation is one call of one script: a set check (every policy,
+/// a lease included), a settle (with the release of its leases), a renew,
+/// a release, a peek. The script is loaded as a Redis function library and
+/// called with `FCALL` where the server allows it, else with `EVALSHA`
+/// (see [`RedisOptions::with_functions`](crate::RedisOptions::with_functions)). The script computes exactly what
 /// `ratelimit-core`'s [`PolicySet`] functions compute, on the server's
 /// `TIME` unless a clock is injected. A key's state under the whole set is
 /// one Redis string, `<prefix>set:{<key>}` (the escaped key is the hash

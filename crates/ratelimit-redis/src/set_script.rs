@@ -1,8 +1,10 @@
 //! The policy-set script (`lua/set.lua`), and how a call to it is built
 //! and read.
 
+use std::sync::Arc;
+
 use ratelimit_core::{Limit, PolicySet};
-use redis::{Script, ScriptInvocation, Value};
+use redis::{Cmd, Script, ScriptInvocation, Value};
 
 use crate::connection::{CallError, Connection};
 use crate::keys::set_ids;
@@ -134,6 +136,12 @@ pub(crate) enum SetReply {
 #[derive(Debug, Clone)]
 pub(crate) struct SetScript {
     script: Script,
+    /// The same code as a Redis function library, and the name of its one
+    /// function (the library's too): `ratelimit_set_` and the script's
+    /// SHA1, so that a limiter of another set (or another version) never
+    /// calls it.
+    library: Arc<str>,
+    function: Arc<str>,
     /// The set, packed as `lua/set.lua` reads it: per policy its kind,
     /// whether it settles, three parameters and its id.
     set: Vec<u8>,
@@ -181,36 +189,55 @@ impl SetScript {
             "--@FAST_CHECK@",
             &fast_paths(set, &set_ids(set)).unwrap_or_default(),
         );
+        let script = Script::new(&code);
+        let function = format!("ratelimit_set_{}", script.get_hash());
+        let library = format!("#!lua name={function}\n{code}").replace(
+            "--@ENTRY@\nreturn main(KEYS, ARGV)",
+            &format!("redis.register_function('{function}', main)"),
+        );
         Self {
-            script: Script::new(&code),
+            script,
+            library: library.into(),
+            function: function.into(),
             set: packed,
             kinds,
             names: set.names().map(str::to_owned).collect(),
         }
     }
 
-    /// The invocation running `requests` in order.
+    /// The invocation of the script running `requests` in order.
     pub(crate) fn invocation(
         &self,
         requests: &[SetRequest],
         min_ttl_ms: u64,
     ) -> ScriptInvocation<'_> {
         let mut invocation = self.script.prepare_invoke();
-        let mut injected = false;
         for request in requests {
             invocation.key(&request.redis_key[..]);
-            injected = request.now.is_some();
         }
+        let [clock, operations] = arguments(requests);
         invocation
-            .arg(if injected { "injected" } else { "" })
+            .arg(clock)
             .arg(min_ttl_ms)
-            .arg(&self.set[..]);
-        let mut operations = Vec::new();
-        for request in requests {
-            pack(request, &mut operations);
-        }
-        invocation.arg(operations);
+            .arg(&self.set[..])
+            .arg(operations);
         invocation
+    }
+
+    /// The `FCALL` of the library's function running `requests` in order:
+    /// the same keys and arguments as [`invocation`](Self::invocation).
+    pub(crate) fn fcall(&self, requests: &[SetRequest], min_ttl_ms: u64) -> Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&*self.function).arg(requests.len());
+        for request in requests {
+            cmd.arg(&request.redis_key[..]);
+        }
+        let [clock, operations] = arguments(requests);
+        cmd.arg(clock)
+            .arg(min_ttl_ms)
+            .arg(&self.set[..])
+            .arg(operations);
+        cmd
     }
 
     /// The replies a reply to `requests` stands for, in order: one string,
@@ -387,6 +414,32 @@ fn decision(e: &[u8]) -> Option<Entry> {
     })
 }
 
+/// A call's clock argument (`injected` when the requests carry their
+/// `now`, else empty: the server's time) and its operations, packed one
+/// after the other.
+fn arguments(requests: &[SetRequest]) -> [Vec<u8>; 2] {
+    let injected = requests.last().is_some_and(|r| r.now.is_some());
+    let mut operations = Vec::new();
+    for request in requests {
+        pack(request, &mut operations);
+    }
+    [
+        if injected {
+            b"injected".to_vec()
+        } else {
+            Vec::new()
+        },
+        operations,
+    ]
+}
+
+/// Whether `e` says the function called is not loaded on the server (a
+/// restart without persistence, `FUNCTION FLUSH`).
+fn function_missing(e: &redis::RedisError) -> bool {
+    e.detail()
+        .is_some_and(|d| d.starts_with("Function not found"))
+}
+
 /// An integer below 2^64 packed as a little-endian double.
 fn number(b: &[u8]) -> Option<u64> {
     let v = f64::from_le_bytes(b.try_into().ok()?);
@@ -402,20 +455,29 @@ impl ScriptSource for SetScript {
         &self.script
     }
 
-    fn transport(&self, connection: Connection, min_ttl_ms: u64) -> SetCalls {
+    fn library(&self) -> Option<&str> {
+        Some(&self.library)
+    }
+
+    fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> SetCalls {
         SetCalls {
             connection,
             script: self.clone(),
             min_ttl_ms,
+            functions,
         }
     }
 }
 
-/// The set limiter's transport: the set script on a connection.
+/// The set limiter's transport: the set's function, or its script, on a
+/// connection.
 pub(crate) struct SetCalls {
     connection: Connection,
     script: SetScript,
     min_ttl_ms: u64,
+    /// Whether the server took the function library when the limiter
+    /// connected: calls are then `FCALL`s, else `EVALSHA`s.
+    functions: bool,
 }
 
 impl Transport for SetCalls {
@@ -423,8 +485,21 @@ impl Transport for SetCalls {
     type Reply = SetReply;
 
     async fn call(&self, requests: &[SetRequest]) -> Result<Replies<SetReply>, CallError> {
-        let invocation = self.script.invocation(requests, self.min_ttl_ms);
-        let reply = self.connection.invoke(&invocation).await?;
+        let reply = if self.functions {
+            let cmd = self.script.fcall(requests, self.min_ttl_ms);
+            match self.connection.run(&cmd).await {
+                // Lost since it was loaded: loaded again, then called
+                // again, as redis-rs does for a script on NOSCRIPT.
+                Err(e) if function_missing(&e) => {
+                    self.connection.load_library(&self.script.library).await?;
+                    self.connection.run(&cmd).await?
+                }
+                reply => reply?,
+            }
+        } else {
+            let invocation = self.script.invocation(requests, self.min_ttl_ms);
+            self.connection.invoke(&invocation).await?
+        };
         Ok(self.script.replies(reply, requests)?)
     }
 }

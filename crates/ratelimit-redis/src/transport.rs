@@ -48,9 +48,21 @@ pub(crate) trait ScriptSource: Send + Sync + 'static {
     /// The script itself.
     fn script(&self) -> &Script;
 
-    /// The transport calling this script on `connection`; keys written on
-    /// an injected clock live at least `min_ttl_ms`.
-    fn transport(&self, connection: Connection, min_ttl_ms: u64) -> Self::Transport;
+    /// The same code as a Redis function library, if it has one: loaded
+    /// when the limiter connects, where the server allows it.
+    fn library(&self) -> Option<&str> {
+        None
+    }
+
+    /// The transport calling this script on `connection`, as the function
+    /// of [`library`](Self::library) if `functions`; keys written on an
+    /// injected clock live at least `min_ttl_ms`.
+    fn transport(
+        &self,
+        connection: Connection,
+        min_ttl_ms: u64,
+        functions: bool,
+    ) -> Self::Transport;
 }
 
 impl ScriptSource for PolicyScript {
@@ -60,7 +72,7 @@ impl ScriptSource for PolicyScript {
         PolicyScript::script(self)
     }
 
-    fn transport(&self, connection: Connection, min_ttl_ms: u64) -> ScriptCalls {
+    fn transport(&self, connection: Connection, min_ttl_ms: u64, _: bool) -> ScriptCalls {
         ScriptCalls {
             connection,
             script: self.clone(),

@@ -1,6 +1,7 @@
 //! Leases of a `RedisSetLimiter` on a real server: released on drop and on
 //! cancellation, freed at once by a settle, expired by their TTL after a
-//! crash; and one `EVALSHA` per decision.
+//! crash; one command per decision (`FCALL`, or `EVALSHA` with functions
+//! off or refused); a lost function library loaded again.
 
 mod support;
 
@@ -221,53 +222,132 @@ fn a_crashed_holders_lease_expires_by_its_ttl() {
     });
 }
 
-/// `cmdstat_evalsha`'s calls.
-fn evalsha_calls(c: &mut redis::Connection) -> u64 {
+/// The calls of `command` (lowercase) in `INFO commandstats`.
+fn calls(c: &mut redis::Connection, command: &str) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// Runs 104 decisions of every kind one after the other (checks with a
+/// lease, settles, a renew, a peek) on `limiter`; returns their number.
+async fn decisions(limiter: &RedisSetLimiter) -> u64 {
+    let mut decisions = 0;
+    for i in 0..50u64 {
+        let check = limiter.check_set(b"k", &[1, 100, 1]).await.unwrap();
+        decisions += 1;
+        assert!(check.decision.allowed);
+        limiter
+            .settle(check.receipt.unwrap(), &[1, i, 0])
+            .await
+            .unwrap();
+        decisions += 1;
+    }
+    let mut check = limiter.check_set(b"k", &[1, 100, 1]).await.unwrap();
+    decisions += 1;
+    assert!(limiter
+        .renew(check.receipt.as_mut().unwrap())
+        .await
+        .unwrap());
+    decisions += 1;
+    limiter.peek_set(b"k").await.unwrap();
+    decisions + 1
+}
+
+/// Each decision is one command: an `FCALL` of the set's function, or with
+/// functions off, an `EVALSHA` of its script.
 #[test]
-fn one_evalsha_per_decision() {
+fn one_command_per_decision() {
     let server = RedisServer::start();
     let client = redis::Client::open(server.url()).unwrap();
     let mut c = client.get_connection().unwrap();
     runtime().block_on(async {
-        let limiter = Arc::new(
-            RedisSetLimiter::connect(
+        for (functions, command, other) in [(true, "fcall", "evalsha"), (false, "evalsha", "fcall")]
+        {
+            let limiter = RedisSetLimiter::connect(
                 llm_set(STREAMS, Duration::from_secs(60)),
-                server_time(&server, "calls"),
+                server_time(&server, "calls").with_functions(functions),
             )
             .await
-            .expect("connect"),
-        );
-        // Warm: the script is loaded at connect; the first call is EVALSHA.
-        limiter.peek_set(b"k").await.unwrap();
-        let before = evalsha_calls(&mut c);
-        let mut decisions = 0;
-        for i in 0..50u64 {
-            let check = limiter.check_set(b"k", &[1, 100, 1]).await.unwrap();
-            decisions += 1;
-            assert!(check.decision.allowed);
-            limiter
-                .settle(check.receipt.unwrap(), &[1, i, 0])
-                .await
-                .unwrap();
-            decisions += 1;
+            .expect("connect");
+            // Warm: the library and the script are loaded at connect.
+            limiter.peek_set(b"k").await.unwrap();
+            let (before, before_other) = (calls(&mut c, command), calls(&mut c, other));
+            let n = decisions(&limiter).await;
+            assert_eq!(calls(&mut c, command) - before, n, "{command}");
+            assert_eq!(calls(&mut c, other), before_other, "no {other}");
         }
-        let mut check = limiter.check_set(b"k", &[1, 100, 1]).await.unwrap();
-        decisions += 1;
-        assert!(limiter
-            .renew(check.receipt.as_mut().unwrap())
-            .await
-            .unwrap());
-        decisions += 1;
-        limiter.peek_set(b"k").await.unwrap();
-        decisions += 1;
-        assert_eq!(evalsha_calls(&mut c) - before, decisions);
+    });
+}
+
+/// A library the server lost (`FUNCTION FLUSH`, a restart without
+/// persistence) is loaded again by the call that finds it missing, which
+/// is then decided as ever.
+#[test]
+fn a_lost_function_library_is_loaded_again() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let limiter = RedisSetLimiter::connect(
+            llm_set(STREAMS, Duration::from_secs(60)),
+            server_time(&server, "flushed"),
+        )
+        .await
+        .expect("connect");
+        assert!(server.cli(&["FUNCTION", "LIST"]).contains("ratelimit_set_"));
+        let first = limiter.check_set(b"k", &[1, 10, 0]).await.unwrap();
+        assert_eq!(server.cli(&["FUNCTION", "FLUSH"]), "OK");
+        assert_eq!(server.cli(&["FUNCTION", "LIST"]), "");
+        let second = limiter.check_set(b"k", &[1, 10, 0]).await.unwrap();
+        assert_eq!(
+            second.decision.decisions[0].remaining + 1,
+            first.decision.decisions[0].remaining,
+            "the count went on"
+        );
+        assert!(server.cli(&["FUNCTION", "LIST"]).contains("ratelimit_set_"));
+    });
+}
+
+/// A server that refuses `FUNCTION LOAD` (here an ACL without it, as an
+/// older Redis or a proxy would) runs the set as a script, exactly.
+#[test]
+fn a_server_refusing_function_load_runs_the_script() {
+    let server = RedisServer::start_with(&[
+        "--user",
+        "bob",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-function|load",
+    ]);
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    runtime().block_on(async {
+        let url = format!("redis://bob:pw@127.0.0.1:{}", server.port());
+        let limiter = RedisSetLimiter::connect(
+            llm_set(STREAMS, Duration::from_secs(60)),
+            RedisOptions::standalone(url)
+                .with_prefix(fresh_prefix("nofunctions"))
+                .with_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .expect("connect");
+        assert_eq!(server.cli(&["FUNCTION", "LIST"]), "", "nothing loaded");
+        let before = calls(&mut c, "evalsha");
+        let n = decisions(&limiter).await;
+        assert_eq!(calls(&mut c, "evalsha") - before, n);
+        assert_eq!(calls(&mut c, "fcall"), 0);
+        let d = limiter.peek_set(b"k").await.unwrap();
+        assert_eq!(
+            d.decisions[0].remaining,
+            1_000_000 - 51,
+            "51 requests counted"
+        );
+        assert_eq!(STREAMS - d.decisions[2].remaining, 1, "the last lease held");
     });
 }
 

@@ -336,7 +336,7 @@ fn in_domain(start: u64, ops: &[SetOp]) -> bool {
 
 /// Runs `cases` random cases of `options` on `target`: the differential
 /// runner, then (on a fresh limiter) the invariants.
-fn conformance(target: &Target, cases: u32, options: SetSequenceOptions) {
+fn conformance(target: &Target, cases: u32, options: SetSequenceOptions, functions: bool) {
     let rt = runtime();
     let mut runner = TestRunner::new(ProptestConfig {
         cases,
@@ -352,16 +352,21 @@ fn conformance(target: &Target, cases: u32, options: SetSequenceOptions) {
             rt.block_on(async {
                 let clock = ManualClock::new(start);
                 let keys: Vec<Vec<u8>> = awkward_keys().into_iter().take(options.keys).collect();
-                let limiter =
-                    RedisSetLimiter::connect(set.clone(), conformance_options(target, &clock))
-                        .await
-                        .expect("connect");
+                let limiter = RedisSetLimiter::connect(
+                    set.clone(),
+                    conformance_options(target, &clock).with_functions(functions),
+                )
+                .await
+                .expect("connect");
                 run_against_reference(&limiter, &clock, &keys, start, &ops, RunOptions::remote())
                     .await
                     .map_err(|v| TestCaseError::fail(format!("differential: {v}")))?;
-                let limiter = RedisSetLimiter::connect(set, conformance_options(target, &clock))
-                    .await
-                    .expect("connect");
+                let limiter = RedisSetLimiter::connect(
+                    set,
+                    conformance_options(target, &clock).with_functions(functions),
+                )
+                .await
+                .expect("connect");
                 let invariant_ops: Vec<SetOp> = ops
                     .into_iter()
                     .filter(|op| !matches!(op, SetOp::Reset { .. }))
@@ -384,7 +389,7 @@ fn conformance_options(target: &Target, clock: &ManualClock) -> ratelimit_redis:
     options(target, clock, "conf")
 }
 
-fn scenarios_on(target: &Target) {
+fn scenarios_on(target: &Target, functions: bool) {
     let target = target.clone();
     runtime().block_on(async move {
         scenarios::run_all(
@@ -392,9 +397,12 @@ fn scenarios_on(target: &Target) {
                 let target = target.clone();
                 async move {
                     Arc::new(
-                        RedisSetLimiter::connect(set, conformance_options(&target, &clock))
-                            .await
-                            .expect("connect"),
+                        RedisSetLimiter::connect(
+                            set,
+                            conformance_options(&target, &clock).with_functions(functions),
+                        )
+                        .await
+                        .expect("connect"),
                     ) as Arc<dyn SetLimiter>
                 }
             },
@@ -409,11 +417,27 @@ fn scenarios_on(target: &Target) {
 fn the_conformance_suite_passes_standalone() {
     let server = RedisServer::start();
     let target = Target::Standalone(server.url());
-    scenarios_on(&target);
+    scenarios_on(&target, true);
     conformance(
         &target,
         192,
         SetSequenceOptions::default().with_resets(true).with_keys(3),
+        true,
+    );
+}
+
+/// The same suite on the script path (`EVALSHA`), which a server without
+/// Redis functions takes.
+#[test]
+fn the_conformance_suite_passes_as_a_script() {
+    let server = RedisServer::start();
+    let target = Target::Standalone(server.url());
+    scenarios_on(&target, false);
+    conformance(
+        &target,
+        48,
+        SetSequenceOptions::default().with_resets(true).with_keys(3),
+        false,
     );
 }
 
@@ -421,10 +445,11 @@ fn the_conformance_suite_passes_standalone() {
 fn the_conformance_suite_passes_on_a_cluster() {
     let cluster = RedisCluster::start();
     let target = Target::Cluster(cluster.urls());
-    scenarios_on(&target);
+    scenarios_on(&target, true);
     conformance(
         &target,
         32,
         SetSequenceOptions::default().with_resets(true).with_keys(3),
+        true,
     );
 }

@@ -91,18 +91,27 @@
 -- capped at 2^53 by the caller, which only ever makes a charge leave the
 -- domain.
 
-local injected = ARGV[1] ~= ''
-local server_now
-if not injected then
-  local t = redis.call('TIME')
-  server_now = t[1] * 1000000 + t[2]
+-- The script runs two ways: as a Redis function (a library loaded once
+-- with FUNCTION LOAD, called with FCALL), or, where functions are not
+-- available, as a script called with EVALSHA. Everything down to main()
+-- is made once per library as a function and once per call as a script;
+-- main() is one call. A library is loaded before Redis's Lua libraries
+-- can be used, so the functions of `math`, `string`, `struct`, `table`
+-- and `redis` are taken on the first call (init), and what one call sets
+-- (its clock, its arguments, its replies) lives in locals main() sets.
+local injected, server_now, min_ttl
+local floor, ceil, max, min
+local encode, decode
+local call, try, format, char, sub, concat, byte, rep
+local spread
+
+local function init()
+  floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
+  encode, decode = struct.pack, struct.unpack
+  call, try, format, char, sub, concat, byte, rep = redis.call, redis.pcall, string.format,
+    string.char, string.sub, table.concat, string.byte, string.rep
+  spread = unpack
 end
-local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
-local encode, decode = struct.pack, struct.unpack
-local call, try, format, char, sub, concat, byte, rep = redis.call, redis.pcall, string.format,
-  string.char, string.sub, table.concat, string.byte, string.rep
-local spread = unpack
-local min_ttl = tonumber(ARGV[2])
 
 local FW, SW, TB, CC = 1, 2, 3, 4
 local U32 = 4294967295
@@ -110,7 +119,8 @@ local EXACT = 9007199254740992
 local LEASE = 24
 local LEASE_FMT = '<I4I4I4I4d'
 local VERSION = 1
-local C, S, R, X, P = byte('csrxp', 1, 5)
+-- The operations' codes: byte('csrxp', 1, 5).
+local C, S, R, X, P = 99, 115, 114, 120, 112
 
 -- The formats of a value and of the replies (see FN and CHECKED in
 -- generic()), which the fast paths use: set with them, by the code written
@@ -304,14 +314,14 @@ end
 -- packed with one encode at the end (or every few thousand numbers, as
 -- the Lua stack bounds an unpack): creating a string costs Redis's Lua
 -- more than anything else a decision does.
-local out, no, fmts, chunks = {}, 0, {}, {}
+local out, no, fmts, chunks
 local function pack_out()
   chunks[#chunks + 1] = encode('<' .. concat(fmts), spread(out, 1, no))
   no, fmts = 0, {}
 end
 -- The operations' arguments, one after the other (see the calling
--- convention).
-local blob = ARGV[4]
+-- convention), and the set, packed (ARGV[3]).
+local blob, desc
 
 -- A check and a settle of this set on the fast path's layout (a value
 -- never written, or the set's own sections first and nothing after them,
@@ -336,7 +346,6 @@ local function generic()
   -- of its state (a concurrency policy: its count of leases); at its id's
   -- index in a value's numbers as read (see below). `rates` and `ccs` list
   -- the rate and the concurrency policies, in set order.
-  local desc = ARGV[3]
   local NPOL = #desc / 34
   local kind, settles, ledger, pa, pb, pc, id, nst, at = {}, {}, {}, {}, {}, {}, {}, {}, {}
   local rates, ccs = {}, {}
@@ -943,34 +952,56 @@ local function generic()
   end
 end
 
--- Every value of a call of several operations in one MGET, which answers
--- false for a missing key and for a key of another type alike; a GET
--- tells them apart. A key may come more than once: `written` holds what
--- this call stored last for it.
-local n = #KEYS
-local values, written = {}, {}
-if n > 1 then values = call('MGET', spread(KEYS)) end
-local pos, run = 1, nil
-for i = 1, n do
-  local op = byte(blob, pos)
-  local k = KEYS[i]
-  local stored = written[k]
-  if stored == nil then stored = values[i] end
-  if not stored then stored = try('GET', k) end
-  local next_pos, fast_value
-  if op == C and fast_check then
-    next_pos, fast_value = fast_check(k, stored, pos + 1)
-  elseif op == S and fast_settle then
-    next_pos, fast_value = fast_settle(k, stored, pos + 1)
+-- The generic operations, made for the set `desc` on a call's first
+-- operation off the fast paths (a library keeps them from call to call
+-- while the set is the same; a script makes them again on each call).
+local generic_run
+
+-- One call. Every value of a call of several operations in one MGET,
+-- which answers false for a missing key and for a key of another type
+-- alike; a GET tells them apart. A key may come more than once: `written`
+-- holds what this call stored last for it.
+local function main(KEYS, ARGV)
+  if not call then init() end
+  injected = ARGV[1] ~= ''
+  if not injected then
+    local t = call('TIME')
+    server_now = t[1] * 1000000 + t[2]
   end
-  if not next_pos then
-    run = run or generic()
-    next_pos, fast_value = run(op, k, stored, pos + 1)
+  min_ttl = tonumber(ARGV[2])
+  blob = ARGV[4]
+  if desc ~= ARGV[3] then
+    desc, generic_run = ARGV[3], nil
   end
-  pos = next_pos
-  if fast_value then written[k] = fast_value end
-  if no > 4000 then pack_out() end
+  out, no, fmts, chunks = {}, 0, {}, {}
+  local n = #KEYS
+  local values, written = {}, {}
+  if n > 1 then values = call('MGET', spread(KEYS)) end
+  local pos = 1
+  for i = 1, n do
+    local op = byte(blob, pos)
+    local k = KEYS[i]
+    local stored = written[k]
+    if stored == nil then stored = values[i] end
+    if not stored then stored = try('GET', k) end
+    local next_pos, fast_value
+    if op == C and fast_check then
+      next_pos, fast_value = fast_check(k, stored, pos + 1)
+    elseif op == S and fast_settle then
+      next_pos, fast_value = fast_settle(k, stored, pos + 1)
+    end
+    if not next_pos then
+      generic_run = generic_run or generic()
+      next_pos, fast_value = generic_run(op, k, stored, pos + 1)
+    end
+    pos = next_pos
+    if fast_value then written[k] = fast_value end
+    if no > 4000 then pack_out() end
+  end
+  pack_out()
+  if #chunks == 1 then return chunks[1] end
+  return concat(chunks)
 end
-pack_out()
-if #chunks == 1 then return chunks[1] end
-return concat(chunks)
+
+--@ENTRY@
+return main(KEYS, ARGV)
