@@ -213,6 +213,10 @@ impl RedisOptions {
     /// FLUSH`) is loaded again on the call that finds it missing.
     /// Single-policy limiters always run scripts: theirs make almost
     /// nothing per call.
+    ///
+    /// Each distinct set (its parameters are in its code) loads a library
+    /// of its own, named `ratelimit_set_<SHA1 of its code>`, which Redis
+    /// keeps as data until `FUNCTION DELETE` (see the crate's README).
     pub fn with_functions(mut self, functions: bool) -> Self {
         self.functions = functions;
         self
