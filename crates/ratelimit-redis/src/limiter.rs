@@ -7,10 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ratelimit_core::{Algorithm, Clock, Decision, Error, Limiter, Policy};
 
-use crate::call::Failure;
-use crate::call_error::TimedOut;
 use crate::keys::KeyLayout;
-use crate::link::{open, Link};
+use crate::link::{open, timed_out, Link};
 use crate::options::{RedisOptions, Target};
 use crate::script::{PolicyScript, Request};
 use crate::ConnectError;
@@ -120,23 +118,7 @@ impl RedisLimiter {
             cost,
             now: self.clock.as_ref().map(|c| c.now_micros()),
         };
-        // Both give up after the timeout, waits for a call in flight
-        // included.
-        let outcome = match &ready.batcher {
-            Some(batcher) => batcher.decide(request).await,
-            None => ready.caller.run_one(request).await,
-        };
-        outcome.map_err(|failure| match failure {
-            // Redis answered, but this key holds a value the script did not
-            // write: this key's failure, not Redis's.
-            Failure::Foreign(e) => Error::data(e),
-            Failure::Call(e) => Error::backend(e),
-            Failure::Timeout => self.timed_out(),
-        })
-    }
-
-    fn timed_out(&self) -> Error {
-        Error::timeout(Some(Box::new(TimedOut(self.timeout))))
+        ready.decide(request, self.timeout).await
     }
 }
 
@@ -175,7 +157,7 @@ impl Limiter for RedisLimiter {
         match tokio::time::timeout(self.timeout, ready.connection.del(&redis_key)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::backend(e)),
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(timed_out(self.timeout)),
         }
     }
 

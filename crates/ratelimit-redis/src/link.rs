@@ -6,8 +6,8 @@ use std::time::Duration;
 use ratelimit_core::{Error, ErrorChain};
 
 use crate::batch::Batcher;
-use crate::call::Caller;
-use crate::call_error::NotConnected;
+use crate::call::{Caller, Failure};
+use crate::call_error::{NotConnected, TimedOut};
 use crate::call_metrics::CallMetrics;
 use crate::connection::Connection;
 use crate::keys::validate_prefix;
@@ -33,6 +33,34 @@ pub(crate) struct Ready<T: Transport = ScriptCalls> {
 }
 
 /// Connected, or not yet (and why not).
+impl<T: Transport> Ready<T> {
+    /// Decides `request`: in the next batched call, or in a call of its
+    /// own, giving up after `timeout` (a wait for a call in flight
+    /// included).
+    pub(crate) async fn decide(
+        &self,
+        request: T::Request,
+        timeout: Duration,
+    ) -> Result<T::Reply, Error> {
+        let outcome = match &self.batcher {
+            Some(batcher) => batcher.decide(request).await,
+            None => self.caller.run_one(request).await,
+        };
+        outcome.map_err(|failure| match failure {
+            // Redis answered, but this key holds a value the script did
+            // not write: this key's failure, not Redis's.
+            Failure::Foreign(e) => Error::data(e),
+            Failure::Call(e) => Error::backend(e),
+            Failure::Timeout => timed_out(timeout),
+        })
+    }
+}
+
+/// The error of a call Redis did not answer within `timeout`.
+pub(crate) fn timed_out(timeout: Duration) -> Error {
+    Error::timeout(Some(Box::new(TimedOut(timeout))))
+}
+
 pub(crate) struct Link<T: Transport = ScriptCalls> {
     ready: OnceLock<Ready<T>>,
     last_failure: Mutex<Option<Arc<ConnectError>>>,

@@ -15,10 +15,8 @@ use ratelimit_core::{
 };
 use tokio::runtime::Handle;
 
-use crate::call::Failure;
-use crate::call_error::TimedOut;
 use crate::keys::SetKeyLayout;
-use crate::link::{open, Link};
+use crate::link::{open, timed_out, Link};
 use crate::options::RedisOptions;
 use crate::set_script::{
     Arg, Entry, Op, Refusal, SetCalls, SetReply, SetRequest, SetScript, MAX_AMOUNT,
@@ -180,22 +178,9 @@ impl Inner {
         self.clock.as_ref().map(|c| c.now_micros())
     }
 
-    fn timed_out(&self) -> Error {
-        Error::timeout(Some(Box::new(TimedOut(self.timeout))))
-    }
-
     /// One script call running `request`, within the timeout.
     async fn run(&self, request: SetRequest) -> Result<SetReply, Error> {
-        let ready = self.link.ready()?;
-        let outcome = match &ready.batcher {
-            Some(batcher) => batcher.decide(request).await,
-            None => ready.caller.run_one(request).await,
-        };
-        outcome.map_err(|failure| match failure {
-            Failure::Foreign(e) => Error::data(e),
-            Failure::Call(e) => Error::backend(e),
-            Failure::Timeout => self.timed_out(),
-        })
+        self.link.ready()?.decide(request, self.timeout).await
     }
 
     /// The release of `ids` on `key`: one lease id (or none) per
@@ -504,7 +489,7 @@ impl SetLimiter for RedisSetLimiter {
         match tokio::time::timeout(inner.timeout, ready.connection.del_all(&keys)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::backend(e)),
-            Err(_) => Err(inner.timed_out()),
+            Err(_) => Err(timed_out(inner.timeout)),
         }
     }
 
