@@ -260,7 +260,8 @@ async fn run_differential(
 fn differential(target: &Target, cases: u32, file: &'static str) {
     let rt = runtime();
     let mut runner = TestRunner::new(ProptestConfig {
-        cases,
+        // PROPTEST_CASES, when set, for longer runs.
+        cases: ratelimit_conformance::strategy::cases(cases).cases,
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::Direct(file),
         )),
@@ -339,7 +340,7 @@ fn in_domain(start: u64, ops: &[SetOp]) -> bool {
 fn conformance(target: &Target, cases: u32, options: SetSequenceOptions, functions: bool) {
     let rt = runtime();
     let mut runner = TestRunner::new(ProptestConfig {
-        cases,
+        cases: ratelimit_conformance::strategy::cases(cases).cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     });
