@@ -1,6 +1,6 @@
 //! The batching of concurrent requests into shared script calls.
 //!
-//! Inside Redis a script call has a fixed cost (dispatching `EVALSHA`,
+//! Inside Redis a script call has a fixed cost (dispatching the call,
 //! building its argument tables, reading `TIME` and `MGET`, writing the
 //! reply) and a cost per request (a `SET` and some arithmetic). On the client,
 //! each command is encoded, queued, parsed and handed back on its own. So

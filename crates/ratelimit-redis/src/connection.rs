@@ -130,8 +130,8 @@ impl Connection {
             Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
                 tracing::info!(
                     error = %e,
-                    "{place} refused to load the policy set's function library; \
-                     the set runs as a script (EVALSHA) instead"
+                    "{place} refused to load the limiter's function library; \
+                     its Lua code runs as a script (EVALSHA) instead"
                 );
                 Ok((connection, false))
             }
@@ -166,9 +166,21 @@ impl Connection {
             .map(drop)
     }
 
-    /// Runs one command, its reply as it comes.
-    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<Value, RedisError> {
-        self.query(cmd).await
+    /// Runs `fcall`, an `FCALL` of a function of the library `code`; when
+    /// the server lost the library since it was loaded (a restart without
+    /// persistence, `FUNCTION FLUSH`), loads it and runs `fcall` again, as
+    /// redis-rs does for a script on `NOSCRIPT`.
+    pub(crate) async fn fcall(&self, fcall: &Cmd, code: &str) -> Result<Value, RedisError> {
+        match self.query(fcall).await {
+            Err(e)
+                if e.detail()
+                    .is_some_and(|d| d.starts_with("Function not found")) =>
+            {
+                self.load_library(code).await?;
+                self.query(fcall).await
+            }
+            reply => reply,
+        }
     }
 
     /// Deletes one key.

@@ -16,8 +16,10 @@ use crate::ConnectError;
 /// A [`Limiter`] whose state lives in Redis or Redis Cluster, so that many
 /// processes share one limit.
 ///
-/// Each check or peek is decided inside one `EVALSHA` of the policy's Lua
-/// script: one round trip, atomic, computing exactly the decisions of the
+/// Each check or peek is decided inside one call of the policy's Lua code
+/// (an `FCALL` of it loaded as a Redis function where the server allows
+/// it, else an `EVALSHA`; see [`RedisOptions::with_functions`]): one round
+/// trip, atomic, computing exactly the decisions of the
 /// pure functions of `ratelimit-core`. On the default multiplexed
 /// connection, requests made while a call is on the wire share the next
 /// call (see [`RedisOptions::with_max_batch`]). Time is the server's

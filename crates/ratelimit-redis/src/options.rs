@@ -202,21 +202,21 @@ impl RedisOptions {
         self
     }
 
-    /// `true` (the default): a policy set's script is loaded as a Redis
+    /// `true` (the default): the limiter's Lua code is loaded as a Redis
     /// function library (`FUNCTION LOAD`, Redis 7 and later) and called
     /// with `FCALL`, so that Redis makes its Lua functions once, not on
     /// every call (`BENCHMARKS.md` measures what that saves). Where the
     /// server refuses `FUNCTION LOAD` (an older Redis, an ACL without it,
-    /// a proxy that does not pass it on), the set runs as a script with
+    /// a proxy that does not pass it on), the code runs as a script with
     /// `EVALSHA`, as with `false`, and the limiter logs that at INFO. A
     /// library the server lost (a restart without persistence, `FUNCTION
     /// FLUSH`) is loaded again on the call that finds it missing.
-    /// Single-policy limiters always run scripts: theirs make almost
-    /// nothing per call.
     ///
-    /// Each distinct set (its parameters are in its code) loads a library
-    /// of its own, named `ratelimit_set_<SHA1 of its code>`, which Redis
-    /// keeps as data until `FUNCTION DELETE` (see the crate's README).
+    /// A library is named `ratelimit_<policy|set>_<SHA1 of its code>`: one
+    /// per algorithm for single policies, one per distinct set (a set's
+    /// parameters are in its code), and new ones with each version of
+    /// this crate. Redis keeps them as data until `FUNCTION DELETE` (see
+    /// the crate's README).
     pub fn with_functions(mut self, functions: bool) -> Self {
         self.functions = functions;
         self
@@ -256,8 +256,8 @@ impl RedisOptions {
     /// a multiplexed connection to one server.
     ///
     /// Requests made while a call is in flight wait for it and then go
-    /// together in the next call: one `EVALSHA` decides each of them,
-    /// atomically and in order, as if each had its own. This is what lets
+    /// together in the next call: one `FCALL` (or `EVALSHA`) decides each
+    /// of them, atomically and in order, as if each had its own. This is what lets
     /// concurrent requests share round trips and the script's fixed cost
     /// inside Redis (see `BENCHMARKS.md`). A request made while nothing is
     /// in flight goes at once (see [`ConnectionMode::Multiplexed`]). `1`

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use ratelimit_core::{Decision, FixedWindow, Policy, SlidingWindow, TokenBucket};
-use redis::{Script, ScriptInvocation, Value};
+use redis::{Cmd, Script, ScriptInvocation, Value};
+
+use crate::transport::{CallArgs, Library};
 
 /// Bytes per request in a reply: the size of `REPLY` in `lua/prelude.lua`
 /// (checked by a test).
@@ -104,6 +106,9 @@ const TOKEN_BUCKET: Layout<TokenBucket> = Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyScript {
     script: Script,
+    /// The same code as a function library: one per algorithm, as the
+    /// script.
+    library: Library,
     limit: u64,
     params: Vec<u64>,
 }
@@ -121,8 +126,10 @@ impl PolicyScript {
     }
 
     fn with_layout<P>(layout: &Layout<P>, policy: &P, limit: u64) -> Self {
+        let script = Script::new(layout.code);
         Self {
-            script: Script::new(layout.code),
+            library: Library::of("policy", &script, layout.code),
+            script,
             limit,
             params: layout
                 .params
@@ -137,27 +144,44 @@ impl PolicyScript {
         &self.script
     }
 
+    /// The function library of the same code.
+    pub(crate) fn library(&self) -> &Library {
+        &self.library
+    }
+
     /// The invocation of the script deciding `requests` in order, built
     /// directly (each argument written once, into the invocation). They
     /// all read the server's time, or all carry their own `now`.
     pub(crate) fn invocation(&self, requests: &[Request], min_ttl_ms: u64) -> ScriptInvocation<'_> {
         let mut invocation = self.script.prepare_invoke();
+        self.fill(requests, min_ttl_ms, &mut invocation);
+        invocation
+    }
+
+    /// The `FCALL` of the library's function deciding `requests` in
+    /// order: the keys and arguments of [`invocation`](Self::invocation).
+    pub(crate) fn fcall(&self, requests: &[Request], min_ttl_ms: u64) -> Cmd {
+        let mut cmd = self.library.fcall(requests.len());
+        self.fill(requests, min_ttl_ms, &mut cmd);
+        cmd
+    }
+
+    /// Writes the keys, then the arguments, of a call deciding `requests`.
+    fn fill(&self, requests: &[Request], min_ttl_ms: u64, call: &mut impl CallArgs) {
         let mut injected = false;
         for request in requests {
-            invocation.key(&request.redis_key[..]);
+            call.key(&request.redis_key[..]);
             injected = request.now.is_some();
         }
-        invocation
-            .arg(if injected { "injected" } else { "" })
-            .arg(min_ttl_ms)
-            .arg(&self.params[..]);
+        call.arg(if injected { "injected" } else { "" });
+        call.arg(min_ttl_ms);
+        call.arg(&self.params[..]);
         for request in requests {
-            invocation.arg(request.cost);
+            call.arg(request.cost);
             if let Some(now) = request.now {
-                invocation.arg(now);
+                call.arg(now);
             }
         }
-        invocation
     }
 
     /// The decisions a reply to `n` requests stands for, in order.
@@ -262,6 +286,28 @@ mod tests {
         found.into_iter().next().expect("one line, just checked")
     }
 
+    /// The names and the right-hand side of the one assignment of `lua`
+    /// from `params(`, in its `parameters()`: `  a, b = params('a', 'b')`,
+    /// the names declared by a `local a, b` line of their own.
+    fn parameters(lua: &str) -> (Vec<&str>, &str) {
+        let found: Vec<(Vec<&str>, &str)> = lua
+            .lines()
+            .filter_map(|line| {
+                let (names, rhs) = line.trim_start().split_once(" = ")?;
+                rhs.starts_with("params(")
+                    .then(|| (names.split(',').map(str::trim).collect(), rhs))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "want one `… = params(…)` line");
+        let (names, rhs) = found.into_iter().next().expect("one line, just checked");
+        let declared = format!("local {}", names.join(", "));
+        assert!(
+            lua.lines().any(|line| line == declared),
+            "want the line {declared:?}"
+        );
+        (names, rhs)
+    }
+
     /// The string literal of `local <name> = '<format>'`.
     fn format_of<'a>(lua: &'a str, name: &str) -> &'a str {
         let (names, rhs) = declaration(lua, "'");
@@ -301,7 +347,7 @@ mod tests {
     fn each_lua_layout_matches_the_parameters_rust_sends() {
         for algorithm in AlgorithmName::ALL {
             let (lua, rust) = layout(algorithm);
-            let (locals, rhs) = declaration(lua, "params(");
+            let (locals, rhs) = parameters(lua);
             let lua_names: Vec<&str> = rhs
                 .trim_start_matches("params(")
                 .trim_end_matches(')')

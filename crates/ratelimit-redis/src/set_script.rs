@@ -1,8 +1,6 @@
 //! The policy-set script (`lua/set.lua`), and how a call to it is built
 //! and read.
 
-use std::sync::Arc;
-
 use ratelimit_core::{Limit, PolicySet};
 use redis::{Cmd, Script, ScriptInvocation, Value};
 
@@ -10,7 +8,7 @@ use crate::connection::{CallError, Connection};
 use crate::keys::set_ids;
 use crate::script::ForeignValue;
 use crate::set_fast::fast_paths;
-use crate::transport::{Replies, ScriptSource, Transport};
+use crate::transport::{CallArgs, Library, Replies, ScriptSource, Transport};
 
 /// The policy kinds of the script's set description.
 const FIXED: u8 = 1;
@@ -136,12 +134,9 @@ pub(crate) enum SetReply {
 #[derive(Debug, Clone)]
 pub(crate) struct SetScript {
     script: Script,
-    /// The same code as a Redis function library, and the name of its one
-    /// function (the library's too): `ratelimit_set_` and the script's
-    /// SHA1, so that a limiter of another set (or another version) never
-    /// calls it.
-    library: Arc<str>,
-    function: Arc<str>,
+    /// The same code as a Redis function library: one per set, as the
+    /// script.
+    library: Library,
     /// The set, packed as `lua/set.lua` reads it: per policy its kind,
     /// whether it settles, three parameters and its id.
     set: Vec<u8>,
@@ -190,15 +185,9 @@ impl SetScript {
             &fast_paths(set, &set_ids(set)).unwrap_or_default(),
         );
         let script = Script::new(&code);
-        let function = format!("ratelimit_set_{}", script.get_hash());
-        let library = format!("#!lua name={function}\n{code}").replace(
-            "--@ENTRY@\nreturn main(KEYS, ARGV)",
-            &format!("redis.register_function('{function}', main)"),
-        );
         Self {
+            library: Library::of("set", &script, &code),
             script,
-            library: library.into(),
-            function: function.into(),
             set: packed,
             kinds,
             names: set.names().map(str::to_owned).collect(),
@@ -212,32 +201,35 @@ impl SetScript {
         min_ttl_ms: u64,
     ) -> ScriptInvocation<'_> {
         let mut invocation = self.script.prepare_invoke();
-        for request in requests {
-            invocation.key(&request.redis_key[..]);
-        }
-        let [clock, operations] = arguments(requests);
-        invocation
-            .arg(clock)
-            .arg(min_ttl_ms)
-            .arg(&self.set[..])
-            .arg(operations);
+        self.fill(requests, min_ttl_ms, &mut invocation);
         invocation
     }
 
     /// The `FCALL` of the library's function running `requests` in order:
-    /// the same keys and arguments as [`invocation`](Self::invocation).
+    /// the keys and arguments of [`invocation`](Self::invocation).
     pub(crate) fn fcall(&self, requests: &[SetRequest], min_ttl_ms: u64) -> Cmd {
-        let mut cmd = redis::cmd("FCALL");
-        cmd.arg(&*self.function).arg(requests.len());
-        for request in requests {
-            cmd.arg(&request.redis_key[..]);
-        }
-        let [clock, operations] = arguments(requests);
-        cmd.arg(clock)
-            .arg(min_ttl_ms)
-            .arg(&self.set[..])
-            .arg(operations);
+        let mut cmd = self.library.fcall(requests.len());
+        self.fill(requests, min_ttl_ms, &mut cmd);
         cmd
+    }
+
+    /// Writes the keys, then the arguments, of a call running `requests`:
+    /// the clock (`injected` when the requests carry their `now`, else
+    /// empty: the server's time), the least TTL, the set, and the
+    /// operations packed one after the other.
+    fn fill(&self, requests: &[SetRequest], min_ttl_ms: u64, call: &mut impl CallArgs) {
+        for request in requests {
+            call.key(&request.redis_key[..]);
+        }
+        let injected = requests.last().is_some_and(|r| r.now.is_some());
+        call.arg(if injected { "injected" } else { "" });
+        call.arg(min_ttl_ms);
+        call.arg(&self.set[..]);
+        let mut operations = Vec::new();
+        for request in requests {
+            pack(request, &mut operations);
+        }
+        call.arg(operations);
     }
 
     /// The replies a reply to `requests` stands for, in order: one string,
@@ -414,32 +406,6 @@ fn decision(e: &[u8]) -> Option<Entry> {
     })
 }
 
-/// A call's clock argument (`injected` when the requests carry their
-/// `now`, else empty: the server's time) and its operations, packed one
-/// after the other.
-fn arguments(requests: &[SetRequest]) -> [Vec<u8>; 2] {
-    let injected = requests.last().is_some_and(|r| r.now.is_some());
-    let mut operations = Vec::new();
-    for request in requests {
-        pack(request, &mut operations);
-    }
-    [
-        if injected {
-            b"injected".to_vec()
-        } else {
-            Vec::new()
-        },
-        operations,
-    ]
-}
-
-/// Whether `e` says the function called is not loaded on the server (a
-/// restart without persistence, `FUNCTION FLUSH`).
-fn function_missing(e: &redis::RedisError) -> bool {
-    e.detail()
-        .is_some_and(|d| d.starts_with("Function not found"))
-}
-
 /// An integer below 2^64 packed as a little-endian double.
 fn number(b: &[u8]) -> Option<u64> {
     let v = f64::from_le_bytes(b.try_into().ok()?);
@@ -456,7 +422,7 @@ impl ScriptSource for SetScript {
     }
 
     fn library(&self) -> Option<&str> {
-        Some(&self.library)
+        Some(&self.library.code)
     }
 
     fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> SetCalls {
@@ -486,16 +452,10 @@ impl Transport for SetCalls {
 
     async fn call(&self, requests: &[SetRequest]) -> Result<Replies<SetReply>, CallError> {
         let reply = if self.functions {
-            let cmd = self.script.fcall(requests, self.min_ttl_ms);
-            match self.connection.run(&cmd).await {
-                // Lost since it was loaded: loaded again, then called
-                // again, as redis-rs does for a script on NOSCRIPT.
-                Err(e) if function_missing(&e) => {
-                    self.connection.load_library(&self.script.library).await?;
-                    self.connection.run(&cmd).await?
-                }
-                reply => reply?,
-            }
+            let fcall = self.script.fcall(requests, self.min_ttl_ms);
+            self.connection
+                .fcall(&fcall, &self.script.library.code)
+                .await?
         } else {
             let invocation = self.script.invocation(requests, self.min_ttl_ms);
             self.connection.invoke(&invocation).await?

@@ -10,8 +10,10 @@
 
 use std::future::Future;
 
+use std::sync::Arc;
+
 use ratelimit_core::Decision;
-use redis::Script;
+use redis::{Cmd, Script, ScriptInvocation, ToRedisArgs};
 
 use crate::connection::{CallError, Connection};
 use crate::script::{ForeignValue, PolicyScript, Request};
@@ -65,6 +67,71 @@ pub(crate) trait ScriptSource: Send + Sync + 'static {
     ) -> Self::Transport;
 }
 
+/// A script's code as a Redis function library of one function: loaded
+/// with `FUNCTION LOAD`, called with `FCALL`.
+#[derive(Debug, Clone)]
+pub(crate) struct Library {
+    /// The function's name, the library's too: `ratelimit_<kind>_` and the
+    /// script's SHA1, so that a limiter of another version (or, for a set,
+    /// of another set) never calls it.
+    pub(crate) function: Arc<str>,
+    /// The library's code.
+    pub(crate) code: Arc<str>,
+}
+
+impl Library {
+    /// The library of `script`, whose code is `code` (ending in the
+    /// `--@ENTRY@` line before its `return main(KEYS, ARGV)`).
+    pub(crate) fn of(kind: &str, script: &Script, code: &str) -> Self {
+        const ENTRY: &str = "--@ENTRY@\nreturn main(KEYS, ARGV)";
+        debug_assert!(code.contains(ENTRY), "a script without its entry line");
+        let function = format!("ratelimit_{kind}_{}", script.get_hash());
+        let code = format!("#!lua name={function}\n{code}").replace(
+            ENTRY,
+            &format!("redis.register_function('{function}', main)"),
+        );
+        Self {
+            function: function.into(),
+            code: code.into(),
+        }
+    }
+
+    /// An `FCALL` of the function on `keys` keys, its keys and arguments
+    /// to follow.
+    pub(crate) fn fcall(&self, keys: usize) -> Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&*self.function).arg(keys);
+        cmd
+    }
+}
+
+/// Where a call's keys and arguments go, in that order: a script's
+/// invocation (`EVALSHA`) or an `FCALL`.
+pub(crate) trait CallArgs {
+    fn key(&mut self, key: &[u8]);
+    fn arg(&mut self, arg: impl ToRedisArgs);
+}
+
+impl CallArgs for ScriptInvocation<'_> {
+    fn key(&mut self, key: &[u8]) {
+        ScriptInvocation::key(self, key);
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) {
+        ScriptInvocation::arg(self, arg);
+    }
+}
+
+impl CallArgs for Cmd {
+    fn key(&mut self, key: &[u8]) {
+        Cmd::arg(self, key);
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) {
+        Cmd::arg(self, arg);
+    }
+}
+
 impl ScriptSource for PolicyScript {
     type Transport = ScriptCalls;
 
@@ -72,23 +139,31 @@ impl ScriptSource for PolicyScript {
         PolicyScript::script(self)
     }
 
-    fn transport(&self, connection: Connection, min_ttl_ms: u64, _: bool) -> ScriptCalls {
+    fn library(&self) -> Option<&str> {
+        Some(&self.library().code)
+    }
+
+    fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> ScriptCalls {
         ScriptCalls {
             connection,
             script: self.clone(),
             min_ttl_ms,
+            functions,
         }
     }
 }
 
-/// The limiter's transport: the policy's script, invoked by redis-rs
-/// (`EVALSHA`, and on `NOSCRIPT` a `SCRIPT LOAD` and the call again) on a
-/// connection.
+/// The limiter's transport: the policy's function (`FCALL`), or its
+/// script, invoked by redis-rs (`EVALSHA`, and on `NOSCRIPT` a `SCRIPT
+/// LOAD` and the call again), on a connection.
 pub(crate) struct ScriptCalls {
     pub(crate) connection: Connection,
     pub(crate) script: PolicyScript,
     /// The least TTL of a key written on an injected clock.
     pub(crate) min_ttl_ms: u64,
+    /// Whether the server took the function library when the limiter
+    /// connected: calls are then `FCALL`s, else `EVALSHA`s.
+    pub(crate) functions: bool,
 }
 
 impl Transport for ScriptCalls {
@@ -96,8 +171,14 @@ impl Transport for ScriptCalls {
     type Reply = Decision;
 
     async fn call(&self, requests: &[Request]) -> Result<Replies, CallError> {
-        let invocation = self.script.invocation(requests, self.min_ttl_ms);
-        let reply = self.connection.invoke(&invocation).await?;
+        let reply = if self.functions {
+            let fcall = self.script.fcall(requests, self.min_ttl_ms);
+            let code = &self.script.library().code;
+            self.connection.fcall(&fcall, code).await?
+        } else {
+            let invocation = self.script.invocation(requests, self.min_ttl_ms);
+            self.connection.invoke(&invocation).await?
+        };
         Ok(self.script.decisions(reply, requests.len())?)
     }
 }

@@ -158,8 +158,9 @@ fn queued_requests_are_decided_in_order_as_the_model_says() {
     result.unwrap();
 }
 
-/// Concurrent requests share calls: far fewer `EVALSHA`s than decisions.
-/// With `max_batch = 1` each decision is exactly one `EVALSHA`.
+/// Concurrent requests share calls: far fewer `FCALL`s than decisions.
+/// With `max_batch = 1` each decision is exactly one `FCALL`; on the
+/// script path, one `EVALSHA`.
 #[test]
 fn concurrent_requests_share_calls_unless_max_batch_is_one() {
     let server = RedisServer::start();
@@ -167,9 +168,20 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
     runtime().block_on(async {
         let clock = ManualClock::new(1_700_000_000_000_000);
         let policy = Policy::fixed_window(100, Duration::from_secs(60)).unwrap();
-        for max_batch in [RedisOptions::DEFAULT_MAX_BATCH, 1] {
+        for (max_batch, functions) in [
+            (RedisOptions::DEFAULT_MAX_BATCH, true),
+            (1, true),
+            (RedisOptions::DEFAULT_MAX_BATCH, false),
+            (1, false),
+        ] {
+            let (command, other) = if functions {
+                ("fcall", "evalsha")
+            } else {
+                ("evalsha", "fcall")
+            };
             let options = options(&target, &clock, "share")
-                .with_max_batch(NonZeroUsize::new(max_batch).unwrap());
+                .with_max_batch(NonZeroUsize::new(max_batch).unwrap())
+                .with_functions(functions);
             let limiter = RedisLimiter::connect(policy, options).await.unwrap();
             let _ = server.cli(&["CONFIG", "RESETSTAT"]);
             let requests: Vec<Pending<'_>> = (0..300)
@@ -183,11 +195,11 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
                 .into_iter()
                 .map(|o| o.expect("Redis decided"))
                 .collect();
-            // EVALSHA calls since the reset.
+            // Calls since the reset.
             let calls = server
-                .command_stat("evalsha", "calls")
-                .expect("INFO commandstats counts the EVALSHA calls")
-                as u64;
+                .command_stat(command, "calls")
+                .expect("INFO commandstats counts the calls") as u64;
+            assert_eq!(server.command_stat(other, "calls"), None, "no {other}");
             // 150 requests per key, a limit of 100: exactly the limit passes,
             // with every `remaining` from 99 down to 0 once.
             for parity in 0..2 {
@@ -202,16 +214,16 @@ fn concurrent_requests_share_calls_unless_max_batch_is_one() {
                 assert_eq!(
                     remaining,
                     (0..100).collect::<Vec<_>>(),
-                    "max_batch {max_batch}"
+                    "max_batch {max_batch}, {command}"
                 );
             }
             if max_batch == 1 {
-                assert_eq!(calls, 300, "one EVALSHA per decision");
+                assert_eq!(calls, 300, "one {command} per decision");
             } else {
                 // One call went alone; the batching task (two calls on the
                 // wire at most) may have taken a few requests before the
                 // rest were queued; the rest went in calls of up to 128.
-                assert!(calls <= 12, "{calls} EVALSHA calls for 300 decisions");
+                assert!(calls <= 12, "{calls} {command} calls for 300 decisions");
             }
         }
     });

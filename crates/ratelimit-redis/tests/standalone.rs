@@ -38,6 +38,26 @@ fn conformance_scenarios_pass_pooled() {
         .unwrap();
 }
 
+/// The script path (`EVALSHA`), which a server without Redis functions
+/// takes.
+#[test]
+fn conformance_scenarios_pass_as_a_script() {
+    let server = RedisServer::start();
+    let target = Target::Standalone(server.url());
+    runtime()
+        .block_on(run_all(|policy, clock| {
+            let options = options(&target, &clock, policy.algorithm_name()).with_functions(false);
+            async move {
+                Arc::new(
+                    RedisLimiter::connect(policy, options)
+                        .await
+                        .expect("connect"),
+                ) as Arc<dyn ratelimit_core::Limiter>
+            }
+        }))
+        .unwrap();
+}
+
 /// One server for all proptest cases of this binary. It lives in a static,
 /// which is never dropped, so it is stopped by the last test that uses it
 /// instead (see `differential_matches_the_model`).

@@ -3,7 +3,10 @@
 -- Layout (see prelude.lua): the state is the window index and the cost
 -- taken in it; the parameters are the limit and the window in µs.
 local STATE = '<dd'
-local limit, window = params('limit', 'window_us')
+local limit, window
+local function parameters()
+  limit, window = params('limit', 'window_us')
+end
 
 local function decide(stored, now, cost)
   local k_s, count = 0, 0

@@ -7,7 +7,10 @@
 -- the Rust side against it):
 --   local STATE = '<dd'                        the struct format of its
 --                                              stored state
---   local a, b = params('name_a', 'name_b')    its parameters, in order
+--   local a, b                                 its parameters, read on
+--   local function parameters()                each call, in order
+--     a, b = params('name_a', 'name_b')
+--   end
 -- and then defines decide(stored, now, cost) (see decide_all.lua).
 --
 -- One call decides one or more requests, in order, as if each were its own
@@ -43,28 +46,36 @@
 -- next integer (it stays more than half an ulp away from it).
 -- math.max(a - b, 0) is Rust's saturating_sub.
 
-local injected = ARGV[1] ~= ''
-local server_now
-if not injected then
-  local t = redis.call('TIME')
-  server_now = t[1] * 1000000 + t[2]
-end
-local floor, ceil, max = math.floor, math.ceil, math.max
+-- A script runs two ways: as a Redis function (a library loaded once with
+-- FUNCTION LOAD, called with FCALL), or where functions are not available
+-- as a script called with EVALSHA. What the files define is made once per
+-- library as a function, once per call as a script; main() (decide_all)
+-- is one call. A library is loaded before Redis's Lua libraries can be
+-- used, so their functions are taken on the first call (init), and what
+-- a call sets (its arguments, its clock, the policy's parameters) lives
+-- in locals main() sets.
+local ARGS, injected, server_now
+local floor, ceil, max
 -- struct's functions under names of their own, so that Lua's `unpack`
 -- (a table's items as values) keeps its meaning.
-local encode, decode, encoded_size = struct.pack, struct.unpack, struct.size
+local encode, decode, encoded_size
+
+local function init()
+  floor, ceil, max = math.floor, math.ceil, math.max
+  encode, decode, encoded_size = struct.pack, struct.unpack, struct.size
+end
 
 -- One request's entry in the reply; script.rs reads entries of its size.
 local REPLY = '<Bddd'
 
--- The policy's parameters: ARGV[3], ARGV[4], ... as numbers, one for each
--- name, in order. The names are the layout's documentation, checked
--- against script.rs's by its tests; NPARAMS tells decide_all where the
--- requests' arguments start.
+-- The policy's parameters: ARGV[3], ARGV[4], ... of the call as numbers,
+-- one for each name, in order. The names are the layout's documentation,
+-- checked against script.rs's by its tests; NPARAMS tells decide_all where
+-- the requests' arguments start.
 local NPARAMS = 0
 local function params(...)
   NPARAMS = select('#', ...)
   local values = {}
-  for i = 1, NPARAMS do values[i] = tonumber(ARGV[2 + i]) end
+  for i = 1, NPARAMS do values[i] = tonumber(ARGS[2 + i]) end
   return unpack(values, 1, NPARAMS)
 end

@@ -4,7 +4,10 @@
 -- cost taken in the window before it and the cost taken in the current
 -- one; the parameters are the limit and the window in µs and in ms.
 local STATE = '<ddd'
-local limit, window, window_ms = params('limit', 'window_us', 'window_ms')
+local limit, window, window_ms
+local function parameters()
+  limit, window, window_ms = params('limit', 'window_us', 'window_ms')
+end
 
 -- The first instant at which `c` fits with no other traffic, for a window
 -- starting at `start` with counts `prev` and `curr`: in this window once

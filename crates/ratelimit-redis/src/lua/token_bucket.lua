@@ -10,7 +10,10 @@
 -- µs (a missing key is a full bucket); the parameters are the emission
 -- interval T and the span capacity * T, both in µs.
 local STATE = '<d'
-local interval, span = params('interval_us', 'span_us')
+local interval, span
+local function parameters()
+  interval, span = params('interval_us', 'span_us')
+end
 
 local SECOND = 1000000
 
