@@ -9,17 +9,19 @@
 //!
 //! - `redis-benchmark -c 1` with the minimal `INCR` + `PEXPIRE` script (the
 //!   figure the goal compares with), and with this crate's fixed-window
-//!   script and arguments;
+//!   code and arguments, by `EVALSHA` of the script and by `FCALL` of it
+//!   loaded as a function library (what the limiter sends by default);
 //! - a blocking `std::net::TcpStream` writing the packed `EVALSHA` and
 //!   reading the 32-byte reply: the floor of any client;
 //! - the same on a tokio `TcpStream`: the floor of a tokio client;
 //! - redis-rs's multiplexed connection and its `ConnectionManager` (what
 //!   the limiter's batched calls use);
 //! - the limiter itself (`check_one`, default options: a lone request goes
-//!   at once from its task, past the batcher), and the limiter with
-//!   `max_batch = 1` (no batcher at all); both call through redis-rs's
-//!   `ConnectionManager`, and alternate which goes first from one round to
-//!   the next. (Until the lean connection was removed, the default one
+//!   at once from its task, past the batcher, as an `FCALL`), the limiter
+//!   with `max_batch = 1` (no batcher at all), and the limiter on the
+//!   script path (`with_functions(false)`: an `EVALSHA`, as the clients
+//!   above); all call through redis-rs's `ConnectionManager`, and rotate
+//!   which goes first from one round to the next. (Until the lean connection was removed, the default one
 //!   wrote and read its own socket: this pair measured what that gained.)
 //!
 //! Each line gives the p50 in µs per round and this process's CPU time
@@ -49,6 +51,13 @@ const FIXED_WINDOW_SCRIPT: &str = concat!(
     include_str!("../../crates/ratelimit-redis/src/lua/fixed_window.lua"),
     include_str!("../../crates/ratelimit-redis/src/lua/decide_all.lua")
 );
+/// The same code as a function library, as `ratelimit-redis` loads it.
+fn fixed_window_library() -> String {
+    format!("#!lua name=bench_fw\n{FIXED_WINDOW_SCRIPT}").replace(
+        "--@ENTRY@\nreturn main(KEYS, ARGV)",
+        "redis.register_function('bench_fw', main)",
+    )
+}
 /// Its arguments after the key: server time, no TTL floor, limit, window
 /// in µs, cost.
 const FIXED_WINDOW_ARGS: [&str; 5] = ["", "0", "1000000000", "60000000", "1"];
@@ -172,12 +181,18 @@ fn main() {
 
     let mut rb_minimal = Line::new("redis-benchmark -c 1, minimal script");
     let mut rb_ours = Line::new("redis-benchmark -c 1, this crate's script");
+    assert_eq!(
+        server.cli(&["FUNCTION", "LOAD", "REPLACE", &fixed_window_library()]),
+        "bench_fw"
+    );
+    let mut rb_function = Line::new("redis-benchmark -c 1, this crate's code as a function");
     let mut lines = [
         Line::new("tokio TcpStream by hand, this crate's script"),
         Line::new("redis-rs multiplexed connection, this crate's script"),
         Line::new("redis-rs ConnectionManager, this crate's script"),
-        Line::new("ratelimit-redis `check_one`"),
-        Line::new("ratelimit-redis `check_one`, max_batch = 1 (no batcher)"),
+        Line::new("ratelimit-redis `check_one` (FCALL)"),
+        Line::new("ratelimit-redis `check_one`, max_batch = 1 (no batcher, FCALL)"),
+        Line::new("ratelimit-redis `check_one`, script path (EVALSHA)"),
     ];
     let url = server.url();
     let port = server.port();
@@ -216,13 +231,18 @@ fn main() {
         rb_ours
             .p50_us
             .push(redis_benchmark_p50(&server, calls, &command));
+        let mut command = vec!["FCALL", "bench_fw", "1", "one:fw:{user:__rand_int__}"];
+        command.extend(FIXED_WINDOW_ARGS);
+        rb_function
+            .p50_us
+            .push(redis_benchmark_p50(&server, calls, &command));
 
         // In a spawned task, as a request handler runs.
         let (url, sha) = (url.clone(), sha.clone());
         let (latencies, cpu) = rt
             .block_on(rt.spawn(async move {
-                let mut latencies: [Vec<Duration>; 5] = Default::default();
-                let mut cpu = [0.0; 5];
+                let mut latencies: [Vec<Duration>; 6] = Default::default();
+                let mut cpu = [0.0; 6];
 
                 let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
@@ -264,16 +284,16 @@ fn main() {
                 let keys: Vec<Vec<u8>> = (0..KEYS)
                     .map(|i| format!("user:{i}").into_bytes())
                     .collect();
-                // The default limiter and the one without a batcher, first
-                // in turn.
-                let order = if round % 2 == 0 { [3, 4] } else { [4, 3] };
+                // The default limiter, the one without a batcher and the
+                // one on the script path, first in turn.
+                let order = [[3, 4, 5], [4, 5, 3], [5, 3, 4]][round % 3];
                 for line in order {
                     let options = RedisOptions::standalone(url.clone())
                         .with_prefix(format!("one-limiter-{line}:"));
-                    let options = if line == 4 {
-                        options.with_max_batch(std::num::NonZeroUsize::MIN)
-                    } else {
-                        options
+                    let options = match line {
+                        4 => options.with_max_batch(std::num::NonZeroUsize::MIN),
+                        5 => options.with_functions(false),
+                        _ => options,
                     };
                     let limiter = RedisLimiter::connect(policy, options)
                         .await
@@ -302,6 +322,7 @@ fn main() {
     println!("|---|---:|---|---|");
     rb_minimal.print();
     rb_ours.print();
+    rb_function.print();
     blocking.print();
     for line in &lines {
         line.print();
