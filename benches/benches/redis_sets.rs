@@ -7,8 +7,9 @@
 //! `REDIS_BENCH_SECONDS` sets each measurement's length (default 2),
 //! `REDIS_BENCH_ROUNDS` the number of interleaved rounds (default 5),
 //! `REDIS_BENCH_TASKS` the concurrent tasks (default 64),
-//! `REDIS_BENCH_FUNCTIONS=0` calls the set as a script (`EVALSHA`) instead
-//! of a Redis function (`FCALL`, the default). Both limiters use
+//! `REDIS_BENCH_FUNCTIONS=0` calls both limiters' code as scripts
+//! (`EVALSHA`) instead of Redis functions (`FCALL`, the default). Both
+//! limiters use
 //! the default connection (multiplexed, batched) on a current-thread tokio
 //! runtime, over 10,000 keys, all allowed.
 //!
@@ -140,7 +141,9 @@ fn main() {
         let single = Arc::new(
             RedisLimiter::connect(
                 Policy::fixed_window(1_000_000_000, hour).unwrap(),
-                RedisOptions::standalone(server.url()).with_prefix("single:"),
+                RedisOptions::standalone(server.url())
+                    .with_prefix("single:")
+                    .with_functions(env("REDIS_BENCH_FUNCTIONS", 1) == 1),
             )
             .await
             .expect("connect"),
