@@ -216,7 +216,9 @@ impl RedisOptions {
     /// per algorithm for single policies, one per distinct set (a set's
     /// parameters are in its code), and new ones with each version of
     /// this crate. Redis keeps them as data until `FUNCTION DELETE` (see
-    /// the crate's README).
+    /// the crate's README). Out of memory under `noeviction`, Redis
+    /// refuses an `FCALL` before it runs, even a denial or a peek, where a
+    /// script fails only at its first write.
     pub fn with_functions(mut self, functions: bool) -> Self {
         self.functions = functions;
         self
