@@ -112,7 +112,7 @@ pub(crate) async fn establish<S: ScriptSource>(
     script: &S,
     deadline: Duration,
 ) -> Result<Ready<S::Transport>, ConnectError> {
-    let library = script.library().filter(|_| options.functions);
+    let library = options.functions.then(|| &*script.library().code);
     let (connection, functions) =
         Connection::open(options, script.script(), library, deadline).await?;
     let caller = Arc::new(Caller {

@@ -3,9 +3,9 @@
 use std::fmt;
 
 use ratelimit_core::{Decision, FixedWindow, Policy, SlidingWindow, TokenBucket};
-use redis::{Cmd, Script, ScriptInvocation, Value};
+use redis::{Script, Value};
 
-use crate::transport::{CallArgs, Library};
+use crate::transport::{CallArgs, Library, LuaCode};
 
 /// Bytes per request in a reply: the size of `REPLY` in `lua/prelude.lua`
 /// (checked by a test).
@@ -139,51 +139,6 @@ impl PolicyScript {
         }
     }
 
-    /// The script itself (for loading it ahead of the first call).
-    pub(crate) fn script(&self) -> &Script {
-        &self.script
-    }
-
-    /// The function library of the same code.
-    pub(crate) fn library(&self) -> &Library {
-        &self.library
-    }
-
-    /// The invocation of the script deciding `requests` in order, built
-    /// directly (each argument written once, into the invocation). They
-    /// all read the server's time, or all carry their own `now`.
-    pub(crate) fn invocation(&self, requests: &[Request], min_ttl_ms: u64) -> ScriptInvocation<'_> {
-        let mut invocation = self.script.prepare_invoke();
-        self.fill(requests, min_ttl_ms, &mut invocation);
-        invocation
-    }
-
-    /// The `FCALL` of the library's function deciding `requests` in
-    /// order: the keys and arguments of [`invocation`](Self::invocation).
-    pub(crate) fn fcall(&self, requests: &[Request], min_ttl_ms: u64) -> Cmd {
-        let mut cmd = self.library.fcall(requests.len());
-        self.fill(requests, min_ttl_ms, &mut cmd);
-        cmd
-    }
-
-    /// Writes the keys, then the arguments, of a call deciding `requests`.
-    fn fill(&self, requests: &[Request], min_ttl_ms: u64, call: &mut impl CallArgs) {
-        let mut injected = false;
-        for request in requests {
-            call.key(&request.redis_key[..]);
-            injected = request.now.is_some();
-        }
-        call.arg(if injected { "injected" } else { "" });
-        call.arg(min_ttl_ms);
-        call.arg(&self.params[..]);
-        for request in requests {
-            call.arg(request.cost);
-            if let Some(now) = request.now {
-                call.arg(now);
-            }
-        }
-    }
-
     /// The decisions a reply to `n` requests stands for, in order.
     ///
     /// # Errors
@@ -242,6 +197,36 @@ impl PolicyScript {
                 _ => Err(shape()),
             })
             .collect()
+    }
+}
+
+impl LuaCode for PolicyScript {
+    type Request = Request;
+
+    fn script(&self) -> &Script {
+        &self.script
+    }
+
+    fn library(&self) -> &Library {
+        &self.library
+    }
+
+    // They all read the server's time, or all carry their own `now`.
+    fn fill(&self, requests: &[Request], min_ttl_ms: u64, call: &mut impl CallArgs) {
+        let mut injected = false;
+        for request in requests {
+            call.key(&request.redis_key[..]);
+            injected = request.now.is_some();
+        }
+        call.arg(if injected { "injected" } else { "" });
+        call.arg(min_ttl_ms);
+        call.arg(&self.params[..]);
+        for request in requests {
+            call.arg(request.cost);
+            if let Some(now) = request.now {
+                call.arg(now);
+            }
+        }
     }
 }
 

@@ -2,13 +2,13 @@
 //! and read.
 
 use ratelimit_core::{Limit, PolicySet};
-use redis::{Cmd, Script, ScriptInvocation, Value};
+use redis::{Script, Value};
 
 use crate::connection::{CallError, Connection};
 use crate::keys::set_ids;
 use crate::script::ForeignValue;
 use crate::set_fast::fast_paths;
-use crate::transport::{CallArgs, Library, Replies, ScriptSource, Transport};
+use crate::transport::{send, CallArgs, Library, LuaCode, Replies, ScriptSource, Transport};
 
 /// The policy kinds of the script's set description.
 const FIXED: u8 = 1;
@@ -194,44 +194,6 @@ impl SetScript {
         }
     }
 
-    /// The invocation of the script running `requests` in order.
-    pub(crate) fn invocation(
-        &self,
-        requests: &[SetRequest],
-        min_ttl_ms: u64,
-    ) -> ScriptInvocation<'_> {
-        let mut invocation = self.script.prepare_invoke();
-        self.fill(requests, min_ttl_ms, &mut invocation);
-        invocation
-    }
-
-    /// The `FCALL` of the library's function running `requests` in order:
-    /// the keys and arguments of [`invocation`](Self::invocation).
-    pub(crate) fn fcall(&self, requests: &[SetRequest], min_ttl_ms: u64) -> Cmd {
-        let mut cmd = self.library.fcall(requests.len());
-        self.fill(requests, min_ttl_ms, &mut cmd);
-        cmd
-    }
-
-    /// Writes the keys, then the arguments, of a call running `requests`:
-    /// the clock (`injected` when the requests carry their `now`, else
-    /// empty: the server's time), the least TTL, the set, and the
-    /// operations packed one after the other.
-    fn fill(&self, requests: &[SetRequest], min_ttl_ms: u64, call: &mut impl CallArgs) {
-        for request in requests {
-            call.key(&request.redis_key[..]);
-        }
-        let injected = requests.last().is_some_and(|r| r.now.is_some());
-        call.arg(if injected { "injected" } else { "" });
-        call.arg(min_ttl_ms);
-        call.arg(&self.set[..]);
-        let mut operations = Vec::new();
-        for request in requests {
-            pack(request, &mut operations);
-        }
-        call.arg(operations);
-    }
-
     /// The replies a reply to `requests` stands for, in order: one string,
     /// each operation's reply after the other's (see `lua/set.lua`).
     pub(crate) fn replies(
@@ -406,6 +368,37 @@ fn decision(e: &[u8]) -> Option<Entry> {
     })
 }
 
+impl LuaCode for SetScript {
+    type Request = SetRequest;
+
+    fn script(&self) -> &Script {
+        &self.script
+    }
+
+    fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// Writes the keys, then the arguments, of a call running `requests`:
+    /// the clock (`injected` when the requests carry their `now`, else
+    /// empty: the server's time), the least TTL, the set, and the
+    /// operations packed one after the other.
+    fn fill(&self, requests: &[SetRequest], min_ttl_ms: u64, call: &mut impl CallArgs) {
+        for request in requests {
+            call.key(&request.redis_key[..]);
+        }
+        let injected = requests.last().is_some_and(|r| r.now.is_some());
+        call.arg(if injected { "injected" } else { "" });
+        call.arg(min_ttl_ms);
+        call.arg(&self.set[..]);
+        let mut operations = Vec::new();
+        for request in requests {
+            pack(request, &mut operations);
+        }
+        call.arg(operations);
+    }
+}
+
 /// An integer below 2^64 packed as a little-endian double.
 fn number(b: &[u8]) -> Option<u64> {
     let v = f64::from_le_bytes(b.try_into().ok()?);
@@ -416,14 +409,6 @@ fn number(b: &[u8]) -> Option<u64> {
 
 impl ScriptSource for SetScript {
     type Transport = SetCalls;
-
-    fn script(&self) -> &Script {
-        &self.script
-    }
-
-    fn library(&self) -> Option<&str> {
-        Some(&self.library.code)
-    }
 
     fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> SetCalls {
         SetCalls {
@@ -451,15 +436,14 @@ impl Transport for SetCalls {
     type Reply = SetReply;
 
     async fn call(&self, requests: &[SetRequest]) -> Result<Replies<SetReply>, CallError> {
-        let reply = if self.functions {
-            let fcall = self.script.fcall(requests, self.min_ttl_ms);
-            self.connection
-                .fcall(&fcall, &self.script.library.code)
-                .await?
-        } else {
-            let invocation = self.script.invocation(requests, self.min_ttl_ms);
-            self.connection.invoke(&invocation).await?
-        };
+        let reply = send(
+            &self.connection,
+            &self.script,
+            self.functions,
+            requests,
+            self.min_ttl_ms,
+        )
+        .await?;
         Ok(self.script.replies(reply, requests)?)
     }
 }

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ratelimit_core::Decision;
-use redis::{Cmd, Script, ScriptInvocation, ToRedisArgs};
+use redis::{Cmd, Script, ScriptInvocation, ToRedisArgs, Value};
 
 use crate::connection::{CallError, Connection};
 use crate::script::{ForeignValue, PolicyScript, Request};
@@ -41,24 +41,68 @@ pub(crate) trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Replies<Self::Reply>, CallError>> + Send;
 }
 
-/// A script and how to call it on a connection: what a limiter connects
-/// with (the script is loaded when it connects).
-pub(crate) trait ScriptSource: Send + Sync + 'static {
-    /// The transport carrying calls of this script.
-    type Transport: Transport;
+/// Lua code a limiter calls, as a script and as a function library of the
+/// same code, and how a call's keys and arguments are written.
+pub(crate) trait LuaCode {
+    /// One request of a call.
+    type Request;
 
-    /// The script itself.
+    /// The code as a script.
     fn script(&self) -> &Script;
 
-    /// The same code as a Redis function library, if it has one: loaded
-    /// when the limiter connects, where the server allows it.
-    fn library(&self) -> Option<&str> {
-        None
+    /// The code as a function library.
+    fn library(&self) -> &Library;
+
+    /// Writes the keys, then the arguments, of a call deciding `requests`
+    /// in order; keys written on an injected clock live at least
+    /// `min_ttl_ms`.
+    fn fill(&self, requests: &[Self::Request], min_ttl_ms: u64, call: &mut impl CallArgs);
+
+    /// The invocation of the script deciding `requests`.
+    fn invocation(&self, requests: &[Self::Request], min_ttl_ms: u64) -> ScriptInvocation<'_> {
+        let mut invocation = self.script().prepare_invoke();
+        self.fill(requests, min_ttl_ms, &mut invocation);
+        invocation
     }
 
-    /// The transport calling this script on `connection`, as the function
-    /// of [`library`](Self::library) if `functions`; keys written on an
-    /// injected clock live at least `min_ttl_ms`.
+    /// The `FCALL` of the library's function deciding `requests`: the keys
+    /// and arguments of [`invocation`](Self::invocation).
+    fn fcall(&self, requests: &[Self::Request], min_ttl_ms: u64) -> Cmd {
+        let mut cmd = self.library().fcall(requests.len());
+        self.fill(requests, min_ttl_ms, &mut cmd);
+        cmd
+    }
+}
+
+/// One call of `code` deciding `requests` on `connection`: an `FCALL` if
+/// `functions` (the server took the library when the limiter connected),
+/// else an `EVALSHA`.
+pub(crate) async fn send<C: LuaCode>(
+    connection: &Connection,
+    code: &C,
+    functions: bool,
+    requests: &[C::Request],
+    min_ttl_ms: u64,
+) -> Result<Value, redis::RedisError> {
+    if functions {
+        let fcall = code.fcall(requests, min_ttl_ms);
+        connection.fcall(&fcall, &code.library().code).await
+    } else {
+        connection
+            .invoke(&code.invocation(requests, min_ttl_ms))
+            .await
+    }
+}
+
+/// Lua code and how to call it on a connection: what a limiter connects
+/// with (the code is loaded when it connects).
+pub(crate) trait ScriptSource: LuaCode + Send + Sync + 'static {
+    /// The transport carrying calls of this code.
+    type Transport: Transport;
+
+    /// The transport calling this code on `connection`, as a function if
+    /// `functions`, else as a script; keys written on an injected clock
+    /// live at least `min_ttl_ms`.
     fn transport(
         &self,
         connection: Connection,
@@ -135,14 +179,6 @@ impl CallArgs for Cmd {
 impl ScriptSource for PolicyScript {
     type Transport = ScriptCalls;
 
-    fn script(&self) -> &Script {
-        PolicyScript::script(self)
-    }
-
-    fn library(&self) -> Option<&str> {
-        Some(&self.library().code)
-    }
-
     fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> ScriptCalls {
         ScriptCalls {
             connection,
@@ -171,14 +207,14 @@ impl Transport for ScriptCalls {
     type Reply = Decision;
 
     async fn call(&self, requests: &[Request]) -> Result<Replies, CallError> {
-        let reply = if self.functions {
-            let fcall = self.script.fcall(requests, self.min_ttl_ms);
-            let code = &self.script.library().code;
-            self.connection.fcall(&fcall, code).await?
-        } else {
-            let invocation = self.script.invocation(requests, self.min_ttl_ms);
-            self.connection.invoke(&invocation).await?
-        };
+        let reply = send(
+            &self.connection,
+            &self.script,
+            self.functions,
+            requests,
+            self.min_ttl_ms,
+        )
+        .await?;
         Ok(self.script.decisions(reply, requests.len())?)
     }
 }
