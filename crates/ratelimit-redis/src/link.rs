@@ -14,7 +14,7 @@ use crate::keys::validate_prefix;
 use crate::limiter::validate_urls;
 use crate::options::validate_max_batch;
 use crate::options::{ConnectionMode, RedisOptions, Target};
-use crate::transport::{ScriptCalls, ScriptSource, Transport};
+use crate::transport::{Calls, LuaCode, ScriptCalls, Transport};
 use crate::{ConnectError, ConnectErrorKind};
 
 /// The first wait between two attempts of a lazy connection.
@@ -105,22 +105,24 @@ impl<T: Transport> Link<T> {
     }
 }
 
-/// Connects as `options` say, checks the deployment, loads the script and
-/// starts the batching, every step within `deadline`.
-pub(crate) async fn establish<S: ScriptSource>(
+/// Connects as `options` say, checks the deployment, loads the code (as a
+/// function library too, unless turned off) and starts the batching,
+/// every step within `deadline`.
+pub(crate) async fn establish<S: LuaCode>(
     options: &RedisOptions,
-    script: &S,
+    code: &S,
     deadline: Duration,
-) -> Result<Ready<S::Transport>, ConnectError> {
-    let library = options.functions.then(|| &*script.library().code);
+) -> Result<Ready<Calls<S>>, ConnectError> {
+    let library = options.functions.then(|| &*code.library().code);
     let (connection, functions) =
-        Connection::open(options, script.script(), library, deadline).await?;
+        Connection::open(options, code.script(), library, deadline).await?;
     let caller = Arc::new(Caller {
-        transport: script.transport(
-            connection.clone(),
-            u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
+        transport: Calls {
+            connection: connection.clone(),
+            code: code.clone(),
+            min_ttl_ms: u64::try_from(options.min_ttl.as_millis()).unwrap_or(u64::MAX),
             functions,
-        ),
+        },
         timeout: options.timeout,
         metrics: CallMetrics::new(),
     });
@@ -144,10 +146,10 @@ pub(crate) async fn establish<S: ScriptSource>(
 /// as they say, at once, or (with `lazy_connect`) from a background task,
 /// the link failing calls until it is up. Either within `max(5 × timeout,
 /// 2 s)` per attempt.
-pub(crate) async fn open<S: ScriptSource>(
+pub(crate) async fn open<S: LuaCode>(
     options: &RedisOptions,
     script: S,
-) -> Result<Arc<Link<S::Transport>>, ConnectError> {
+) -> Result<Arc<Link<Calls<S>>>, ConnectError> {
     validate_prefix(&options.prefix)
         .and_then(|()| validate_max_batch(options.max_batch))
         .map_err(|e| ConnectError::new(ConnectErrorKind::InvalidConfig, e.to_string()))?;
@@ -174,8 +176,8 @@ pub(crate) async fn open<S: ScriptSource>(
 /// waiting 100 ms after the first failure, doubling up to 5 s. The first
 /// failure is logged at WARN, the next ones at DEBUG, the success at INFO.
 /// The task ends when it succeeds or when the limiter is dropped.
-pub(crate) fn connect_in_background<S: ScriptSource>(
-    link: Weak<Link<S::Transport>>,
+pub(crate) fn connect_in_background<S: LuaCode>(
+    link: Weak<Link<Calls<S>>>,
     options: RedisOptions,
     script: S,
     deadline: Duration,

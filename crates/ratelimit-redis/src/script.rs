@@ -5,7 +5,7 @@ use std::fmt;
 use ratelimit_core::{Decision, FixedWindow, Policy, SlidingWindow, TokenBucket};
 use redis::{Script, Value};
 
-use crate::transport::{CallArgs, Library, LuaCode};
+use crate::transport::{CallArgs, Library, LuaCode, Replies};
 
 /// Bytes per request in a reply: the size of `REPLY` in `lua/prelude.lua`
 /// (checked by a test).
@@ -202,6 +202,7 @@ impl PolicyScript {
 
 impl LuaCode for PolicyScript {
     type Request = Request;
+    type Reply = Decision;
 
     fn script(&self) -> &Script {
         &self.script
@@ -227,6 +228,10 @@ impl LuaCode for PolicyScript {
                 call.arg(now);
             }
         }
+    }
+
+    fn replies_to(&self, reply: Value, requests: &[Request]) -> Result<Replies, redis::RedisError> {
+        self.decisions(reply, requests.len())
     }
 }
 

@@ -4,11 +4,10 @@
 use ratelimit_core::{Limit, PolicySet};
 use redis::{Script, Value};
 
-use crate::connection::{CallError, Connection};
 use crate::keys::set_ids;
 use crate::script::ForeignValue;
 use crate::set_fast::fast_paths;
-use crate::transport::{send, CallArgs, Library, LuaCode, Replies, ScriptSource, Transport};
+use crate::transport::{CallArgs, Calls, Library, LuaCode, Replies};
 
 /// The policy kinds of the script's set description.
 const FIXED: u8 = 1;
@@ -370,6 +369,7 @@ fn decision(e: &[u8]) -> Option<Entry> {
 
 impl LuaCode for SetScript {
     type Request = SetRequest;
+    type Reply = SetReply;
 
     fn script(&self) -> &Script {
         &self.script
@@ -397,6 +397,14 @@ impl LuaCode for SetScript {
         }
         call.arg(operations);
     }
+
+    fn replies_to(
+        &self,
+        reply: Value,
+        requests: &[SetRequest],
+    ) -> Result<Replies<SetReply>, redis::RedisError> {
+        self.replies(reply, requests)
+    }
 }
 
 /// An integer below 2^64 packed as a little-endian double.
@@ -407,46 +415,8 @@ fn number(b: &[u8]) -> Option<u64> {
     (v >= 0.0 && v.fract() == 0.0 && v < 18_446_744_073_709_551_616.0).then_some(v as u64)
 }
 
-impl ScriptSource for SetScript {
-    type Transport = SetCalls;
-
-    fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> SetCalls {
-        SetCalls {
-            connection,
-            script: self.clone(),
-            min_ttl_ms,
-            functions,
-        }
-    }
-}
-
-/// The set limiter's transport: the set's function, or its script, on a
-/// connection.
-pub(crate) struct SetCalls {
-    connection: Connection,
-    script: SetScript,
-    min_ttl_ms: u64,
-    /// Whether the server took the function library when the limiter
-    /// connected: calls are then `FCALL`s, else `EVALSHA`s.
-    functions: bool,
-}
-
-impl Transport for SetCalls {
-    type Request = SetRequest;
-    type Reply = SetReply;
-
-    async fn call(&self, requests: &[SetRequest]) -> Result<Replies<SetReply>, CallError> {
-        let reply = send(
-            &self.connection,
-            &self.script,
-            self.functions,
-            requests,
-            self.min_ttl_ms,
-        )
-        .await?;
-        Ok(self.script.replies(reply, requests)?)
-    }
-}
+/// The set limiter's transport.
+pub(crate) type SetCalls = Calls<SetScript>;
 
 #[cfg(test)]
 mod tests {

@@ -3,20 +3,19 @@
 //!
 //! The batcher ([`Batcher`](crate::batch::Batcher)) only needs "decide
 //! these requests, in order, in one call"; what carries the call is a
-//! [`Transport`]. The limiter's is [`ScriptCalls`], redis-rs's script
-//! invocation on a [`Connection`]; the batcher's own tests use a scripted
-//! one, which lets them hold calls, fail them and answer them late on a
-//! paused clock.
+//! [`Transport`]. The limiters' is [`Calls`]: their [`LuaCode`] called on
+//! a [`Connection`], as a function or as a script; the batcher's own
+//! tests use a scripted one, which lets them hold calls, fail them and
+//! answer them late on a paused clock.
 
 use std::future::Future;
-
 use std::sync::Arc;
 
 use ratelimit_core::Decision;
 use redis::{Cmd, Script, ScriptInvocation, ToRedisArgs, Value};
 
 use crate::connection::{CallError, Connection};
-use crate::script::{ForeignValue, PolicyScript, Request};
+use crate::script::{ForeignValue, PolicyScript};
 
 /// What one call answers: for each of its requests, in order, a reply (a
 /// decision, for the policy scripts), or why its key could not be decided.
@@ -42,10 +41,14 @@ pub(crate) trait Transport: Send + Sync + 'static {
 }
 
 /// Lua code a limiter calls, as a script and as a function library of the
-/// same code, and how a call's keys and arguments are written.
-pub(crate) trait LuaCode {
+/// same code: how a call's keys and arguments are written and its reply
+/// read. What a limiter connects with (the code is loaded when it
+/// connects).
+pub(crate) trait LuaCode: Clone + Send + Sync + 'static {
     /// One request of a call.
-    type Request;
+    type Request: Send + Sync + 'static;
+    /// What one request gets back.
+    type Reply: Send + 'static;
 
     /// The code as a script.
     fn script(&self) -> &Script;
@@ -72,43 +75,17 @@ pub(crate) trait LuaCode {
         self.fill(requests, min_ttl_ms, &mut cmd);
         cmd
     }
-}
 
-/// One call of `code` deciding `requests` on `connection`: an `FCALL` if
-/// `functions` (the server took the library when the limiter connected),
-/// else an `EVALSHA`.
-pub(crate) async fn send<C: LuaCode>(
-    connection: &Connection,
-    code: &C,
-    functions: bool,
-    requests: &[C::Request],
-    min_ttl_ms: u64,
-) -> Result<Value, redis::RedisError> {
-    if functions {
-        let fcall = code.fcall(requests, min_ttl_ms);
-        connection.fcall(&fcall, &code.library().code).await
-    } else {
-        connection
-            .invoke(&code.invocation(requests, min_ttl_ms))
-            .await
-    }
-}
-
-/// Lua code and how to call it on a connection: what a limiter connects
-/// with (the code is loaded when it connects).
-pub(crate) trait ScriptSource: LuaCode + Send + Sync + 'static {
-    /// The transport carrying calls of this code.
-    type Transport: Transport;
-
-    /// The transport calling this code on `connection`, as a function if
-    /// `functions`, else as a script; keys written on an injected clock
-    /// live at least `min_ttl_ms`.
-    fn transport(
+    /// The replies a reply to `requests` stands for, in order.
+    ///
+    /// # Errors
+    ///
+    /// A reply of the wrong shape (not this code's) as a Redis error.
+    fn replies_to(
         &self,
-        connection: Connection,
-        min_ttl_ms: u64,
-        functions: bool,
-    ) -> Self::Transport;
+        reply: Value,
+        requests: &[Self::Request],
+    ) -> Result<Replies<Self::Reply>, redis::RedisError>;
 }
 
 /// A script's code as a Redis function library of one function: loaded
@@ -176,25 +153,12 @@ impl CallArgs for Cmd {
     }
 }
 
-impl ScriptSource for PolicyScript {
-    type Transport = ScriptCalls;
-
-    fn transport(&self, connection: Connection, min_ttl_ms: u64, functions: bool) -> ScriptCalls {
-        ScriptCalls {
-            connection,
-            script: self.clone(),
-            min_ttl_ms,
-            functions,
-        }
-    }
-}
-
-/// The limiter's transport: the policy's function (`FCALL`), or its
-/// script, invoked by redis-rs (`EVALSHA`, and on `NOSCRIPT` a `SCRIPT
-/// LOAD` and the call again), on a connection.
-pub(crate) struct ScriptCalls {
+/// A limiter's transport: its Lua code called on a connection, as a
+/// function (`FCALL`) or, invoked by redis-rs, as a script (`EVALSHA`, and
+/// on `NOSCRIPT` a `SCRIPT LOAD` and the call again).
+pub(crate) struct Calls<C> {
     pub(crate) connection: Connection,
-    pub(crate) script: PolicyScript,
+    pub(crate) code: C,
     /// The least TTL of a key written on an injected clock.
     pub(crate) min_ttl_ms: u64,
     /// Whether the server took the function library when the limiter
@@ -202,19 +166,23 @@ pub(crate) struct ScriptCalls {
     pub(crate) functions: bool,
 }
 
-impl Transport for ScriptCalls {
-    type Request = Request;
-    type Reply = Decision;
+/// The single-policy limiter's transport.
+pub(crate) type ScriptCalls = Calls<PolicyScript>;
 
-    async fn call(&self, requests: &[Request]) -> Result<Replies, CallError> {
-        let reply = send(
-            &self.connection,
-            &self.script,
-            self.functions,
-            requests,
-            self.min_ttl_ms,
-        )
-        .await?;
-        Ok(self.script.decisions(reply, requests.len())?)
+impl<C: LuaCode> Transport for Calls<C> {
+    type Request = C::Request;
+    type Reply = C::Reply;
+
+    async fn call(&self, requests: &[C::Request]) -> Result<Replies<C::Reply>, CallError> {
+        let reply = if self.functions {
+            let fcall = self.code.fcall(requests, self.min_ttl_ms);
+            self.connection
+                .fcall(&fcall, &self.code.library().code)
+                .await?
+        } else {
+            let invocation = self.code.invocation(requests, self.min_ttl_ms);
+            self.connection.invoke(&invocation).await?
+        };
+        Ok(self.code.replies_to(reply, requests)?)
     }
 }
