@@ -32,11 +32,12 @@ pub(crate) type CallError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Connection {
     /// Connects as `options` say and checks the server is what they name,
-    /// with every step bounded by `deadline`; loads `script` and, if given,
-    /// the function `library`. With it: whether the server took it (`false`
-    /// when it answered with an error: an older Redis, an ACL without
-    /// `FUNCTION LOAD`, a proxy that does not pass it on; logged at INFO,
-    /// and the script is called instead).
+    /// with every step bounded by `deadline`; loads the function `library`
+    /// if given, else (or when the server refuses it) `script`. With it:
+    /// whether the server took the library (`false` when it answered with
+    /// an error: an older Redis, an ACL without `FUNCTION LOAD`, a proxy
+    /// that does not pass it on; logged at INFO, and the script is called
+    /// instead).
     pub(crate) async fn open(
         options: &RedisOptions,
         script: &Script,
@@ -119,25 +120,32 @@ impl Connection {
                 ));
             }
         }
-        // Loading the script up front checks that scripting works here and
-        // saves the first call its NOSCRIPT round trip.
-        bounded(&place, deadline, connection.load(script)).await?;
-        let Some(code) = library else {
-            return Ok((connection, false));
+        // The library first, where asked for: the code is then never called
+        // as a script, so the script is loaded only when the library is
+        // not taken.
+        let functions = match library {
+            None => false,
+            Some(code) => match tokio::time::timeout(deadline, connection.load_library(code)).await
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                    tracing::info!(
+                        error = %e,
+                        "{place} refused to load the limiter's function library; \
+                         its Lua code runs as a script (EVALSHA) instead"
+                    );
+                    false
+                }
+                Ok(Err(e)) => return Err(classify(&place, e)),
+                Err(_) => return Err(timed_out(&place, deadline)),
+            },
         };
-        match tokio::time::timeout(deadline, connection.load_library(code)).await {
-            Ok(Ok(())) => Ok((connection, true)),
-            Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
-                tracing::info!(
-                    error = %e,
-                    "{place} refused to load the limiter's function library; \
-                     its Lua code runs as a script (EVALSHA) instead"
-                );
-                Ok((connection, false))
-            }
-            Ok(Err(e)) => Err(classify(&place, e)),
-            Err(_) => Err(timed_out(&place, deadline)),
+        if !functions {
+            // Loading the script up front checks that scripting works here
+            // and saves the first call its NOSCRIPT round trip.
+            bounded(&place, deadline, connection.load(script)).await?;
         }
+        Ok((connection, functions))
     }
 
     /// Runs `invocation`, redis-rs's script call: `EVALSHA`, and on

@@ -273,7 +273,7 @@ fn one_command_per_decision() {
             )
             .await
             .expect("connect");
-            // Warm: the library and the script are loaded at connect.
+            // Warm: the library (or the script) is loaded at connect.
             limiter.peek_set(b"k").await.unwrap();
             let (before, before_other) = (calls(&mut c, command), calls(&mut c, other));
             let n = decisions(&limiter).await;
