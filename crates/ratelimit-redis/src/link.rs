@@ -32,7 +32,6 @@ pub(crate) struct Ready<T: Transport = ScriptCalls> {
     pub(crate) batcher: Option<Batcher<T>>,
 }
 
-/// Connected, or not yet (and why not).
 impl<T: Transport> Ready<T> {
     /// Decides `request`: in the next batched call, or in a call of its
     /// own, giving up after `timeout` (a wait for a call in flight
@@ -61,6 +60,7 @@ pub(crate) fn timed_out(timeout: Duration) -> Error {
     Error::timeout(Some(Box::new(TimedOut(timeout))))
 }
 
+/// Connected, or not yet (and why not).
 pub(crate) struct Link<T: Transport = ScriptCalls> {
     ready: OnceLock<Ready<T>>,
     last_failure: Mutex<Option<Arc<ConnectError>>>,
