@@ -411,7 +411,6 @@ local function generic()
     RENEWED = 'B' .. rep('d', NCC)
   end
   local FAULT = 'BBBd'
-  local C, S, R, X, P = byte('csrxp', 1, 5)
   -- The operation's key, its stored value (v, '' for none) and its
   -- numbers (s, the HEAD's, in place: what is decided is written back into
   -- it); per concurrency policy, where its leases start in v (lp) and how
