@@ -17,7 +17,7 @@
 use crate::fingerprint::{PackedWide, EMPTY_WORD};
 use crate::hash::Seed;
 
-/// Fewest slots an array has.
+/// Fewest slots an array has once it holds an entry (before, it has none).
 pub(crate) const MIN_SLOTS: usize = 8;
 
 /// A key as an array stores it.
@@ -98,6 +98,16 @@ fn roomy_slots(len: usize) -> usize {
 }
 
 impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
+    /// An array of no slots, which allocates nothing until its first
+    /// insert: a limiter has hundreds of shards, most of them empty while
+    /// it holds few keys.
+    pub(crate) fn empty() -> Self {
+        Self {
+            slots: Box::new([]),
+            len: 0,
+        }
+    }
+
     /// An empty array of `count` slots (a power of two).
     pub(crate) fn with_slots(count: usize) -> Self {
         debug_assert!(count.is_power_of_two());
@@ -111,9 +121,11 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         }
     }
 
+    /// `slots - 1`; all ones for an array of no slots, whose probes
+    /// [`find`](Self::find) ends at once.
     #[inline]
     fn mask(&self) -> usize {
-        self.slots.len() - 1
+        self.slots.len().wrapping_sub(1)
     }
 
     /// Where a key with placement hash `hash` starts its probe.
@@ -136,7 +148,9 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         let mut at = self.home(hash);
         let mut probed = 0;
         loop {
-            let stored = self.slots[at].key();
+            // Out of range only in an array of no slots: nothing stored. In
+            // any other, the same bounds check as indexing.
+            let stored = self.slots.get(at)?.key();
             if stored == key {
                 return Some(at);
             }
@@ -176,7 +190,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     pub(crate) fn insert_new(&mut self, key: K, state: P, seed: Seed) -> bool {
         let mut reordered = false;
         if (self.len + 1) * 8 > self.slots.len() * 7 {
-            self.resize(self.slots.len() * 2, seed);
+            self.resize((self.slots.len() * 2).max(MIN_SLOTS), seed);
             reordered = true;
         }
         reordered |= self.place(Slot { key, state }, seed);
@@ -302,6 +316,23 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedFixed>>(), 20);
         assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedSliding>>(), 24);
+    }
+
+    #[test]
+    fn an_empty_array_allocates_nothing_until_its_first_insert() {
+        let seed = Seed::process();
+        let mut slots = RobinHood::<u64, u64>::empty();
+        assert_eq!((slots.slot_count(), slots.allocation_size()), (0, 0));
+        for key in [1, 2, u64::MAX - 1] {
+            assert_eq!(slots.find(key, seed.word(key), seed), None);
+        }
+        slots.retain(|_| true, seed);
+        slots.map_states(|s| s + 1);
+        assert!(!slots.shrink_if_sparse(seed));
+        slots.insert_new(7, 70, seed);
+        assert_eq!(slots.slot_count(), MIN_SLOTS);
+        let at = slots.find(7, seed.word(7), seed).expect("inserted");
+        assert_eq!(slots.state(at), 70);
     }
 
     #[test]

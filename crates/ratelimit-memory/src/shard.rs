@@ -22,6 +22,19 @@ const SWEEP_STEP: usize = 8;
 /// per check.
 const HIT_SWEEP_PERIOD: u32 = 16;
 
+/// Checks of stored keys in a clean shard between two turns it lends to
+/// another shard's sweeper (a multiple of [`HIT_SWEEP_PERIOD`]). A shard
+/// that no call reaches cannot sweep itself: with hundreds of shards and
+/// traffic on few keys, many shards see no call at all, and the idle keys
+/// they hold would stay until [`purge_idle`](crate::MemoryLimiter::purge_idle).
+/// Lent turns go to the other shards in rotation, so each is swept as long
+/// as any shard has calls.
+pub(crate) const LEND_PERIOD: u32 = 2 * HIT_SWEEP_PERIOD;
+
+/// Sweep steps a lent turn takes at most; it stops as soon as the shard it
+/// sweeps holds nothing that may be forgotten.
+const LENT_STEPS: usize = 64;
+
 /// What every shard of one limiter applies.
 #[derive(Debug)]
 pub(crate) struct Rules<A> {
@@ -78,6 +91,10 @@ pub(crate) struct Shard<A: Packing> {
     /// Whether the current pass sees every entry: false once entries moved
     /// behind the cursor (a reset's shift, a wrapped insert, a rebuild).
     pass_exact: bool,
+    /// Whether the check just made has a turn to lend another shard's
+    /// sweeper (see [`LEND_PERIOD`]); the table takes it once it has
+    /// released this shard's lock.
+    lend_due: bool,
 }
 
 impl<A: Packing> Default for Shard<A> {
@@ -93,6 +110,7 @@ impl<A: Packing> Default for Shard<A> {
             earliest_forget: u64::MAX,
             pass_earliest: u64::MAX,
             pass_exact: true,
+            lend_due: false,
         }
     }
 }
@@ -119,6 +137,7 @@ impl<A: Packing> Shard<A> {
             self.hits = self.hits.wrapping_add(1);
             if self.eager || self.hits.is_multiple_of(HIT_SWEEP_PERIOD) {
                 self.sweep_step(rules, now);
+                self.lend_due = now < self.earliest_forget && self.hits.is_multiple_of(LEND_PERIOD);
             }
             return Ok(decision);
         }
@@ -242,6 +261,10 @@ impl<A: Packing> Shard<A> {
             return;
         }
         let count = self.slots.slot_count();
+        if count == 0 {
+            // Nothing was ever stored (only `now == u64::MAX` gets here).
+            return;
+        }
         // Counted once per step, not per key: one call on the handle.
         let mut forgotten = 0u64;
         for _ in 0..SWEEP_STEP {
@@ -318,6 +341,29 @@ impl<A: Packing> Shard<A> {
         self.fits_until = (base + OFFSETS)
             .checked_mul(window_us)
             .map_or(u64::MAX, |end| end - 1);
+    }
+
+    /// The turn to lend another shard's sweeper that the last check left,
+    /// if any (see [`LEND_PERIOD`]): the number of lending periods this
+    /// shard has had, which picks the shard to sweep. Taking it clears it.
+    #[inline]
+    pub(crate) fn take_lend(&mut self) -> Option<u32> {
+        if !self.lend_due {
+            return None;
+        }
+        self.lend_due = false;
+        Some(self.hits / LEND_PERIOD)
+    }
+
+    /// A turn lent by another shard: up to [`LENT_STEPS`] sweep steps, while
+    /// some key here may be idle at `now`.
+    pub(crate) fn sweep_lent(&mut self, rules: &Rules<A>, now: u64) {
+        for _ in 0..LENT_STEPS {
+            if now < self.earliest_forget {
+                break;
+            }
+            self.sweep_step(rules, now);
+        }
     }
 
     /// Starts a sweeper pass from the first slot.

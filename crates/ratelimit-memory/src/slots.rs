@@ -8,7 +8,7 @@
 
 use crate::fingerprint::{Fingerprint, Key, PackedWide};
 use crate::hash::Seed;
-use crate::robin_hood::{RobinHood, MIN_SLOTS};
+use crate::robin_hood::RobinHood;
 
 /// Entries keyed by [`Fingerprint`].
 #[derive(Debug)]
@@ -21,8 +21,8 @@ pub(crate) struct Slots<P> {
 impl<P: Copy + Default> Default for Slots<P> {
     fn default() -> Self {
         Self {
-            words: RobinHood::with_slots(MIN_SLOTS),
-            wides: RobinHood::with_slots(MIN_SLOTS),
+            words: RobinHood::empty(),
+            wides: RobinHood::empty(),
             seed: Seed::process(),
         }
     }
@@ -144,6 +144,7 @@ impl<P: Copy + Default> Slots<P> {
 mod tests {
     use super::*;
     use crate::fingerprint::Keyer;
+    use crate::robin_hood::MIN_SLOTS;
 
     #[test]
     fn a_shard_fits_the_cache_lines_of_its_lock() {

@@ -19,7 +19,9 @@ struct Padded<T>(T);
 /// Keys of one algorithm, split over independently locked shards.
 ///
 /// Every operation takes one shard lock for one table probe and one state
-/// update; no lock is held across an `.await` (there is none inside).
+/// update; no lock is held across an `.await` (there is none inside). One
+/// check in many then tries the lock of another shard, to lend it a turn
+/// of sweeping (never waiting for it).
 #[derive(Debug)]
 pub(crate) struct Table<A: Packing> {
     shards: Box<[Padded<ShardLock<Shard<A>>>]>,
@@ -48,7 +50,31 @@ impl<A: Packing> Table<A> {
     pub(crate) fn check(&self, fp: Fingerprint, now: u64, cost: u64) -> Result<Decision, Error> {
         // Reject bad costs before taking the lock.
         self.rules.algorithm.validate_cost(cost)?;
-        self.shard(fp).lock().check(&self.rules, fp, now, cost)
+        let from = fp.shard(self.mask);
+        let mut shard = self.shards[from].0.lock();
+        let decision = shard.check(&self.rules, fp, now, cost);
+        if let Some(turn) = shard.take_lend() {
+            drop(shard);
+            self.lend(from, turn, now);
+        }
+        decision
+    }
+
+    /// Lends turn `turn` of shard `from`'s sweeper to another shard, the
+    /// next in `from`'s rotation over the others (see
+    /// [`LEND_PERIOD`](crate::shard::LEND_PERIOD)). Skipped if that shard
+    /// is busy: a lent turn never waits.
+    #[cold]
+    #[inline(never)]
+    fn lend(&self, from: usize, turn: u32, now: u64) {
+        let others = self.mask;
+        if others == 0 {
+            return;
+        }
+        let to = (from + 1 + turn as usize % others) & self.mask;
+        if let Some(mut shard) = self.shards[to].0.try_lock() {
+            shard.sweep_lent(&self.rules, now);
+        }
     }
 
     /// See [`Shard::peek`].

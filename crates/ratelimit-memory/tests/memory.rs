@@ -68,6 +68,31 @@ fn a_million_keys_are_forgotten_once_their_windows_end() {
 }
 
 #[test]
+fn shards_no_call_reaches_are_swept_by_the_others() {
+    let clock = ManualClock::new(START);
+    let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
+    let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(64).unwrap());
+    let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
+    let empty_bytes = limiter.allocated_bytes();
+    for i in 0..10_000 {
+        limiter.check_sync(&key(i), 1).unwrap();
+    }
+    let full_bytes = limiter.allocated_bytes();
+    // Every window is over, and from now on calls reach one shard only:
+    // the 63 others hold idle keys that only lent turns can sweep.
+    clock.advance(Duration::from_secs(2));
+    for _ in 0..10_000 {
+        limiter.check_sync(&key(0), 1).unwrap();
+    }
+    assert_eq!(limiter.len(), 1, "idle keys left in shards no call reached");
+    let after_bytes = limiter.allocated_bytes();
+    assert!(
+        after_bytes < full_bytes / 4,
+        "{after_bytes} bytes still allocated (from {full_bytes}; {empty_bytes} empty)"
+    );
+}
+
+#[test]
 fn a_capped_limiter_stays_bounded_while_keys_rotate() {
     let cap = 10_000usize;
     let clock = ManualClock::new(START);
