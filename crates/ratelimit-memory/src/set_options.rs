@@ -42,7 +42,15 @@ pub struct MemorySetLimiterOptions {
 
 impl MemorySetLimiterOptions {
     /// The number of independently locked shards, rounded up to a power of
-    /// two (see [`MemoryLimiterOptions::with_shards`]).
+    /// two, and with a key cap below it, fewer (see
+    /// [`MemoryLimiterOptions::with_shards`]).
+    ///
+    /// Default: four per available CPU, at least 16, fewer than a
+    /// [`MemoryLimiter`](crate::MemoryLimiter)'s. A set's key is a map
+    /// entry and a state on the heap, not a slot of a few words: spread
+    /// over hundreds of shards, a thousand keys' entries take more cache
+    /// lines, and a 3-policy set check measured a quarter slower on one
+    /// thread (`BENCHMARKS.md`).
     ///
     /// # Examples
     ///
@@ -127,7 +135,8 @@ impl MemorySetLimiterOptions {
     /// ```
     #[must_use]
     pub fn shard_count(&self) -> usize {
-        self.inner.shard_count()
+        self.inner
+            .shards_or(crate::options::available_cpus().saturating_mul(4).max(16))
     }
 
     /// The key cap, if any.
@@ -168,5 +177,26 @@ impl MemorySetLimiterOptions {
     #[must_use]
     pub const fn name(&self) -> &'static str {
         self.inner.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+
+    #[test]
+    fn a_set_limiter_has_fewer_shards_than_a_single_policy_one() {
+        let set = MemorySetLimiterOptions::default().shard_count();
+        assert!(set.is_power_of_two() && set >= 16, "{set}");
+        assert!(set < MemoryLimiterOptions::default().shard_count());
+        // A cap below the count still reduces it; an explicit count holds.
+        let capped =
+            MemorySetLimiterOptions::default().with_max_keys(NonZeroUsize::new(5).unwrap());
+        assert_eq!(capped.shard_count(), 4);
+        let explicit =
+            MemorySetLimiterOptions::default().with_shards(NonZeroUsize::new(1_000).unwrap());
+        assert_eq!(explicit.shard_count(), 1_024);
     }
 }
