@@ -91,10 +91,6 @@ pub(crate) struct Shard<A: Packing> {
     /// Whether the current pass sees every entry: false once entries moved
     /// behind the cursor (a reset's shift, a wrapped insert, a rebuild).
     pass_exact: bool,
-    /// Whether the check just made has a turn to lend another shard's
-    /// sweeper (see [`LEND_PERIOD`]); the table takes it once it has
-    /// released this shard's lock.
-    lend_due: bool,
 }
 
 impl<A: Packing> Default for Shard<A> {
@@ -110,20 +106,36 @@ impl<A: Packing> Default for Shard<A> {
             earliest_forget: u64::MAX,
             pass_earliest: u64::MAX,
             pass_exact: true,
-            lend_due: false,
         }
     }
 }
 
 impl<A: Packing> Shard<A> {
-    /// `Algorithm::check` on the key's stored state, storing the result.
-    #[inline]
+    /// [`check_lending`](Self::check_lending) with no other shard to lend
+    /// a turn to.
+    #[cfg(test)]
     pub(crate) fn check(
         &mut self,
         rules: &Rules<A>,
         fp: Fingerprint,
         now: u64,
         cost: u64,
+    ) -> Result<Decision, Error> {
+        self.check_lending(rules, fp, now, cost, |_| {})
+    }
+
+    /// `Algorithm::check` on the key's stored state, storing the result.
+    /// When a turn of this shard's sweeper is to be lent (see
+    /// [`LEND_PERIOD`]), calls `lend` with the number of lending periods
+    /// this shard has had, which picks the shard to sweep.
+    #[inline]
+    pub(crate) fn check_lending(
+        &mut self,
+        rules: &Rules<A>,
+        fp: Fingerprint,
+        now: u64,
+        cost: u64,
+        lend: impl FnOnce(u32),
     ) -> Result<Decision, Error> {
         if now > self.fits_until {
             self.rebase(rules, now);
@@ -137,7 +149,9 @@ impl<A: Packing> Shard<A> {
             self.hits = self.hits.wrapping_add(1);
             if self.eager || self.hits.is_multiple_of(HIT_SWEEP_PERIOD) {
                 self.sweep_step(rules, now);
-                self.lend_due = now < self.earliest_forget && self.hits.is_multiple_of(LEND_PERIOD);
+                if now < self.earliest_forget && self.hits.is_multiple_of(LEND_PERIOD) {
+                    lend(self.hits / LEND_PERIOD);
+                }
             }
             return Ok(decision);
         }
@@ -341,18 +355,6 @@ impl<A: Packing> Shard<A> {
         self.fits_until = (base + OFFSETS)
             .checked_mul(window_us)
             .map_or(u64::MAX, |end| end - 1);
-    }
-
-    /// The turn to lend another shard's sweeper that the last check left,
-    /// if any (see [`LEND_PERIOD`]): the number of lending periods this
-    /// shard has had, which picks the shard to sweep. Taking it clears it.
-    #[inline]
-    pub(crate) fn take_lend(&mut self) -> Option<u32> {
-        if !self.lend_due {
-            return None;
-        }
-        self.lend_due = false;
-        Some(self.hits / LEND_PERIOD)
     }
 
     /// A turn lent by another shard: up to [`LENT_STEPS`] sweep steps, while

@@ -51,19 +51,20 @@ impl<A: Packing> Table<A> {
         // Reject bad costs before taking the lock.
         self.rules.algorithm.validate_cost(cost)?;
         let from = fp.shard(self.mask);
-        let mut shard = self.shards[from].0.lock();
-        let decision = shard.check(&self.rules, fp, now, cost);
-        if let Some(turn) = shard.take_lend() {
-            drop(shard);
-            self.lend(from, turn, now);
-        }
-        decision
+        self.shards[from]
+            .0
+            .lock()
+            .check_lending(&self.rules, fp, now, cost, |turn| {
+                self.lend(from, turn, now);
+            })
     }
 
     /// Lends turn `turn` of shard `from`'s sweeper to another shard, the
     /// next in `from`'s rotation over the others (see
-    /// [`LEND_PERIOD`](crate::shard::LEND_PERIOD)). Skipped if that shard
-    /// is busy: a lent turn never waits.
+    /// [`LEND_PERIOD`](crate::shard::LEND_PERIOD)). Called with `from`'s
+    /// lock held, so it only tries the other's: skipped if that shard is
+    /// busy, a lent turn never waits (and two shards lending to each other
+    /// cannot deadlock).
     #[cold]
     #[inline(never)]
     fn lend(&self, from: usize, turn: u32, now: u64) {
