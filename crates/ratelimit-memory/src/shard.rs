@@ -158,7 +158,7 @@ impl<A: Packing> Shard<A> {
         self.check_new(rules, fp, now, cost)
     }
 
-    /// [`check`](Self::check) of a key not stored.
+    /// [`check_lending`](Self::check_lending) of a key not stored.
     fn check_new(
         &mut self,
         rules: &Rules<A>,
