@@ -13,8 +13,10 @@
 //! the default connection (multiplexed, batched) on a current-thread tokio
 //! runtime, over 10,000 keys, all allowed.
 //!
-//! Each round runs, for the same time each: the single-policy check; a
-//! set check taking no lease (`[1, 500, 0]`: the concurrency policy only
+//! Each round runs, for the same time each: the single-policy check; the
+//! same fixed window as a set of one policy (`check_set(&[1])`: the set
+//! machinery's own floor, against which the 3-policy set is also given);
+//! a set check taking no lease (`[1, 500, 0]`: the concurrency policy only
 //! gates, so nothing piles up); a reservation, a set check taking a lease
 //! (`[1, 500, 1]`) then its settle (`[1, 200, 0]`, a refund and the lease's
 //! release). Each is reported as a ratio to the single checks of the same
@@ -170,13 +172,25 @@ fn main() {
                 .await
                 .expect("connect"),
         );
+        let one_policy = Arc::new(
+            RedisSetLimiter::connect(
+                PolicySet::single(Policy::fixed_window(1_000_000_000, hour).unwrap()),
+                RedisOptions::standalone(server.url())
+                    .with_prefix("set1:")
+                    .with_functions(env("REDIS_BENCH_FUNCTIONS", 1) == 1),
+            )
+            .await
+            .expect("connect"),
+        );
         println!(
-            "| round | single checks/s | server µs/check | set checks/s, gate | ratio | server µs/check \
+            "| round | single checks/s | server µs/check | set-of-one checks/s | server µs/check \
+             | set checks/s, gate | ratio | ratio to a set of one | server µs/check \
              | reservations/s (check + settle) | ratio | script ops/s | ratio per op \
              | server µs/op | calls/op | commands inside/op |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let (mut gates, mut reservations, mut per_op) = (Vec::new(), Vec::new(), Vec::new());
+        let mut gates_to_one_set = Vec::new();
         for round in 1..=rounds {
             server_stats(&mut stats);
             let limiter = Arc::clone(&single);
@@ -190,6 +204,18 @@ fn main() {
             .await;
             let s = server_stats(&mut stats);
             let one_us = s.usec / (one * seconds as f64);
+            // The same policy as a set of one.
+            let limiter = Arc::clone(&one_policy);
+            let set1 = rate(tasks, seconds, move |key| {
+                let limiter = Arc::clone(&limiter);
+                async move {
+                    let check = limiter.check_set(&key, &[1]).await.expect("a check");
+                    assert!(check.decision.allowed);
+                }
+            })
+            .await;
+            let s = server_stats(&mut stats);
+            let set1_us = s.usec / (set1 * seconds as f64);
             // A set check taking no lease (the streams policy gates): a
             // decision that leaves nothing to release.
             let limiter = Arc::clone(&sets);
@@ -217,12 +243,14 @@ fn main() {
             let s = server_stats(&mut stats);
             let ops = 2.0 * three * seconds as f64;
             let (g, r, p) = (gate / one, three / one, 2.0 * three / one);
+            let g1 = gate / set1;
             gates.push(g);
+            gates_to_one_set.push(g1);
             reservations.push(r);
             per_op.push(p);
             println!(
-                "| {round} | {one:.0} | {one_us:.2} | {gate:.0} | {g:.2} | {gate_us:.2} | {three:.0} \
-                 | {r:.2} | {:.0} | {p:.2} | {:.2} | {:.3} | {:.2} |",
+                "| {round} | {one:.0} | {one_us:.2} | {set1:.0} | {set1_us:.2} | {gate:.0} | {g:.2} \
+                 | {g1:.2} | {gate_us:.2} | {three:.0} | {r:.2} | {:.0} | {p:.2} | {:.2} | {:.3} | {:.2} |",
                 2.0 * three,
                 s.usec / ops,
                 s.calls / ops,
@@ -230,19 +258,20 @@ fn main() {
             );
         }
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let summary = |name: &str, mut v: Vec<f64>| {
+        let summary = |name: &str, against: &str, mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             println!(
-                "{tasks} tasks, {name} / single check: median {:.2} (range {:.2}-{:.2}) over {rounds} rounds",
+                "{tasks} tasks, {name} / {against}: median {:.2} (range {:.2}-{:.2}) over {rounds} rounds",
                 v[v.len() / 2],
                 v[0],
                 v[v.len() - 1],
             );
         };
         println!();
-        summary("set check (gate)", gates);
-        summary("reservation (check + settle)", reservations);
-        summary("set script op (check or settle)", per_op);
+        summary("set check (gate)", "single check", gates);
+        summary("set check (gate)", "set of one", gates_to_one_set);
+        summary("reservation (check + settle)", "single check", reservations);
+        summary("set script op (check or settle)", "single check", per_op);
         println!(
             "load average {}",
             load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
