@@ -1,17 +1,18 @@
 //! `ratelimit-tower` against `tower_governor` 0.8 over real HTTP: the same
-//! one-route axum app (`POST /` answering `ok`) served in three variants on
+//! one-route axum app (`POST /` answering `ok`) served in four variants on
 //! loopback ports, for two paths.
 //!
 //! | variant | limiter |
 //! |---|---|
 //! | `ours` | `RateLimitLayer` over a `MemoryLimiter`, its defaults (peer-IP key, five headers, one-second check timeout) |
 //! | `governor` | `GovernorLayer` with `PeerIpKeyExtractor` and `.use_headers()` |
+//! | `layer` | no limiter, a pass-through layer (`tower::layer::layer_fn(\|s\| s)`): what axum's `Router::layer` costs any limiter's layer (the route boxed again, its response mapped) |
 //! | `none` | no limiter |
 //!
 //! | path | limit |
 //! |---|---|
-//! | `allowed` | so large it never denies during a run |
-//! | `denied` | one request, spent here before the ports are printed, so every later request is a 429 |
+//! | `allowed` | so large it never denies during a run (ours: a fixed window) |
+//! | `denied` | one request an hour, spent here before the ports are printed, so every later request is a 429 (ours: a token bucket, like governor's) |
 //!
 //! Run with: `scripts/bench-http [ROUNDS] [SECONDS]`, which starts this
 //! binary, drives each port with wrk in interleaved rounds and prints the
@@ -73,9 +74,22 @@ fn route() -> Router {
 }
 
 fn ours(path: Path) -> Router {
-    let policy = Policy::fixed_window(u64::from(path.limit()), WINDOW).expect("valid policy");
+    let policy = match path {
+        Path::Allowed => Policy::fixed_window(u64::from(path.limit()), WINDOW),
+        // A token bucket of one token a window, as governor's: a fixed
+        // window starts again at the top of every hour (its windows are
+        // aligned to the epoch), and a run across it would see one 200.
+        Path::Denied => Policy::token_bucket(1, 1, WINDOW),
+    }
+    .expect("valid policy");
     let limiter: Arc<dyn Limiter> = Arc::new(MemoryLimiter::new(policy));
     route().layer(RateLimitLayer::new(limiter))
+}
+
+/// The route behind a layer that does nothing: axum boxes the layered
+/// route again, as it does for either limiter's layer.
+fn pass_through() -> Router {
+    route().layer(tower::layer::layer_fn(|service| service))
 }
 
 fn governor(path: Path) -> Router {
@@ -153,13 +167,13 @@ async fn main() {
         .map_or(600, |s| s.parse().expect("LIFETIME_SECONDS is a number"));
     for path in [Path::Allowed, Path::Denied] {
         let variants = [
-            ("ours", Some(ours(path))),
-            ("governor", Some(governor(path))),
-            ("none", None),
+            ("ours", ours(path), true),
+            ("governor", governor(path), true),
+            ("layer", pass_through(), false),
+            ("none", route(), false),
         ];
-        for (variant, app) in variants {
-            let limited = app.is_some();
-            let port = serve(app.unwrap_or_else(route)).await;
+        for (variant, app, limited) in variants {
+            let port = serve(app).await;
             // The first request spends the denied path's quota, and both
             // say what a client sees: the check fails loudly if a variant
             // does not answer as its path says.
