@@ -8,7 +8,9 @@
 //! is stored in 32 bits, as an offset from a base window the shard keeps
 //! (`Shard::base`): a fixed-window state is then 8 bytes (a slot of 16
 //! with an 8-byte key, as the bucket's), a sliding-window state 12 (a slot
-//! of 20, `robin_hood.rs`).
+//! of 20, `robin_hood.rs`). A sliding window of a limit below `2^16`
+//! ([`NarrowSliding`]: the limits of most applications) also stores its
+//! counts in 16 bits: 8 bytes, a slot of 16 again.
 //!
 //! The form is exact: the shard keeps every stored window in
 //! `base..base + 2^32`, so [`Packing::unpack`] gives back the state the
@@ -33,8 +35,8 @@
 use std::fmt::Debug;
 
 use ratelimit_core::{
-    Algorithm, FixedWindow, FixedWindowState, SlidingWindow, SlidingWindowState, TokenBucket,
-    TokenBucketState,
+    Algorithm, Decision, Error, FixedWindow, FixedWindowState, SlidingWindow, SlidingWindowState,
+    TokenBucket, TokenBucketState,
 };
 
 /// Windows a shard's base stays behind the current window when it moves.
@@ -193,6 +195,113 @@ impl Packing for SlidingWindow {
     }
 }
 
+/// A sliding window of a limit below `2^16`, whose states are stored in 8
+/// bytes instead of 12 ([`PackedNarrow`]): beside an 8-byte key, a slot of
+/// 16 bytes, as a token bucket's, instead of 20. It decides exactly as the
+/// policy it wraps.
+#[derive(Debug)]
+pub(crate) struct NarrowSliding(SlidingWindow);
+
+impl NarrowSliding {
+    /// `policy` stored narrow, if its limit is below `2^16`.
+    pub(crate) fn new(policy: SlidingWindow) -> Option<Self> {
+        (policy.limit() <= u64::from(u16::MAX)).then_some(Self(policy))
+    }
+}
+
+/// A [`SlidingWindowState`] of a [`NarrowSliding`] in 8 bytes: its counts
+/// in 16 bits each, which hold them (a count never exceeds the limit: a
+/// check takes only what leaves the estimate, which is at least the
+/// current count, within it; the previous count is a former current one).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PackedNarrow {
+    window: u32,
+    previous: u16,
+    current: u16,
+}
+
+impl Algorithm for NarrowSliding {
+    type State = SlidingWindowState;
+
+    #[inline]
+    fn limit(&self) -> u64 {
+        self.0.limit()
+    }
+
+    // Always inlined, as the policy's own (see its comment).
+    #[inline(always)]
+    fn check(
+        &self,
+        state: &SlidingWindowState,
+        now: u64,
+        cost: u64,
+    ) -> Result<(Decision, SlidingWindowState), Error> {
+        self.0.check(state, now, cost)
+    }
+
+    #[inline]
+    fn peek(&self, state: &SlidingWindowState, now: u64) -> Decision {
+        self.0.peek(state, now)
+    }
+
+    #[inline]
+    fn expires_at(&self, state: &SlidingWindowState) -> u64 {
+        self.0.expires_at(state)
+    }
+
+    #[inline]
+    fn is_idle(&self, state: &SlidingWindowState, now: u64) -> bool {
+        self.0.is_idle(state, now)
+    }
+
+    #[inline]
+    fn validate_cost(&self, cost: u64) -> Result<(), Error> {
+        self.0.validate_cost(cost)
+    }
+}
+
+impl Packing for NarrowSliding {
+    type Packed = PackedNarrow;
+
+    #[inline]
+    fn window_us(&self) -> Option<u64> {
+        Some(self.0.window_micros())
+    }
+
+    #[inline]
+    fn window_of(state: &SlidingWindowState) -> u64 {
+        state.window
+    }
+
+    #[inline]
+    fn pack(state: SlidingWindowState, base: u64) -> PackedNarrow {
+        debug_assert!(
+            state.previous.max(state.current) <= u32::from(u16::MAX),
+            "{state:?}: a count above 16 bits"
+        );
+        // Truncating is intended: the counts are within a 16-bit limit.
+        PackedNarrow {
+            window: offset(state.window, base),
+            previous: state.previous as u16,
+            current: state.current as u16,
+        }
+    }
+
+    #[inline]
+    fn clamp(state: SlidingWindowState, base: u64) -> SlidingWindowState {
+        SlidingWindow::clamp(state, base)
+    }
+
+    #[inline]
+    fn unpack(packed: PackedNarrow, base: u64) -> SlidingWindowState {
+        SlidingWindowState::new(
+            base + u64::from(packed.window),
+            u32::from(packed.previous),
+            u32::from(packed.current),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -214,6 +323,21 @@ mod tests {
     fn window_states_are_stored_in_8_and_12_bytes() {
         assert_eq!(std::mem::size_of::<PackedFixed>(), 8);
         assert_eq!(std::mem::size_of::<PackedSliding>(), 12);
+        assert_eq!(std::mem::size_of::<PackedNarrow>(), 8);
+    }
+
+    fn sliding(limit: u64) -> SlidingWindow {
+        SlidingWindow::new(limit, std::time::Duration::from_millis(1)).unwrap()
+    }
+
+    #[test]
+    fn a_sliding_window_is_stored_narrow_up_to_a_16_bit_limit() {
+        for limit in [1, 2, 1_000, u64::from(u16::MAX)] {
+            assert!(NarrowSliding::new(sliding(limit)).is_some(), "limit {limit}");
+        }
+        for limit in [1 << 16, u64::from(u32::MAX)] {
+            assert!(NarrowSliding::new(sliding(limit)).is_none(), "limit {limit}");
+        }
     }
 
     proptest! {
@@ -234,6 +358,12 @@ mod tests {
             );
             let bucket = TokenBucketState::new(window);
             prop_assert_eq!(TokenBucket::unpack(TokenBucket::pack(bucket, base), base), bucket);
+            // A narrow sliding window's counts are at most `u16::MAX`.
+            let narrow = SlidingWindowState::new(window, previous >> 16, count >> 16);
+            prop_assert_eq!(
+                NarrowSliding::unpack(NarrowSliding::pack(narrow, base), base),
+                narrow
+            );
         }
 
         #[test]

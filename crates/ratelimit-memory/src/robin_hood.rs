@@ -303,19 +303,21 @@ mod tests {
 
     #[test]
     fn slots_are_the_key_and_the_stored_state_in_32_bit_words() {
-        use crate::packed::{PackedFixed, PackedSliding};
+        use crate::packed::{PackedFixed, PackedNarrow, PackedSliding};
         use ratelimit_core::TokenBucketState;
         // The bytes per key the README states: the stored key (two 32-bit
         // words for 8-byte keys, three otherwise) and the stored state.
         assert_eq!(std::mem::size_of::<Slot<u64, TokenBucketState>>(), 16);
         assert_eq!(std::mem::size_of::<Slot<u64, PackedFixed>>(), 16);
         assert_eq!(std::mem::size_of::<Slot<u64, PackedSliding>>(), 20);
+        assert_eq!(std::mem::size_of::<Slot<u64, PackedNarrow>>(), 16);
         assert_eq!(
             std::mem::size_of::<Slot<PackedWide, TokenBucketState>>(),
             20
         );
         assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedFixed>>(), 20);
         assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedSliding>>(), 24);
+        assert_eq!(std::mem::size_of::<Slot<PackedWide, PackedNarrow>>(), 20);
     }
 
     #[test]

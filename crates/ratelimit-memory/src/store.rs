@@ -4,7 +4,7 @@ use ratelimit_core::{Decision, Error, FixedWindow, Policy, SlidingWindow, TokenB
 
 use crate::fingerprint::Fingerprint;
 use crate::meters::Meters;
-use crate::packed::Packing;
+use crate::packed::{NarrowSliding, Packing};
 use crate::shard::Rules;
 use crate::table::Table;
 use crate::MemoryLimiterOptions;
@@ -12,9 +12,12 @@ use crate::MemoryLimiterOptions;
 /// One monomorphic table per algorithm: the per-call `match` is a
 /// predictable branch, and each table stores its algorithm's state in its
 /// own form (12 bytes or less, `packed.rs`) beside the key's fingerprint.
+/// A sliding window of a limit below `2^20` has a table of its own, whose
+/// states are 8 bytes.
 #[derive(Debug)]
 pub(crate) enum Store {
     FixedWindow(Table<FixedWindow>),
+    NarrowSliding(Table<NarrowSliding>),
     SlidingWindow(Table<SlidingWindow>),
     TokenBucket(Table<TokenBucket>),
 }
@@ -24,6 +27,7 @@ macro_rules! each {
     ($store:expr, |$t:ident| $body:expr) => {
         match $store {
             Store::FixedWindow($t) => $body,
+            Store::NarrowSliding($t) => $body,
             Store::SlidingWindow($t) => $body,
             Store::TokenBucket($t) => $body,
         }
@@ -50,7 +54,10 @@ impl Store {
     pub(crate) fn new(policy: Policy, options: &MemoryLimiterOptions, meters: Meters) -> Self {
         match policy {
             Policy::FixedWindow(p) => Self::FixedWindow(table(p, options, meters)),
-            Policy::SlidingWindow(p) => Self::SlidingWindow(table(p, options, meters)),
+            Policy::SlidingWindow(p) => match NarrowSliding::new(p) {
+                Some(narrow) => Self::NarrowSliding(table(narrow, options, meters)),
+                None => Self::SlidingWindow(table(p, options, meters)),
+            },
             Policy::TokenBucket(p) => Self::TokenBucket(table(p, options, meters)),
         }
     }

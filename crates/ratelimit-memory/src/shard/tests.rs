@@ -28,7 +28,7 @@ use ratelimit_core::{FixedWindow, SlidingWindow, TokenBucket};
 use super::{Rules, Shard, SWEEP_STEP};
 use crate::fingerprint::Fingerprint;
 use crate::meters::{Meters, KEYS_RECLAIMED, KEYS_REFUSED};
-use crate::packed::{Packing, BASE_LAG, OFFSETS};
+use crate::packed::{NarrowSliding, Packing, BASE_LAG, OFFSETS};
 use crate::WhenFull;
 
 /// Keys the operations pick from: enough for a table of 128 slots, the
@@ -539,6 +539,17 @@ fn far_back() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// A sliding window of `limit` over `ms` milliseconds, stored narrow.
+fn narrow(limit: u64, ms: u64) -> NarrowSliding {
+    NarrowSliding::new(SlidingWindow::new(limit, Duration::from_millis(ms)).unwrap()).unwrap()
+}
+
+/// Limits of narrow sliding windows: small ones, which the checks exhaust,
+/// and the largest, whose counts take all 16 bits.
+fn narrow_limit() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => 1u64..=4, 1 => Just(u64::from(u16::MAX))]
+}
+
 proptest! {
     #[test]
     fn fixed_window_far_back_is_no_looser_than_the_core(
@@ -554,6 +565,13 @@ proptest! {
     ) {
         let policy = SlidingWindow::new(limit, Duration::from_millis(ms)).unwrap();
         no_looser_far_back(policy, windows, &checks)?;
+    }
+
+    #[test]
+    fn narrow_sliding_window_far_back_is_no_looser_than_the_core(
+        limit in narrow_limit(), ms in 1u64..=3, windows in far_back(), checks in far_checks(),
+    ) {
+        no_looser_far_back(narrow(limit, ms), windows, &checks)?;
     }
 }
 
@@ -577,6 +595,13 @@ proptest! {
         limit in 1u64..=4, ms in 1u64..=3, setup in setup(), ops in ops(),
     ) {
         run(SlidingWindow::new(limit, Duration::from_millis(ms)).unwrap(), setup, &ops)?;
+    }
+
+    #[test]
+    fn narrow_sliding_window_shard_matches_the_model(
+        limit in narrow_limit(), ms in 1u64..=3, setup in setup(), ops in ops(),
+    ) {
+        run(narrow(limit, ms), setup, &ops)?;
     }
 
     #[test]
