@@ -33,11 +33,14 @@ pub fn period() -> impl Strategy<Value = Duration> {
     ]
 }
 
-/// A limit: mostly small (so sequences hit denials), sometimes large.
+/// A limit: mostly small (so sequences hit denials), sometimes large:
+/// the largest, and those either side of `2^16` (below it, the memory
+/// backend stores a sliding window's counts in 16 bits each).
 pub fn limit() -> impl Strategy<Value = u64> {
     prop_oneof![
         6 => 1u64..=12,
         1 => 13u64..=1_000,
+        1 => prop_oneof![Just(u64::from(u16::MAX)), Just(1 << 16)],
         1 => Just(u64::from(u32::MAX)),
     ]
 }
