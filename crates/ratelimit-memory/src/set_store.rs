@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use ratelimit_core::{
     Decision, Error, LeaseId, Limit, PartState, Policy, PolicyReceipt, PolicySet, PolicyState,
     RateState, Receipt, SetCheck, SetDecision, SetState,
 };
 
 use crate::fingerprint::Fingerprint;
+use crate::lock::ShardLock;
 use crate::meters::Meters;
 
 /// A shard is swept whole when it has grown to this many keys at least and
@@ -397,9 +398,14 @@ impl SetShard {
     }
 }
 
-/// Pads a shard to its own cache lines (see `table.rs`).
+/// Pads a shard to its own cache lines (see `table.rs`). Its lock is the
+/// single-policy table's (`lock.rs`), released by a plain store: one
+/// locked instruction per operation instead of `parking_lot`'s two. A
+/// locked instruction waits for every store before it, and an answer is
+/// hundreds of bytes; the second one was 3–8% of a set check or a lease
+/// (`BENCHMARKS.md`).
 #[repr(align(128))]
-struct Padded(Mutex<SetShard>);
+struct Padded(ShardLock<SetShard>);
 
 /// Keys of one or more sets, split over independently locked shards.
 /// Every operation takes one shard lock, finds the key once and updates
@@ -446,7 +452,7 @@ impl SetStore {
         debug_assert!(shards.is_power_of_two());
         Self {
             shards: (0..shards)
-                .map(|_| Padded(Mutex::new(SetShard::new())))
+                .map(|_| Padded(ShardLock::new(SetShard::new())))
                 .collect(),
             mask: shards - 1,
             rules,
@@ -481,7 +487,7 @@ impl SetStore {
     }
 
     #[inline]
-    fn shard(&self, fp: Fingerprint) -> &Mutex<SetShard> {
+    fn shard(&self, fp: Fingerprint) -> &ShardLock<SetShard> {
         &self.shards[fp.shard(self.mask)].0
     }
 
