@@ -333,10 +333,16 @@ mod tests {
     #[test]
     fn a_sliding_window_is_stored_narrow_up_to_a_16_bit_limit() {
         for limit in [1, 2, 1_000, u64::from(u16::MAX)] {
-            assert!(NarrowSliding::new(sliding(limit)).is_some(), "limit {limit}");
+            assert!(
+                NarrowSliding::new(sliding(limit)).is_some(),
+                "limit {limit}"
+            );
         }
         for limit in [1 << 16, u64::from(u32::MAX)] {
-            assert!(NarrowSliding::new(sliding(limit)).is_none(), "limit {limit}");
+            assert!(
+                NarrowSliding::new(sliding(limit)).is_none(),
+                "limit {limit}"
+            );
         }
     }
 
