@@ -144,20 +144,32 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// The slot holding `key`, whose placement hash is `hash`, if any.
     #[inline]
     pub(crate) fn find(&self, key: K, hash: u64, seed: Seed) -> Option<usize> {
+        self.probe(key, hash, seed).ok()
+    }
+
+    /// The slot holding `key`, whose placement hash is `hash`, or, when it
+    /// is not stored, the slot where it would go: its Robin Hood place,
+    /// for [`insert_vacant`](Self::insert_vacant).
+    #[inline]
+    pub(crate) fn probe(&self, key: K, hash: u64, seed: Seed) -> Result<usize, usize> {
         let mask = self.mask();
         let mut at = self.home(hash);
         let mut probed = 0;
         loop {
             // Out of range only in an array of no slots: nothing stored. In
             // any other, the same bounds check as indexing.
-            let stored = self.slots.get(at)?.key();
+            let Some(slot) = self.slots.get(at) else {
+                return Err(at);
+            };
+            let stored = slot.key();
             if stored == key {
-                return Some(at);
+                return Ok(at);
             }
             // An empty slot, or an entry closer to its home than `key`
-            // would be here: Robin Hood order says `key` is not further on.
+            // would be here: Robin Hood order says `key` is not further on,
+            // and that this is its place.
             if stored == K::EMPTY || self.distance(at, stored, seed) < probed {
-                return None;
+                return Err(at);
             }
             at = (at + 1) & mask;
             probed += 1;
@@ -187,39 +199,62 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// array would pass 7/8 full. Returns whether entries moved in a way a
     /// sweeper walking the slots in order could miss: the array was
     /// rebuilt, or an entry was pushed past the end back to the start.
+    #[cfg(test)]
     pub(crate) fn insert_new(&mut self, key: K, state: P, seed: Seed) -> bool {
-        let mut reordered = false;
-        if (self.len + 1) * 8 > self.slots.len() * 7 {
+        let at = self.probe(key, key.hash(seed), seed);
+        debug_assert!(at.is_err(), "a new key");
+        self.insert_vacant(at.unwrap_or_else(|at| at), key, state, seed)
+    }
+
+    /// [`insert_new`](Self::insert_new) of a key [`probe`](Self::probe)
+    /// did not find, `at` being the place it gave, with nothing changed
+    /// since.
+    pub(crate) fn insert_vacant(&mut self, at: usize, key: K, state: P, seed: Seed) -> bool {
+        let reordered = if (self.len + 1) * 8 > self.slots.len() * 7 {
             self.resize((self.slots.len() * 2).max(MIN_SLOTS), seed);
-            reordered = true;
-        }
-        reordered |= self.place(Slot { key, state }, seed);
+            // Slots moved: the place is found again.
+            self.place(Slot { key, state }, seed);
+            true
+        } else {
+            self.insert_at(at, Slot { key, state })
+        };
         self.len += 1;
         reordered
     }
 
     /// Puts an entry in its Robin Hood place, shifting richer entries on;
     /// returns whether a shifted entry wrapped from the end to the start.
-    fn place(&mut self, mut carry: Slot<K, P>, seed: Seed) -> bool {
+    fn place(&mut self, carry: Slot<K, P>, seed: Seed) -> bool {
+        let at = self
+            .probe(carry.key(), carry.key().hash(seed), seed)
+            .expect_err("a key not stored");
+        self.insert_at(at, carry)
+    }
+
+    /// Puts `carry` in slot `at`, its Robin Hood place, moving the entries
+    /// from there to the next empty slot one slot on. Entries are in the
+    /// order of their homes (Robin Hood order keeps them so), so moving a
+    /// run of them on by one keeps that order: no distance need be
+    /// computed. Returns whether an entry wrapped from the end to the
+    /// start.
+    fn insert_at(&mut self, at: usize, carry: Slot<K, P>) -> bool {
         let mask = self.mask();
-        let mut at = self.home(carry.key().hash(seed));
-        let mut probed = 0;
-        let mut wrapped = false;
-        loop {
-            let stored = self.slots[at].key();
-            if stored == K::EMPTY {
-                self.slots[at] = carry;
-                return wrapped;
-            }
-            let theirs = self.distance(at, stored, seed);
-            if theirs < probed {
-                std::mem::swap(&mut self.slots[at], &mut carry);
-                probed = theirs;
-            }
-            at = (at + 1) & mask;
-            wrapped |= at == 0;
-            probed += 1;
+        let mut empty = at;
+        while self.slots[empty].key() != K::EMPTY {
+            empty = (empty + 1) & mask;
         }
+        let wrapped = empty < at;
+        if wrapped {
+            // The run wraps: its part at the start moves on first, then the
+            // last slot's entry to the first slot, then the part at the end.
+            self.slots.copy_within(0..empty, 1);
+            self.slots[0] = self.slots[mask];
+            self.slots.copy_within(at..mask, at + 1);
+        } else {
+            self.slots.copy_within(at..empty, at + 1);
+        }
+        self.slots[at] = carry;
+        wrapped
     }
 
     /// Removes the entry in slot `at`, shifting the entries after it back
@@ -335,6 +370,39 @@ mod tests {
         assert_eq!(slots.slot_count(), MIN_SLOTS);
         let at = slots.find(7, seed.word(7), seed).expect("inserted");
         assert_eq!(slots.state(at), 70);
+    }
+
+    #[test]
+    fn an_insert_moves_the_run_after_its_place_on_and_says_when_it_wraps() {
+        let seed = Seed::process();
+        let mut slots = RobinHood::<u64, u64>::with_slots(MIN_SLOTS);
+        // Two keys (from 1: 0 marks an empty slot) whose home is `home`.
+        let homed = |home: usize| {
+            (1..)
+                .filter(|&k| slots.home(seed.word(k)) == home)
+                .take(2)
+                .collect::<Vec<u64>>()
+        };
+        let (sevens, sixes) = (homed(7), homed(6));
+        let (a, b, c, d) = (sevens[0], sevens[1], sixes[0], sixes[1]);
+        let insert = |slots: &mut RobinHood<u64, u64>, key: u64| {
+            let at = slots.probe(key, seed.word(key), seed).expect_err("new");
+            (at, slots.insert_vacant(at, key, key * 10, seed))
+        };
+        // A in its home, B after it past the end: nothing moves, nothing
+        // wraps (B is the one inserted).
+        assert_eq!(insert(&mut slots, a), (7, false));
+        assert_eq!(insert(&mut slots, b), (0, false));
+        assert_eq!(insert(&mut slots, c), (6, false));
+        // D's place is slot 7, before A: A moves to slot 0 and B to slot 1.
+        // A went from the end to the start.
+        assert_eq!(insert(&mut slots, d), (7, true));
+        let at = |slots: &RobinHood<u64, u64>, key: u64| slots.find(key, seed.word(key), seed);
+        for (key, slot) in [(c, 6), (d, 7), (a, 0), (b, 1)] {
+            assert_eq!(at(&slots, key), Some(slot), "key {key}");
+            assert_eq!(slots.state(slot), key * 10);
+        }
+        assert_eq!(slots.len(), 4);
     }
 
     #[test]

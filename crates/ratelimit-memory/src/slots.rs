@@ -28,6 +28,11 @@ impl<P: Copy + Default> Default for Slots<P> {
     }
 }
 
+/// Where a key [`Slots::probe`] did not find would go: a slot of the array
+/// of its width, valid until the slots next change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Vacant(usize);
+
 /// Slot `at` of the whole, as a slot of one of the two arrays.
 enum Place {
     Word(usize),
@@ -40,6 +45,22 @@ impl<P: Copy + Default> Slots<P> {
         match at.checked_sub(self.words.slot_count()) {
             None => Place::Word(at),
             Some(wide) => Place::Wide(wide),
+        }
+    }
+
+    /// The slot holding `fp`, or, when it is not stored, its place in its
+    /// array, for [`insert_vacant`](Self::insert_vacant).
+    #[inline]
+    pub(crate) fn probe(&self, fp: Fingerprint) -> Result<usize, Vacant> {
+        match fp.key {
+            Key::Word(word) => match self.words.probe(word, fp.hash, self.seed) {
+                Ok(at) => Ok(at),
+                Err(at) => Err(Vacant(at)),
+            },
+            Key::Wide(wide) => match self.wides.probe(wide.packed(), fp.hash, self.seed) {
+                Ok(at) => Ok(at + self.words.slot_count()),
+                Err(at) => Err(Vacant(at)),
+            },
         }
     }
 
@@ -87,10 +108,21 @@ impl<P: Copy + Default> Slots<P> {
     /// sweeper walking the slots in order could miss: an array was rebuilt
     /// (which also renumbers the slots after it), or an entry was pushed
     /// past the end of its array back to the start.
+    #[cfg(test)]
     pub(crate) fn insert_new(&mut self, fp: Fingerprint, state: P) -> bool {
+        let vacant = self.probe(fp).expect_err("a new key");
+        self.insert_vacant(vacant, fp, state)
+    }
+
+    /// [`insert_new`](Self::insert_new) of a key [`probe`](Self::probe)
+    /// did not find, `vacant` being what it gave, with nothing changed
+    /// since.
+    pub(crate) fn insert_vacant(&mut self, vacant: Vacant, fp: Fingerprint, state: P) -> bool {
         match fp.key {
-            Key::Word(word) => self.words.insert_new(word, state, self.seed),
-            Key::Wide(wide) => self.wides.insert_new(wide.packed(), state, self.seed),
+            Key::Word(word) => self.words.insert_vacant(vacant.0, word, state, self.seed),
+            Key::Wide(wide) => self
+                .wides
+                .insert_vacant(vacant.0, wide.packed(), state, self.seed),
         }
     }
 
