@@ -150,7 +150,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// The slot holding `key`, whose placement hash is `hash`, or, when it
     /// is not stored, the slot where it would go: its Robin Hood place,
     /// for [`insert_vacant`](Self::insert_vacant).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn probe(&self, key: K, hash: u64, seed: Seed) -> Result<usize, usize> {
         let mask = self.mask();
         let mut at = self.home(hash);

@@ -141,10 +141,10 @@ impl<A: Packing> Shard<A> {
             self.rebase(rules, now);
         }
         // Not found, the probe gives the key's place: inserting it then
-        // only moves the entries after it on (`RobinHood::insert_at`).
-        // This made a new key's check 12-15% faster and a stored key's
-        // 3-5% slower (`BENCHMARKS.md`); probing again in `check_new`,
-        // on lines the lookup had just brought in, kept half the gain.
+        // only moves the entries after it on (`RobinHood::insert_at`), a
+        // new key's check 12-15% faster (`BENCHMARKS.md`); probing again
+        // in `check_new`, on lines the lookup had just brought in, kept
+        // half the gain.
         let at = match self.slots.probe(fp) {
             Ok(at) => at,
             Err(vacant) => return self.check_new(rules, fp, vacant, now, cost),

@@ -49,8 +49,10 @@ impl<P: Copy + Default> Slots<P> {
     }
 
     /// The slot holding `fp`, or, when it is not stored, its place in its
-    /// array, for [`insert_vacant`](Self::insert_vacant).
-    #[inline]
+    /// array, for [`insert_vacant`](Self::insert_vacant). Always inlined:
+    /// it is the hot path's lookup, and a call (which `#[inline]` left
+    /// it) cost a stored key's check 3-5%.
+    #[inline(always)]
     pub(crate) fn probe(&self, fp: Fingerprint) -> Result<usize, Vacant> {
         match fp.key {
             Key::Word(word) => match self.words.probe(word, fp.hash, self.seed) {
