@@ -195,10 +195,8 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         (slot.key() != K::EMPTY).then_some(slot.state)
     }
 
-    /// Inserts `key`, which must not be present, growing first if the
-    /// array would pass 7/8 full. Returns whether entries moved in a way a
-    /// sweeper walking the slots in order could miss: the array was
-    /// rebuilt, or an entry was pushed past the end back to the start.
+    /// Inserts `key`, which must not be present: [`probe`](Self::probe),
+    /// then [`insert_vacant`](Self::insert_vacant).
     #[cfg(test)]
     pub(crate) fn insert_new(&mut self, key: K, state: P, seed: Seed) -> bool {
         let at = self.probe(key, key.hash(seed), seed);
@@ -206,9 +204,11 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         self.insert_vacant(at.unwrap_or_else(|at| at), key, state, seed)
     }
 
-    /// [`insert_new`](Self::insert_new) of a key [`probe`](Self::probe)
-    /// did not find, `at` being the place it gave, with nothing changed
-    /// since.
+    /// Inserts `key`, which [`probe`](Self::probe) did not find, `at`
+    /// being the place it gave, nothing changed since; grows first if the
+    /// array would pass 7/8 full. Returns whether entries moved in a way a
+    /// sweeper walking the slots in order could miss: the array was
+    /// rebuilt, or an entry was pushed past the end back to the start.
     pub(crate) fn insert_vacant(&mut self, at: usize, key: K, state: P, seed: Seed) -> bool {
         let reordered = if (self.len + 1) * 8 > self.slots.len() * 7 {
             self.resize((self.slots.len() * 2).max(MIN_SLOTS), seed);

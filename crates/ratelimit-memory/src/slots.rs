@@ -105,20 +105,20 @@ impl<P: Copy + Default> Slots<P> {
         }
     }
 
-    /// Inserts `fp`, which must not be present, growing its array first if
-    /// it would pass 7/8 full. Returns whether entries moved in a way a
-    /// sweeper walking the slots in order could miss: an array was rebuilt
-    /// (which also renumbers the slots after it), or an entry was pushed
-    /// past the end of its array back to the start.
+    /// Inserts `fp`, which must not be present: [`probe`](Self::probe),
+    /// then [`insert_vacant`](Self::insert_vacant).
     #[cfg(test)]
     pub(crate) fn insert_new(&mut self, fp: Fingerprint, state: P) -> bool {
         let vacant = self.probe(fp).expect_err("a new key");
         self.insert_vacant(vacant, fp, state)
     }
 
-    /// [`insert_new`](Self::insert_new) of a key [`probe`](Self::probe)
-    /// did not find, `vacant` being what it gave, with nothing changed
-    /// since.
+    /// Inserts `fp`, which [`probe`](Self::probe) did not find, `vacant`
+    /// being what it gave, nothing changed since; grows its array first if
+    /// it would pass 7/8 full. Returns whether entries moved in a way a
+    /// sweeper walking the slots in order could miss: an array was rebuilt
+    /// (which also renumbers the slots after it), or an entry was pushed
+    /// past the end of its array back to the start.
     pub(crate) fn insert_vacant(&mut self, vacant: Vacant, fp: Fingerprint, state: P) -> bool {
         match fp.key {
             Key::Word(word) => self.words.insert_vacant(vacant.0, word, state, self.seed),
