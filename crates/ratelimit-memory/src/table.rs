@@ -45,7 +45,7 @@ impl<A: Packing> Table<A> {
         &self.shards[fp.shard(self.mask)].0
     }
 
-    /// See [`Shard::check`].
+    /// See [`Shard::check_lending`].
     #[inline]
     pub(crate) fn check(&self, fp: Fingerprint, now: u64, cost: u64) -> Result<Decision, Error> {
         // Reject bad costs before taking the lock.
