@@ -260,30 +260,33 @@ impl Algorithm for NarrowSliding {
     }
 }
 
+/// The narrow form is the wide one ([`PackedSliding`]) with its counts in
+/// 16 bits: the window offset is kept the same way.
 impl Packing for NarrowSliding {
     type Packed = PackedNarrow;
 
     #[inline]
     fn window_us(&self) -> Option<u64> {
-        Some(self.0.window_micros())
+        self.0.window_us()
     }
 
     #[inline]
     fn window_of(state: &SlidingWindowState) -> u64 {
-        state.window
+        SlidingWindow::window_of(state)
     }
 
     #[inline]
     fn pack(state: SlidingWindowState, base: u64) -> PackedNarrow {
+        let wide = SlidingWindow::pack(state, base);
         debug_assert!(
-            state.previous.max(state.current) <= u32::from(u16::MAX),
+            wide.previous.max(wide.current) <= u32::from(u16::MAX),
             "{state:?}: a count above 16 bits"
         );
         // Truncating is intended: the counts are within a 16-bit limit.
         PackedNarrow {
-            window: offset(state.window, base),
-            previous: state.previous as u16,
-            current: state.current as u16,
+            window: wide.window,
+            previous: wide.previous as u16,
+            current: wide.current as u16,
         }
     }
 
@@ -294,11 +297,12 @@ impl Packing for NarrowSliding {
 
     #[inline]
     fn unpack(packed: PackedNarrow, base: u64) -> SlidingWindowState {
-        SlidingWindowState::new(
-            base + u64::from(packed.window),
-            u32::from(packed.previous),
-            u32::from(packed.current),
-        )
+        let wide = PackedSliding {
+            window: packed.window,
+            previous: u32::from(packed.previous),
+            current: u32::from(packed.current),
+        };
+        SlidingWindow::unpack(wide, base)
     }
 }
 

@@ -121,8 +121,8 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
         }
     }
 
-    /// `slots - 1`; all ones for an array of no slots, whose probes
-    /// [`find`](Self::find) ends at once.
+    /// `slots - 1`; all ones for an array of no slots, where a
+    /// [`probe`](Self::probe) ends at once.
     #[inline]
     fn mask(&self) -> usize {
         self.slots.len().wrapping_sub(1)
@@ -142,7 +142,7 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     }
 
     /// The slot holding `key`, whose placement hash is `hash`, if any.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn find(&self, key: K, hash: u64, seed: Seed) -> Option<usize> {
         self.probe(key, hash, seed).ok()
     }

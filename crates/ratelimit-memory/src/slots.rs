@@ -69,13 +69,7 @@ impl<P: Copy + Default> Slots<P> {
     /// The slot holding `fp`, if any.
     #[inline]
     pub(crate) fn find(&self, fp: Fingerprint) -> Option<usize> {
-        match fp.key {
-            Key::Word(word) => self.words.find(word, fp.hash, self.seed),
-            Key::Wide(wide) => self
-                .wides
-                .find(wide.packed(), fp.hash, self.seed)
-                .map(|at| at + self.words.slot_count()),
-        }
+        self.probe(fp).ok()
     }
 
     /// The state in slot `at`.

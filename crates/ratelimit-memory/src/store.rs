@@ -12,7 +12,7 @@ use crate::MemoryLimiterOptions;
 /// One monomorphic table per algorithm: the per-call `match` is a
 /// predictable branch, and each table stores its algorithm's state in its
 /// own form (12 bytes or less, `packed.rs`) beside the key's fingerprint.
-/// A sliding window of a limit below `2^20` has a table of its own, whose
+/// A sliding window of a limit below `2^16` has a table of its own, whose
 /// states are 8 bytes.
 #[derive(Debug)]
 pub(crate) enum Store {
