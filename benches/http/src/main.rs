@@ -8,6 +8,7 @@
 //! | `governor` | `GovernorLayer` with `PeerIpKeyExtractor` and `.use_headers()` |
 //! | `layer` | no limiter, a pass-through layer (`tower::layer::layer_fn(\|s\| s)`): what axum's `Router::layer` costs any limiter's layer (the route boxed again, its response mapped) |
 //! | `none` | no limiter |
+//! | `fields` | no limiter; the handler answers with ours' five fields as constants of the same length (allowed path only): what writing and reading the fields costs any limiter that sends them |
 //!
 //! | path | limit |
 //! |---|---|
@@ -84,6 +85,37 @@ fn ours(path: Path) -> Router {
     .expect("valid policy");
     let limiter: Arc<dyn Limiter> = Arc::new(MemoryLimiter::new(policy));
     route().layer(RateLimitLayer::new(limiter))
+}
+
+/// No limiter; the handler answers with the five fields ours writes on
+/// the allowed path, as constants of the same length: what the fields
+/// alone cost (the map's inserts, hyper's writing, wrk's reading), the
+/// bound of any limiter that writes them.
+fn fields() -> Router {
+    use axum::http::{HeaderName, HeaderValue};
+    const FIELDS: [(HeaderName, HeaderValue); 5] = [
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_static("\"default\";q=1000000000;w=3600"),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            HeaderValue::from_static("\"default\";r=999999997;t=3042"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from_static("1000000000"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from_static("999999997"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from_static("3042"),
+        ),
+    ];
+    Router::new().route("/", post(|| async { (FIELDS, "ok") }))
 }
 
 /// The route behind a layer that does nothing: axum boxes the layered
@@ -166,12 +198,15 @@ async fn main() {
         .nth(1)
         .map_or(600, |s| s.parse().expect("LIFETIME_SECONDS is a number"));
     for path in [Path::Allowed, Path::Denied] {
-        let variants = [
+        let mut variants = vec![
             ("ours", ours(path), true),
             ("governor", governor(path), true),
             ("layer", pass_through(), false),
             ("none", route(), false),
         ];
+        if path == Path::Allowed {
+            variants.push(("fields", fields(), false));
+        }
         for (variant, app, limited) in variants {
             let port = serve(app).await;
             // The first request spends the denied path's quota, and both
