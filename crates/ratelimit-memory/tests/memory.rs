@@ -15,33 +15,54 @@ fn key(i: u64) -> [u8; 8] {
     i.to_le_bytes()
 }
 
+/// Keys and bytes stored after a million keys' checks (`full`), then after
+/// a million new keys' once the first ones' windows are over (`rotated`).
+struct Rotation {
+    full: usize,
+    full_bytes: usize,
+    rotated: usize,
+    rotated_bytes: usize,
+}
+
+/// Checks a million keys on `limiter` (each once, on a one-second window),
+/// lets their windows end, then checks a million new keys: a client
+/// rotating through new keys, which must reuse the room of the old ones
+/// (at most 10% more keys stored after the rotation).
+fn fill_then_rotate(limiter: &MemoryLimiter<ManualClock>, clock: &ManualClock) -> Rotation {
+    for i in 0..MILLION {
+        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
+    }
+    let (full, full_bytes) = (limiter.len(), limiter.allocated_bytes());
+    clock.advance(Duration::from_secs(2));
+    for i in MILLION..2 * MILLION {
+        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
+    }
+    let (rotated, rotated_bytes) = (limiter.len(), limiter.allocated_bytes());
+    assert!(
+        rotated <= MILLION as usize * 11 / 10,
+        "{rotated} keys stored after rotation"
+    );
+    Rotation {
+        full,
+        full_bytes,
+        rotated,
+        rotated_bytes,
+    }
+}
+
 #[test]
 fn a_million_keys_are_forgotten_once_their_windows_end() {
     let clock = ManualClock::new(START);
     let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
     let limiter = MemoryLimiter::with_clock(policy, clock.clone());
 
-    for i in 0..MILLION {
-        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
-    }
-    let full = limiter.len();
-    let full_bytes = limiter.allocated_bytes();
-    assert_eq!(full, MILLION as usize, "live counters are never forgotten");
-
-    // Every window is over. A client rotating through a million new keys
-    // now reuses the room of the old ones: the idle keys are swept as the
-    // new ones come (the bytes are checked in
-    // `rotating_keys_reuse_the_room_of_idle_ones`).
-    clock.advance(Duration::from_secs(2));
-    for i in MILLION..2 * MILLION {
-        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
-    }
-    let rotated = limiter.len();
-    let rotated_bytes = limiter.allocated_bytes();
-    assert!(
-        rotated <= MILLION as usize * 11 / 10,
-        "{rotated} keys stored after rotation"
+    let rotation = fill_then_rotate(&limiter, &clock);
+    assert_eq!(
+        rotation.full, MILLION as usize,
+        "live counters are never forgotten"
     );
+    let (full, full_bytes) = (rotation.full, rotation.full_bytes);
+    let (rotated, rotated_bytes) = (rotation.rotated, rotation.rotated_bytes);
 
     // Those windows end too; a million checks on a thousand keys alone
     // sweep the rest away and the tables give their memory back.
@@ -78,23 +99,12 @@ fn rotating_keys_reuse_the_room_of_idle_ones() {
     let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
     let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(16).unwrap());
     let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
-    for i in 0..MILLION {
-        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
-    }
-    let full_bytes = limiter.allocated_bytes();
-    clock.advance(Duration::from_secs(2));
-    for i in MILLION..2 * MILLION {
-        assert!(limiter.check_sync(&key(i), 1).unwrap().allowed);
-    }
-    let rotated = limiter.len();
-    let rotated_bytes = limiter.allocated_bytes();
+    let rotation = fill_then_rotate(&limiter, &clock);
     assert!(
-        rotated <= MILLION as usize * 11 / 10,
-        "{rotated} keys stored after rotation"
-    );
-    assert!(
-        rotated_bytes <= full_bytes,
-        "the table grew from {full_bytes} to {rotated_bytes} bytes"
+        rotation.rotated_bytes <= rotation.full_bytes,
+        "the table grew from {} to {} bytes",
+        rotation.full_bytes,
+        rotation.rotated_bytes
     );
 }
 
