@@ -9,10 +9,12 @@
 //! still decided by exactly one script call, atomically, and the
 //! requests of one call are decided in the order they were queued.
 //!
-//! A request made while nothing is in flight goes at once, on its own, sent
-//! by its caller's task (a lone call, see [`crate::flight`]): a lone caller
-//! pays no queueing. Calls queued meanwhile wait for it to return, so calls
-//! reach Redis one after the other in the order their requests were made.
+//! A request made while nothing is in flight or queued goes at once, on its
+//! own, sent by its caller's task (a lone call, see [`crate::flight`]): a
+//! lone caller pays no queueing. Calls queued meanwhile wait for it to
+//! return, and no request goes alone while one made before it is queued,
+//! so calls reach Redis one after the other in the order their requests
+//! were made.
 //!
 //! Every request keeps its own deadline: a call carrying requests queued
 //! at different times answers each one's caller with a timeout when that
@@ -91,7 +93,11 @@ impl<T: Transport> Batcher<T> {
             deadline: Instant::now() + self.caller.timeout,
             outcome,
         };
+        // Counted before it is queued, until its call is in flight, so
+        // that no later request goes alone before it (see `crate::flight`).
+        self.in_flight.queue();
         if self.queue.send(Queued { request, waiter }).is_err() {
+            self.in_flight.unqueue(1);
             return Err(stopped());
         }
         receiver.await.unwrap_or_else(|_| Err(stopped()))
@@ -197,6 +203,7 @@ async fn gather<T: Transport>(
 /// by its own deadline. Requests whose deadline passed while they waited
 /// fail without being sent; the call is given up once every caller's has.
 async fn send<T: Transport>(caller: Arc<Caller<T>>, entered: InFlight, batch: Vec<Queued<T>>) {
+    entered.carrying(batch.len());
     let _in_flight = entered;
     let now = Instant::now();
     let mut requests = Vec::with_capacity(batch.len());

@@ -133,6 +133,46 @@ async fn a_lone_call_goes_at_once_and_the_calls_behind_it_wait_for_it() {
     assert!(decided(again).await.allowed);
 }
 
+/// A request queued behind a lone call is counted until its own call goes:
+/// a request made after it, once the lone call has returned but before the
+/// batching task took the queued one, must not go alone and overtake it.
+/// (It did: a lease's release, sent after its check was queued and its
+/// caller gave up, reached Redis first, freed nothing, and the check then
+/// took a lease no one held.)
+#[tokio::test(start_paused = true)]
+async fn a_request_made_after_a_queued_one_never_reaches_redis_before_it() {
+    let (batcher, mut calls) = batcher(128);
+    let mut redis = Model::new(policy());
+    // One caller makes two requests in a row: the second as soon as the
+    // first returns.
+    let caller = {
+        let batcher = Arc::clone(&batcher);
+        tokio::spawn(async move {
+            batcher.decide(request("first")).await.expect("decided");
+            batcher.decide(request("later")).await.expect("decided")
+        })
+    };
+    let lone = next_call(&mut calls).await;
+    assert_eq!(lone.keys(), ["first"]);
+    // Redis answers the lone call; before its caller runs again, a request
+    // is queued (the lone call's flag is still up), and the batching task
+    // has not taken it yet when the caller makes its next request.
+    answer(lone, &mut redis);
+    let mut queued = Box::pin(batcher.decide(request("queued")));
+    assert!(futures_util::poll!(queued.as_mut()).is_pending());
+
+    let next = next_call(&mut calls).await;
+    assert_eq!(next.keys(), ["queued"], "the later request overtook it");
+    let after = next_call(&mut calls).await;
+    assert_eq!(after.keys(), ["later"]);
+    answer(next, &mut redis);
+    answer(after, &mut redis);
+    assert!(queued.await.expect("decided").allowed);
+    assert!(caller.await.unwrap().allowed);
+    tokio::time::sleep(MS).await;
+    assert_eq!(batcher.in_flight.batches(), 0);
+}
+
 /// The known issue this fixes: a call used to give up at the earliest
 /// deadline among its requests, failing the later ones early.
 #[tokio::test(start_paused = true)]
