@@ -199,9 +199,10 @@ impl<K: Stored, P: Copy + Default> RobinHood<K, P> {
     /// then [`insert_vacant`](Self::insert_vacant).
     #[cfg(test)]
     pub(crate) fn insert_new(&mut self, key: K, state: P, seed: Seed) -> bool {
-        let at = self.probe(key, key.hash(seed), seed);
-        debug_assert!(at.is_err(), "a new key");
-        self.insert_vacant(at.unwrap_or_else(|at| at), key, state, seed)
+        let at = self
+            .probe(key, key.hash(seed), seed)
+            .expect_err("a new key");
+        self.insert_vacant(at, key, state, seed)
     }
 
     /// Inserts `key`, which [`probe`](Self::probe) did not find, `at`
