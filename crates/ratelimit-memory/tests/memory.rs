@@ -15,6 +15,16 @@ fn key(i: u64) -> [u8; 8] {
     i.to_le_bytes()
 }
 
+/// A limiter of 10 per one-second fixed window over `shards` shards, on a
+/// manual clock at `START`.
+fn one_second_windows_on(shards: usize) -> (MemoryLimiter<ManualClock>, ManualClock) {
+    let clock = ManualClock::new(START);
+    let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
+    let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(shards).unwrap());
+    let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
+    (limiter, clock)
+}
+
 /// Keys and bytes stored after a million keys' checks (`full`), then after
 /// a million new keys' once the first ones' windows are over (`rotated`).
 struct Rotation {
@@ -95,10 +105,7 @@ fn a_million_keys_are_forgotten_once_their_windows_end() {
 /// the table must not grow.
 #[test]
 fn rotating_keys_reuse_the_room_of_idle_ones() {
-    let clock = ManualClock::new(START);
-    let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
-    let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(16).unwrap());
-    let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
+    let (limiter, clock) = one_second_windows_on(16);
     let rotation = fill_then_rotate(&limiter, &clock);
     assert!(
         rotation.rotated_bytes <= rotation.full_bytes,
@@ -110,10 +117,7 @@ fn rotating_keys_reuse_the_room_of_idle_ones() {
 
 #[test]
 fn shards_no_call_reaches_are_swept_by_the_others() {
-    let clock = ManualClock::new(START);
-    let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
-    let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(64).unwrap());
-    let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
+    let (limiter, clock) = one_second_windows_on(64);
     let empty_bytes = limiter.allocated_bytes();
     for i in 0..10_000 {
         limiter.check_sync(&key(i), 1).unwrap();
