@@ -1,10 +1,11 @@
 //! `ratelimit-tower` against `tower_governor` 0.8 over real HTTP: the same
-//! one-route axum app (`POST /` answering `ok`) served in four variants on
+//! one-route axum app (`POST /` answering `ok`) served in several variants on
 //! loopback ports, for two paths.
 //!
 //! | variant | limiter |
 //! |---|---|
 //! | `ours` | `RateLimitLayer` over a `MemoryLimiter`, its defaults (peer-IP key, five headers, one-second check timeout) |
+//! | `ietf` | `ours` with the `X-RateLimit-*` fields off (`RateLimitHeaders::with_legacy_fields(false)`): the draft's two fields, as many as governor writes on the allowed path |
 //! | `governor` | `GovernorLayer` with `PeerIpKeyExtractor` and `.use_headers()` |
 //! | `layer` | no limiter, a pass-through layer (`tower::layer::layer_fn(\|s\| s)`): what axum's `Router::layer` costs any limiter's layer (the route boxed again, its response mapped) |
 //! | `none` | no limiter |
@@ -32,7 +33,7 @@ use axum::routing::post;
 use axum::Router;
 use ratelimit_core::{Limiter, Policy};
 use ratelimit_memory::MemoryLimiter;
-use ratelimit_tower::RateLimitLayer;
+use ratelimit_tower::{RateLimitHeaders, RateLimitLayer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_governor::governor::GovernorConfigBuilder;
@@ -75,6 +76,16 @@ fn route() -> Router {
 }
 
 fn ours(path: Path) -> Router {
+    route().layer(RateLimitLayer::new(limiter(path)))
+}
+
+/// `ours` writing the IETF draft's two fields only.
+fn ietf(path: Path) -> Router {
+    let headers = RateLimitHeaders::default().with_legacy_fields(false);
+    route().layer(RateLimitLayer::new(limiter(path)).with_headers(headers))
+}
+
+fn limiter(path: Path) -> Arc<dyn Limiter> {
     let policy = match path {
         Path::Allowed => Policy::fixed_window(u64::from(path.limit()), WINDOW),
         // A token bucket of one token a window, as governor's: a fixed
@@ -83,8 +94,7 @@ fn ours(path: Path) -> Router {
         Path::Denied => Policy::token_bucket(1, 1, WINDOW),
     }
     .expect("valid policy");
-    let limiter: Arc<dyn Limiter> = Arc::new(MemoryLimiter::new(policy));
-    route().layer(RateLimitLayer::new(limiter))
+    Arc::new(MemoryLimiter::new(policy))
 }
 
 /// No limiter; the handler answers with the five fields ours writes on
@@ -200,6 +210,7 @@ async fn main() {
     for path in [Path::Allowed, Path::Denied] {
         let mut variants = vec![
             ("ours", ours(path), true),
+            ("ietf", ietf(path), true),
             ("governor", governor(path), true),
             ("layer", pass_through(), false),
             ("none", route(), false),

@@ -60,6 +60,12 @@ pub const fn ceil_seconds(d: Duration) -> u64 {
 /// reasoning is in the workspace's `docs/semantics.md`, "What the
 /// RateLimit header's t means".
 ///
+/// Either family can be turned off
+/// ([`with_ietf_fields`](Self::with_ietf_fields),
+/// [`with_legacy_fields`](Self::with_legacy_fields)): each field costs
+/// every response its bytes and the client its parsing (`BENCHMARKS.md`
+/// measures it). `Retry-After` is written on denials whatever the choice.
+///
 /// # Examples
 ///
 /// ```
@@ -84,6 +90,10 @@ pub const fn ceil_seconds(d: Duration) -> u64 {
 pub struct RateLimitHeaders {
     /// The policy name as a structured-field string, quotes included.
     quoted_name: String,
+    /// `RateLimit-Policy` and `RateLimit`.
+    ietf: bool,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    legacy: bool,
 }
 
 /// What the layer derives once from the limiter's policies, rather than
@@ -140,7 +150,75 @@ impl RateLimitHeaders {
             quoted_name.push(c);
         }
         quoted_name.push('"');
-        Self { quoted_name }
+        Self {
+            quoted_name,
+            ietf: true,
+            legacy: true,
+        }
+    }
+
+    /// Whether responses carry the IETF draft's `RateLimit-Policy` and
+    /// `RateLimit` fields; on by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_core::Decision;
+    /// use ratelimit_tower::RateLimitHeaders;
+    ///
+    /// let legacy_only = RateLimitHeaders::default().with_ietf_fields(false);
+    /// let mut headers = http::HeaderMap::new();
+    /// legacy_only.write(&mut headers, &Decision::allowed(5, 4, Duration::from_secs(30)), &[]);
+    /// assert_eq!(headers["x-ratelimit-remaining"], "4");
+    /// assert!(headers.get("ratelimit").is_none());
+    /// assert!(!legacy_only.ietf_fields());
+    /// ```
+    #[must_use]
+    pub fn with_ietf_fields(mut self, on: bool) -> Self {
+        self.ietf = on;
+        self
+    }
+
+    /// Whether responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining`
+    /// and `X-RateLimit-Reset`, the fields many clients read today; on by
+    /// default. Off, a response carries the draft's two fields, which say
+    /// the same (and the window) in fewer bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_core::{Decision, Policy};
+    /// use ratelimit_tower::RateLimitHeaders;
+    ///
+    /// let policy = Policy::fixed_window(5, Duration::from_secs(30)).unwrap();
+    /// let ietf_only = RateLimitHeaders::default().with_legacy_fields(false);
+    /// let mut headers = http::HeaderMap::new();
+    /// let denied = Decision::denied(5, 0, Duration::from_secs(9), Duration::from_secs(9));
+    /// ietf_only.write(&mut headers, &denied, &[policy]);
+    /// assert_eq!(headers.len(), 3);
+    /// assert_eq!(headers["ratelimit-policy"], r#""default";q=5;w=30"#);
+    /// assert_eq!(headers["ratelimit"], r#""default";r=0;t=9"#);
+    /// assert_eq!(headers["retry-after"], "9");
+    /// assert!(!ietf_only.legacy_fields());
+    /// ```
+    #[must_use]
+    pub fn with_legacy_fields(mut self, on: bool) -> Self {
+        self.legacy = on;
+        self
+    }
+
+    /// Whether the IETF draft's two fields are written.
+    #[must_use]
+    pub fn ietf_fields(&self) -> bool {
+        self.ietf
+    }
+
+    /// Whether the three `X-RateLimit-*` fields are written.
+    #[must_use]
+    pub fn legacy_fields(&self) -> bool {
+        self.legacy
     }
 
     /// The policy name as written in the fields, quotes included.
@@ -194,13 +272,17 @@ impl RateLimitHeaders {
         policy: &PolicyFields,
     ) {
         let reset = ceil_seconds(reset(decision, policy.first.as_ref()));
-        if let Some(value) = &policy.header {
-            headers.insert(RATELIMIT_POLICY, value.clone());
+        if self.ietf {
+            if let Some(value) = &policy.header {
+                headers.insert(RATELIMIT_POLICY, value.clone());
+            }
+            headers.insert(RATELIMIT, self.ratelimit_value(decision.remaining, reset));
         }
-        headers.insert(RATELIMIT, self.ratelimit_value(decision.remaining, reset));
-        headers.insert(X_LIMIT, policy.limit_value(decision.limit));
-        headers.insert(X_REMAINING, digits::value(decision.remaining));
-        headers.insert(X_RESET, digits::value(reset));
+        if self.legacy {
+            headers.insert(X_LIMIT, policy.limit_value(decision.limit));
+            headers.insert(X_REMAINING, digits::value(decision.remaining));
+            headers.insert(X_RESET, digits::value(reset));
+        }
         match decision.retry_after {
             Some(wait) => write_retry_after(headers, wait),
             None => {
@@ -232,10 +314,10 @@ impl RateLimitHeaders {
     /// and `X-RateLimit-Limit`. For a request whose cost can never fit,
     /// where the limiter read no state to report.
     pub(crate) fn write_policy(&self, headers: &mut HeaderMap, policy: &PolicyFields) {
-        if let Some(value) = &policy.header {
+        if let (true, Some(value)) = (self.ietf, &policy.header) {
             headers.insert(RATELIMIT_POLICY, value.clone());
         }
-        if let Some(first) = &policy.first {
+        if let (true, Some(first)) = (self.legacy, &policy.first) {
             headers.insert(X_LIMIT, policy.limit_value(first.limit()));
         }
     }

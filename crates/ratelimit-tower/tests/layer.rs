@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::{Request, StatusCode};
 use ratelimit_core::{Decision, Error, Limiter, ManualClock, Policy, ReferenceLimiter};
-use ratelimit_tower::{ClientIp, ProxyHeader, RateLimitLayer};
+use ratelimit_tower::{ClientIp, ProxyHeader, RateLimitHeaders, RateLimitLayer};
 use support::*;
 use tower::{Layer, ServiceExt};
 
@@ -79,6 +79,62 @@ async fn retry_after_of_a_fraction_of_a_second_is_one() {
         StatusCode::OK,
         "after Retry-After the request fits"
     );
+}
+
+/// The rate-limit fields of `headers`, by name, sorted.
+fn rate_limit_fields(headers: &http::HeaderMap) -> Vec<&str> {
+    let mut names: Vec<&str> = headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|n| n.contains("ratelimit") || *n == "retry-after")
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+#[tokio::test]
+async fn each_family_of_fields_can_be_turned_off() {
+    let layer = |ietf: bool, legacy: bool, clock: &ManualClock| {
+        let headers = RateLimitHeaders::default()
+            .with_ietf_fields(ietf)
+            .with_legacy_fields(legacy);
+        RateLimitLayer::new(five_per_30s(clock))
+            .with_headers(headers)
+            .layer(ok_service())
+    };
+    let ietf = ["ratelimit", "ratelimit-policy"];
+    let legacy = [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ];
+    for (on_ietf, on_legacy) in [(true, true), (true, false), (false, true), (false, false)] {
+        let clock = ManualClock::new(1_800_000_000_000_000);
+        let svc = layer(on_ietf, on_legacy, &clock);
+        let mut expected: Vec<&str> = Vec::new();
+        if on_ietf {
+            expected.extend(ietf);
+        }
+        if on_legacy {
+            expected.extend(legacy);
+        }
+        expected.sort_unstable();
+        for _ in 0..5 {
+            let res = send(&svc, request("192.0.2.1:1", &[])).await;
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(rate_limit_fields(res.headers()), expected);
+        }
+        let res = send(&svc, request("192.0.2.1:1", &[])).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        expected.push("retry-after");
+        expected.sort_unstable();
+        assert_eq!(
+            rate_limit_fields(res.headers()),
+            expected,
+            "Retry-After on every denial"
+        );
+        assert_eq!(header(res.headers(), "retry-after"), "30");
+    }
 }
 
 #[tokio::test]
