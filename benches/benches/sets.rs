@@ -22,6 +22,11 @@
 //!   `release`;
 //! - `lease_reservation`: the same through `Reservation::acquire` and drop,
 //!   on a current-thread runtime (the future never waits).
+//!
+//! A second group, `sets_pure`, runs the pure functions under `single`,
+//! `set1` and `set3_sliding_gate` on one state the bench holds (no key, no
+//! table, no lock), returning the answer or (`*_read_in_place`) reading
+//! two of its fields: what the store adds, and what the answer costs.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -29,7 +34,8 @@ use std::time::Duration;
 
 use criterion::{criterion_main, Criterion};
 use ratelimit_core::{
-    Concurrency, ManualClock, NamedLimit, Policy, PolicySet, Reservation, SetLimiter,
+    Algorithm, Clock, Concurrency, FixedWindow, ManualClock, NamedLimit, Policy, PolicySet,
+    Reservation, SetLimiter, SetState,
 };
 use ratelimit_memory::{MemoryLimiter, MemorySetLimiter};
 
@@ -145,6 +151,73 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     assert_eq!(lease.leases_held(&next(&mut i)), 0);
+    pure(c, &clock);
+}
+
+/// The pure functions under the same subjects, on one state held by the
+/// bench (no key, no table, no lock): what the store adds, and what the
+/// set's answer costs by itself.
+fn pure(c: &mut Criterion, clock: &ManualClock) {
+    let now = clock.now_micros();
+    let minute = Duration::from_secs(60);
+    let fixed = FixedWindow::new(BIG, minute).unwrap();
+    let one = PolicySet::single(Policy::FixedWindow(fixed));
+    let three = set3(Policy::sliding_window(BIG, Duration::from_secs(1)).unwrap());
+    let mut g = c.benchmark_group("sets_pure");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    let mut state = <FixedWindow as Algorithm>::State::default();
+    g.bench_function("single", |b| {
+        b.iter(|| {
+            let (d, next) = fixed.check(black_box(&state), black_box(now), 1).unwrap();
+            state = next;
+            d
+        })
+    });
+    let mut no_lease = || unreachable!("no lease is taken");
+    for (name, set, costs) in [
+        ("set1", &one, &[1][..]),
+        // One state takes every check here, so one token each (the same
+        // path as 100): `BIG` outlasts any run.
+        ("set3_sliding_gate", &three, &[1, 1, 0]),
+    ] {
+        let mut state = SetState::aligned(set);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                set.check_set(
+                    black_box(b"key-0001"),
+                    &mut state,
+                    black_box(now),
+                    costs,
+                    &mut no_lease,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(format!("{name}_read_in_place"), |b| {
+            b.iter(|| {
+                let check = set
+                    .check_set(
+                        black_box(b"key-0001"),
+                        &mut state,
+                        black_box(now),
+                        costs,
+                        &mut no_lease,
+                    )
+                    .unwrap();
+                (
+                    check.decision.allowed,
+                    check.decision.decisions[0].remaining,
+                )
+            })
+        });
+        let last = set.check_set(b"key-0001", &mut state, now, costs, &mut no_lease);
+        assert!(
+            last.unwrap().decision.allowed,
+            "{name}: every check allowed"
+        );
+    }
+    g.finish();
 }
 
 fn benches() {
