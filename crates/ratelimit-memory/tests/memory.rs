@@ -15,14 +15,20 @@ fn key(i: u64) -> [u8; 8] {
     i.to_le_bytes()
 }
 
-/// A limiter of 10 per one-second fixed window over `shards` shards, on a
+/// A limiter of 10 per one-second fixed window with `options`, on a
 /// manual clock at `START`.
-fn one_second_windows_on(shards: usize) -> (MemoryLimiter<ManualClock>, ManualClock) {
+fn one_second_windows(options: MemoryLimiterOptions) -> (MemoryLimiter<ManualClock>, ManualClock) {
     let clock = ManualClock::new(START);
     let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
-    let options = MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(shards).unwrap());
     let limiter = MemoryLimiter::with_options(policy, clock.clone(), options);
     (limiter, clock)
+}
+
+/// [`one_second_windows`] over `shards` shards.
+fn one_second_windows_on(shards: usize) -> (MemoryLimiter<ManualClock>, ManualClock) {
+    one_second_windows(
+        MemoryLimiterOptions::default().with_shards(NonZeroUsize::new(shards).unwrap()),
+    )
 }
 
 /// Keys and bytes stored after a million keys' checks (`full`), then after
@@ -62,9 +68,7 @@ fn fill_then_rotate(limiter: &MemoryLimiter<ManualClock>, clock: &ManualClock) -
 
 #[test]
 fn a_million_keys_are_forgotten_once_their_windows_end() {
-    let clock = ManualClock::new(START);
-    let policy = Policy::fixed_window(10, Duration::from_secs(1)).unwrap();
-    let limiter = MemoryLimiter::with_clock(policy, clock.clone());
+    let (limiter, clock) = one_second_windows(MemoryLimiterOptions::default());
 
     let rotation = fill_then_rotate(&limiter, &clock);
     assert_eq!(
