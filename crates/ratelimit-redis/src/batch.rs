@@ -177,7 +177,8 @@ async fn drive<T: Transport>(
 /// Once it holds a request it waits only for a lone call (see
 /// [`InFlight::enter`]), which can be in flight only while this task has
 /// no call of its own in flight: `drive` then has nothing else to select,
-/// and never drops this future holding requests.
+/// and never drops this future holding requests. The rest of the share is
+/// taken without waiting.
 async fn gather<T: Transport>(
     receiver: &mut mpsc::UnboundedReceiver<Queued<T>>,
     max_batch: usize,
@@ -191,10 +192,17 @@ async fn gather<T: Transport>(
         return None;
     }
     let entered = InFlight::enter(flight).await;
+    // What is queued is taken without awaiting: an await here could be
+    // `Pending` with requests held (tokio's cooperative budget makes a
+    // receive wait even with messages queued), and `drive`, selecting a
+    // call that returned meanwhile, would drop them unanswered.
     let share = (receiver.len() + 1).div_ceil(free).clamp(1, max_batch);
-    if share > 1 {
-        batch.reserve(share - 1);
-        receiver.recv_many(&mut batch, share - 1).await;
+    batch.reserve(share - 1);
+    while batch.len() < share {
+        let Ok(queued) = receiver.try_recv() else {
+            break;
+        };
+        batch.push(queued);
     }
     Some((entered, batch))
 }

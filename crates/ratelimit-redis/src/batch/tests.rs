@@ -173,6 +173,66 @@ async fn a_request_made_after_a_queued_one_never_reaches_redis_before_it() {
     assert_eq!(batcher.in_flight.batches(), 0);
 }
 
+/// `gather` holding requests must not wait: `drive` drops it when a call
+/// returns meanwhile, and the requests it held would never be answered.
+/// tokio's cooperative budget makes a receive wait even with messages
+/// queued, so here `gather` is polled once after every possible amount of
+/// the task's budget was spent: whatever it does not return must still be
+/// queued. (It took the first request with the budget's last unit, then
+/// waited for the rest, and dropped, lost it: a caller was told the
+/// batching task had stopped.)
+#[tokio::test]
+async fn gathering_never_waits_holding_requests() {
+    const QUEUED: usize = 3;
+    for spent in 0..=512 {
+        let (queue, mut receiver) = mpsc::unbounded_channel();
+        let mut waiting = Vec::new();
+        for key in ["a", "b", "c"] {
+            let (outcome, answer) = tokio::sync::oneshot::channel();
+            let deadline = Instant::now() + TIMEOUT;
+            queue
+                .send(super::Queued::<Scripted> {
+                    request: request(key),
+                    waiter: super::Waiter { deadline, outcome },
+                })
+                .unwrap();
+            waiting.push(answer);
+        }
+        let flight = Arc::new(super::Flight::default());
+        let (taken, left) = tokio::spawn(async move {
+            for _ in 0..spent {
+                let spend = std::pin::pin!(tokio::task::consume_budget());
+                if futures_util::poll!(spend).is_pending() {
+                    break;
+                }
+            }
+            let taken = {
+                let gathering = std::pin::pin!(super::gather(&mut receiver, 8, 1, &flight));
+                match futures_util::poll!(gathering) {
+                    std::task::Poll::Ready(Some((_in_flight, batch))) => batch.len(),
+                    std::task::Poll::Ready(None) => unreachable!("the queue is open"),
+                    // Dropped here, as `drive` drops it.
+                    std::task::Poll::Pending => 0,
+                }
+            };
+            (taken, receiver.len())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            taken + left,
+            QUEUED,
+            "{spent} units of budget spent: {taken} gathered, {left} still queued"
+        );
+        assert!(
+            taken == 0 || taken == QUEUED,
+            "a share of everything queued"
+        );
+        drop(queue);
+        drop(waiting);
+    }
+}
+
 /// The known issue this fixes: a call used to give up at the earliest
 /// deadline among its requests, failing the later ones early.
 #[tokio::test(start_paused = true)]
